@@ -1,0 +1,1 @@
+"""Running flowherd for real: Redis connections, the embedded private Redis, deploy files."""

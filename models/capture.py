@@ -1,0 +1,78 @@
+"""Contracts of a capture run: the job argument, the static facts, and the live status."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.keys import NAME_RE
+
+SCHEMA_VERSION = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BatchRef(_Frozen):
+    """The only argument of a batch job (JSON): which run, which batch. The frames themselves
+    are a binary payload under ``RunKeys.batch(seq)``."""
+
+    v: int = Field(SCHEMA_VERSION, ge=SCHEMA_VERSION, le=SCHEMA_VERSION)
+    run: str = Field(pattern=r"^[0-9a-f]{8,32}$")
+    seq: int = Field(ge=0)
+    packets: int = Field(ge=0)
+
+
+class CaptureState(str, Enum):
+    SUBMITTING = "submitting"  # the producer is still reading and enqueuing
+    PROCESSING = "processing"  # every batch is enqueued; some are not merged yet
+    COMPLETE = "complete"  # every batch merged and the report stored
+    FAILED = "failed"  # at least one batch failed for good: the tables are partial
+    ABORTED = "aborted"  # the producer stopped before enqueuing everything
+
+
+class CaptureInfo(_Frozen):
+    """Static facts of one run, written once when the submission starts."""
+
+    v: int = SCHEMA_VERSION
+    name: str = Field(pattern=NAME_RE.pattern)
+    run: str
+    sources: list[str]
+    created_ns: int
+    batch_packets: int
+    queue: str
+
+
+class BucketCount(_Frozen):
+    packets: int = 0
+    bytes: int = 0
+
+
+class CaptureStatus(_Frozen):
+    """What ``producer status`` and ``reporter captures`` show."""
+
+    name: str
+    run: str
+    state: CaptureState
+    created_ns: int
+    sources: list[str]
+    batches_enqueued: int
+    batches_done: int
+    batches_failed: int
+    total_batches: int | None
+    packets: int
+    bytes: int
+    counted_packets: int
+    counted_bytes: int
+    flows: int
+    not_counted: dict[str, BucketCount]
+    first_ns: int | None
+    last_ns: int | None
+    warnings: list[str] = []
+    failures: list[str] = []
+
+    @property
+    def complete(self) -> bool:
+        return self.state is CaptureState.COMPLETE

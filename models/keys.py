@@ -1,0 +1,98 @@
+"""Every Redis key flowherd uses, named in this one module.
+
+A capture *name* (what users type) maps to a *run id* (a fresh hex token per submission) in the
+hash :data:`CAPTURES`. Everything a run owns lives under ``fh:{<run>}:...``; the braces are a
+Redis Cluster hash tag, so one run's keys share a slot and its merge script may touch them all.
+Replacing a capture deletes the old run's keys; a late job of the old run finds no ``meta`` and
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: hash: capture name -> current run id
+CAPTURES = "fh:captures"
+#: default RQ queue name for batch and report jobs
+DEFAULT_QUEUE = "flowherd"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class RunKeys:
+    """Key names of one capture run."""
+
+    __slots__ = ("run", "prefix")
+
+    def __init__(self, run: str) -> None:
+        self.run = run
+        self.prefix = f"fh:{{{run}}}:"
+
+    @property
+    def info(self) -> str:
+        """string: CaptureInfo JSON (static facts of the run)"""
+        return self.prefix + "info"
+
+    @property
+    def meta(self) -> str:
+        """hash: state, total_batches, enqueued, failed, warnings; its existence = run is live"""
+        return self.prefix + "meta"
+
+    @property
+    def flows(self) -> str:
+        """hash: packed FlowKey -> packed FlowStats"""
+        return self.prefix + "flows"
+
+    @property
+    def rank_bi(self) -> str:
+        """zset: packed FlowKey scored by the conversation's bytes"""
+        return self.prefix + "rank:bi"
+
+    @property
+    def rank_uni(self) -> str:
+        """zset: packed FlowKey + direction byte scored by that direction's bytes"""
+        return self.prefix + "rank:uni"
+
+    @property
+    def totals(self) -> str:
+        """hash: packet/byte totals, not-counted buckets, first/last timestamps"""
+        return self.prefix + "totals"
+
+    @property
+    def done(self) -> str:
+        """set: sequence numbers of merged batches (the exactly-once marker)"""
+        return self.prefix + "done"
+
+    @property
+    def finalized(self) -> str:
+        """string: set once, by whoever sees the last batch merged; guards the report job"""
+        return self.prefix + "finalized"
+
+    @property
+    def report(self) -> str:
+        """string: Report JSON, written by the report job"""
+        return self.prefix + "report"
+
+    def batch(self, seq: int) -> str:
+        """string: the raw batch payload, deleted by the merge that consumes it"""
+        return f"{self.prefix}batch:{seq}"
+
+    def batch_pattern(self) -> str:
+        return f"{self.prefix}batch:*"
+
+    def all_fixed(self) -> list[str]:
+        return [self.info, self.meta, self.flows, self.rank_bi, self.rank_uni, self.totals,
+                self.done, self.finalized, self.report]  # fmt: skip
+
+
+def batch_job_id(run: str, seq: int) -> str:
+    return f"fh-{run}-{seq}"
+
+
+def report_job_id(run: str) -> str:
+    return f"fh-{run}-report"
+
+
+#: The only job functions a flowherd worker runs (enqueued by dotted path, never pickled).
+BATCH_JOB = "workers.jobs.process_batch"
+REPORT_JOB = "reporter.job.build_report"
+ALLOWED_JOBS = frozenset({BATCH_JOB, REPORT_JOB})

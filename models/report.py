@@ -1,0 +1,116 @@
+"""Report contracts: flow rows in both views, elephant rules and the stored capture report."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.capture import BucketCount
+
+SCHEMA_VERSION = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FlowRow(_Frozen):
+    """A unidirectional 5-tuple flow (the classic NetFlow view)."""
+
+    src: str
+    dst: str
+    proto: int
+    sport: int
+    dport: int
+    packets: int
+    bytes: int
+    first_ns: int
+    last_ns: int
+    tcp_flags: int = 0
+
+    @property
+    def duration_ns(self) -> int:
+        return self.last_ns - self.first_ns
+
+
+class ConvRow(_Frozen):
+    """A bidirectional conversation (tshark's ``-z conv`` view). A sent the earliest packet."""
+
+    proto: int
+    a_addr: str
+    a_port: int
+    b_addr: str
+    b_port: int
+    packets_a_to_b: int
+    bytes_a_to_b: int
+    packets_b_to_a: int
+    bytes_b_to_a: int
+    packets: int
+    bytes: int
+    first_ns: int
+    last_ns: int
+
+    @property
+    def duration_ns(self) -> int:
+        return self.last_ns - self.first_ns
+
+
+RuleKind = Literal["top_n", "threshold", "constant_load", "mean_3sigma"]
+
+
+class ElephantRule(_Frozen):
+    """A named definition of an elephant flow.
+
+    * ``top_n``: the ``n`` largest flows by bytes;
+    * ``threshold``: flows of at least ``bytes`` bytes, or of at least ``fraction`` of all bytes;
+    * ``constant_load``: the fewest largest flows that together carry ``beta`` of the bytes;
+    * ``mean_3sigma``: flows larger than the mean flow size plus three standard deviations.
+    """
+
+    name: str
+    kind: RuleKind
+    n: int | None = Field(None, ge=1)
+    bytes: int | None = Field(None, ge=0)
+    fraction: float | None = Field(None, gt=0, le=1)
+    beta: float | None = Field(None, gt=0, le=1)
+
+
+class ElephantResult(_Frozen):
+    rule: ElephantRule
+    description: str
+    flows: int
+    bytes: int
+    share_of_bytes: float
+    threshold_bytes: int
+
+
+class Summary(_Frozen):
+    """Totals of a capture. ``packets = counted_packets + sum(not_counted packets)``."""
+
+    packets: int
+    bytes: int
+    counted_packets: int
+    counted_bytes: int
+    flows_uni: int
+    flows_bi: int
+    not_counted: dict[str, BucketCount]
+    first_ns: int | None
+    last_ns: int | None
+    share_top1pct_uni: float
+    share_top10_uni: float
+
+
+class Report(_Frozen):
+    """Stored by the report job when the last batch is merged; shown by ``reporter``."""
+
+    v: int = SCHEMA_VERSION
+    name: str
+    run: str
+    generated_ns: int
+    complete: bool
+    summary: Summary
+    top_uni: list[FlowRow]
+    top_bi: list[ConvRow]
+    elephants: list[ElephantResult]
+    warnings: list[str] = []

@@ -1,0 +1,32 @@
+"""Settings shared by every flowherd command, read from ``FLOWHERD_*`` environment variables.
+
+CLI options override them; ``redis_url=None`` means "embedded": a private redis-server under
+``home`` and local worker processes, started on demand.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "flowherd"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOWHERD_", frozen=True, extra="ignore")
+
+    redis_url: str | None = None
+    queue: str = Field("flowherd", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    home: Path = Field(default_factory=default_home)
+    batch_packets: int = Field(2000, ge=1, le=1_000_000)
+    batch_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=128 * 1024 * 1024)
+    max_in_flight: int = Field(32, ge=1, le=100_000)
+    job_timeout: int = Field(600, ge=1)
+    retries: int = Field(3, ge=0, le=100)
+    compress: bool = False

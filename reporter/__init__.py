@@ -1,0 +1,1 @@
+"""flowherd reporter: reads merged flow tables and ranks, classifies, plots and exports them."""

@@ -1,0 +1,1 @@
+"""flowherd workers: dissect batches with scapy, fold them into flow tables, merge into Redis."""

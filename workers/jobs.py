@@ -1,0 +1,65 @@
+"""The batch job: fetch a payload, dissect, fold, merge once; enqueue the report after the last.
+
+Jobs use the connection of the RQ job that runs them (no module-level clients).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from rq import get_current_job
+
+from deploy.queueing import enqueue_report, make_queue
+from models.batch import decode_batch
+from models.capture import BatchRef
+from models.errors import BatchError
+from models.keys import RunKeys
+from workers.aggregate import fold
+from workers.dissect import dissect
+from workers.store import MergeStatus, merge_partial
+
+log = logging.getLogger(__name__)
+
+
+def process_batch(ref_json: str) -> dict[str, int | str]:
+    """Process one batch exactly once. Raises :class:`BatchError` for a refused payload."""
+    job = get_current_job()
+    if job is None:
+        raise BatchError("process_batch must run inside an RQ job")
+    conn = job.connection
+    ref = BatchRef.model_validate_json(ref_json)
+    keys = RunKeys(ref.run)
+    t0 = time.perf_counter()
+    payload = conn.get(keys.batch(ref.seq))
+    if payload is None:
+        if not conn.exists(keys.meta):
+            return {"status": "stale"}
+        if conn.sismember(keys.done, ref.seq):
+            return {"status": "duplicate"}
+        raise BatchError(f"payload of batch {ref.seq} of run {ref.run} is missing")
+    records = list(decode_batch(payload))
+    if len(records) != ref.packets:
+        raise BatchError(
+            f"batch {ref.seq} of run {ref.run} holds {len(records)} records, expected {ref.packets}"
+        )
+    t1 = time.perf_counter()
+    table = fold(records, dissect)
+    t2 = time.perf_counter()
+    res = merge_partial(conn, keys, ref.seq, table)
+    t3 = time.perf_counter()
+    if res.status is MergeStatus.LAST:
+        enqueue_report(make_queue(conn, job.origin), ref.run)
+    log.info(
+        "event=batch_merged run=%s seq=%d packets=%d flows=%d status=%s "
+        "fetch_ms=%.1f dissect_ms=%.1f merge_ms=%.1f",
+        ref.run, ref.seq, table.packets, len(table.flows), res.status.name,
+        (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
+    )  # fmt: skip
+    return {
+        "status": res.status.name.lower(),
+        "packets": table.packets,
+        "new_flows": res.new_flows,
+        "dissect_us": int((t2 - t1) * 1e6),
+        "merge_us": int((t3 - t2) * 1e6),
+    }

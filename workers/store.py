@@ -1,0 +1,61 @@
+"""Redis side of a batch: the atomic, idempotent merge of a partial table into a run.
+
+Both operations are Lua scripts (``merge.lua``, ``close.lua``) run with EVALSHA: one round trip,
+atomic with respect to every other client, and idempotent by batch sequence number.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from importlib import resources
+
+from redis import Redis
+
+from models.keys import RunKeys
+from workers.aggregate import PartialTable, pack_flows
+
+_MERGE = resources.files(__package__).joinpath("merge.lua").read_text()
+_CLOSE = resources.files(__package__).joinpath("close.lua").read_text()
+
+
+class MergeStatus(enum.IntEnum):
+    STALE = -1  # the run was replaced or deleted: nothing written
+    DUPLICATE = 0  # this batch was merged before: nothing written
+    MERGED = 1
+    LAST = 2  # merged, and it completed the capture: the caller enqueues the report
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    status: MergeStatus
+    new_flows: int
+
+
+def _ts19(ns: int) -> bytes:
+    return b"%019d" % ns
+
+
+def merge_partial(conn: Redis, keys: RunKeys, seq: int, table: PartialTable) -> MergeResult:
+    """Merge ``table`` as batch ``seq`` of the run, exactly once; deletes the batch payload."""
+    argv: list[bytes | int | str] = [
+        seq, pack_flows(table.flows), _ts19(table.first_ns), _ts19(table.last_ns),
+        "packets", table.packets, "bytes", table.bytes,
+        "counted_packets", table.counted_packets, "counted_bytes", table.counted_bytes,
+    ]  # fmt: skip
+    for bucket, (p, b) in sorted(table.not_counted.items()):
+        argv += [f"nc:{bucket}:packets", p, f"nc:{bucket}:bytes", b]
+    script = conn.register_script(_MERGE)
+    status, new_flows = script(
+        keys=[keys.done, keys.flows, keys.rank_bi, keys.rank_uni, keys.totals,
+              keys.batch(seq), keys.meta, keys.finalized],  # fmt: skip
+        args=argv,
+    )
+    return MergeResult(MergeStatus(int(status)), int(new_flows))
+
+
+def close_run(conn: Redis, keys: RunKeys, total_batches: int) -> int:
+    """Mark every batch enqueued. Returns 1 when the caller must enqueue the report (all batches
+    were already merged), 0 otherwise, -1 if the run no longer exists."""
+    script = conn.register_script(_CLOSE)
+    return int(script(keys=[keys.done, keys.meta, keys.finalized], args=[total_batches]))
