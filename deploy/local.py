@@ -45,6 +45,10 @@ def _alive(sock: Path) -> bool:
         return False
 
 
+def is_running(home: Path) -> bool:
+    return _alive(socket_path(home))
+
+
 def ensure_local_redis(home: Path) -> str:
     """Start the private redis-server unless it already answers; return its URL."""
     sock = socket_path(home)

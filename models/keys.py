@@ -72,6 +72,11 @@ class RunKeys:
         """string: Report JSON, written by the report job"""
         return self.prefix + "report"
 
+    @property
+    def warnings(self) -> str:
+        """list: input warnings (e.g. a truncated file), shown with every status and report"""
+        return self.prefix + "warnings"
+
     def batch(self, seq: int) -> str:
         """string: the raw batch payload, deleted by the merge that consumes it"""
         return f"{self.prefix}batch:{seq}"
@@ -81,7 +86,7 @@ class RunKeys:
 
     def all_fixed(self) -> list[str]:
         return [self.info, self.meta, self.flows, self.rank_bi, self.rank_uni, self.totals,
-                self.done, self.finalized, self.report]  # fmt: skip
+                self.done, self.finalized, self.report, self.warnings]  # fmt: skip
 
 
 def batch_job_id(run: str, seq: int) -> str:

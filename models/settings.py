@@ -30,3 +30,4 @@ class Settings(BaseSettings):
     job_timeout: int = Field(600, ge=1)
     retries: int = Field(3, ge=0, le=100)
     compress: bool = False
+    connect_timeout: float = Field(10.0, ge=0)

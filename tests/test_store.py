@@ -11,7 +11,8 @@ from redis import Redis
 from models.flows import FlowKey, FlowStats
 from models.keys import RunKeys
 from workers.aggregate import PartialTable, fold
-from workers.store import MergeStatus, close_run, merge_partial
+from producer.submit import close_run
+from workers.store import MergeStatus, merge_partial
 
 
 class P:

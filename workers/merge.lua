@@ -7,7 +7,10 @@
 -- Returns {status, new_flows}: status -1 = run no longer exists (replaced), 0 = batch already
 -- merged (nothing changed), 1 = merged, 2 = merged and this was the last batch of the capture.
 if redis.call('EXISTS', KEYS[7]) == 0 then return {-1, 0} end
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return {0, 0} end
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
+  redis.call('DEL', KEYS[6])
+  return {0, 0}
+end
 
 local FMT = '<ddddc19c19c19c19BB'
 local data = ARGV[2]

@@ -1,6 +1,6 @@
 """Redis side of a batch: the atomic, idempotent merge of a partial table into a run.
 
-Both operations are Lua scripts (``merge.lua``, ``close.lua``) run with EVALSHA: one round trip,
+The merge is a Lua script (``merge.lua``) run with EVALSHA: one round trip,
 atomic with respect to every other client, and idempotent by batch sequence number.
 """
 
@@ -16,7 +16,6 @@ from models.keys import RunKeys
 from workers.aggregate import PartialTable, pack_flows
 
 _MERGE = resources.files(__package__).joinpath("merge.lua").read_text()
-_CLOSE = resources.files(__package__).joinpath("close.lua").read_text()
 
 
 class MergeStatus(enum.IntEnum):
@@ -52,10 +51,3 @@ def merge_partial(conn: Redis, keys: RunKeys, seq: int, table: PartialTable) -> 
         args=argv,
     )
     return MergeResult(MergeStatus(int(status)), int(new_flows))
-
-
-def close_run(conn: Redis, keys: RunKeys, total_batches: int) -> int:
-    """Mark every batch enqueued. Returns 1 when the caller must enqueue the report (all batches
-    were already merged), 0 otherwise, -1 if the run no longer exists."""
-    script = conn.register_script(_CLOSE)
-    return int(script(keys=[keys.done, keys.meta, keys.finalized], args=[total_batches]))

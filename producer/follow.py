@@ -1,0 +1,71 @@
+"""Following a capture to the end, and the local worker processes of the embedded mode."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from redis import Redis
+
+from models.capture import CaptureState, CaptureStatus
+from models.errors import BackendError
+from reporter.store import status
+
+FINAL = (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED)
+
+
+class LocalWorkers:
+    """``workers run -n N`` as a child process (started by command, not imported)."""
+
+    def __init__(self, url: str, queue: str, num: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers", "run", "-n", str(num), "--queue", queue],
+            env={**os.environ, "FLOWHERD_REDIS_URL": url},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def check(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            err = (self.proc.stderr.read() if self.proc.stderr else b"").decode(errors="replace")
+            last = err.strip().splitlines()[-1] if err.strip() else ""
+            raise BackendError(f"local workers exited with code {code}: {last}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> LocalWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def follow(
+    conn: Redis,
+    name: str,
+    on_update: Callable[[CaptureStatus], None] | None = None,
+    poll: float = 0.2,
+    check: Callable[[], None] | None = None,
+) -> CaptureStatus:
+    """Poll ``name`` until it is complete, failed or aborted; return the final status."""
+    while True:
+        st = status(conn, name)
+        if on_update:
+            on_update(st)
+        if st.state in FINAL:
+            return st
+        if check:
+            check()
+        time.sleep(poll)

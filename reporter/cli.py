@@ -1,0 +1,201 @@
+"""``reporter``: the flows of a capture, ranked, classified, exported and plotted.
+
+    reporter captures
+    reporter top trace -n 20 --by bytes --direction uni
+    reporter flows trace --direction bi --format csv > trace.bi.csv
+    reporter summary trace --json
+    reporter hist trace --top 100 -o sizes.pdf
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+from rich.console import Console
+
+from deploy.clitools import handle_errors, open_redis, redis_options, settings_from
+from models.errors import CaptureStateError
+from models.report import ConvRow, FlowRow
+from reporter.build import make_report
+from reporter.elephants import DEFAULT_RULES, RULE_FORMS, parse_rule
+from reporter.rank import RANK_BY, parse_proto, top
+from reporter.render import elephants_table, rows_csv, rows_json, rows_table, summary_table
+from reporter.show import show_status
+from reporter.store import iter_flows, load_report, names, run_of, status, top_conversations, top_directions
+from reporter.views import conv_row, uni_row, uni_rows
+
+HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+FORMATS = click.Choice(["table", "json", "csv"])
+DIRECTION = click.Choice(["uni", "bi"])
+
+
+@click.group(context_settings=HELP)
+@click.version_option(package_name="flowherd")
+def main() -> None:
+    """flowherd reporter: top-N flows, elephants, distributions and exports of a capture.
+
+    Flows are unidirectional 5-tuples (--direction uni, the NetFlow view) or bidirectional
+    conversations (--direction bi, tshark's -z conv view); both come from the same table.
+    """
+
+
+def _conn(redis_url: str | None, queue: str) -> Any:
+    conn, _, _ = open_redis(settings_from(redis_url, queue))
+    return conn
+
+
+def _all_rows(conn: Any, name: str, direction: str) -> Iterator[FlowRow | ConvRow]:
+    keys = run_of(conn, name)
+    for key, st in iter_flows(conn, keys):
+        if direction == "bi":
+            yield conv_row(key, st)
+        else:
+            yield from uni_rows(key, st)
+
+
+def _emit(rows: list[FlowRow] | list[ConvRow], fmt: str, title: str) -> None:
+    if fmt == "csv":
+        rows_csv(rows, sys.stdout)
+    elif fmt == "json":
+        click.echo(rows_json(rows))
+    else:
+        Console().print(rows_table(rows, title))
+
+
+@main.command(context_settings=HELP)
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@redis_options
+@handle_errors
+def captures(as_json: bool, redis_url: str | None, queue: str) -> None:
+    """List the captures known, with state and totals."""
+    conn = _conn(redis_url, queue)
+    sts = [status(conn, n) for n in names(conn)]
+    if as_json:
+        click.echo("[" + ",".join(s.model_dump_json() for s in sts) + "]")
+        return
+    from rich.table import Table
+
+    from reporter.distribution import human_bytes
+
+    t = Table(title="Captures")
+    for h in ("name", "state", "batches", "packets", "bytes", "conversations"):
+        t.add_column(h, justify="left" if h in ("name", "state") else "right")
+    for s in sts:
+        t.add_row(s.name, s.state.value, f"{s.batches_done}/{s.total_batches or '?'}",
+                  f"{s.packets:,}", human_bytes(s.bytes), f"{s.flows:,}")  # fmt: skip
+    Console().print(t)
+
+
+@main.command("top", context_settings=HELP)
+@click.argument("name")
+@click.option("-n", "num", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--by", type=click.Choice(RANK_BY), default="bytes", show_default=True,
+              help="Rank by bytes, packets, duration, or rate (bytes/s over the flow's duration).")  # fmt: skip
+@click.option("--direction", type=DIRECTION, default="uni", show_default=True)
+@click.option("--proto", help="Only this protocol: tcp, udp, icmp, icmpv6, gre, esp, sctp or a number.")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@redis_options
+@handle_errors
+def top_cmd(name: str, num: int, by: str, direction: str, proto: str | None, fmt: str,
+            redis_url: str | None, queue: str) -> None:  # fmt: skip
+    """The NUM largest flows of capture NAME.
+
+    By bytes without --proto this reads the ranking kept in Redis; other orders scan the table.
+    """
+    try:
+        p = parse_proto(proto) if proto else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--proto") from None
+    conn = _conn(redis_url, queue)
+    keys = run_of(conn, name)
+    rows: list[Any]
+    if by == "bytes" and p is None:
+        if direction == "bi":
+            rows = top([conv_row(k, s) for k, s in top_conversations(conn, keys, num)], "bytes", num)
+        else:
+            rows = top([uni_row(k, s, d) for k, s, d in top_directions(conn, keys, num)], "bytes", num)
+    else:
+        rows = top(_all_rows(conn, name, direction), by, num, p)  # type: ignore[arg-type]
+    _emit(rows, fmt, f"{name}: top {len(rows)} {'conversations' if direction == 'bi' else 'flows'} by {by}")
+
+
+@main.command(context_settings=HELP)
+@click.argument("name")
+@click.option("--direction", type=DIRECTION, default="uni", show_default=True)
+@click.option("--format", "fmt", type=FORMATS, default="csv", show_default=True)
+@redis_options
+@handle_errors
+def flows(name: str, direction: str, fmt: str, redis_url: str | None, queue: str) -> None:
+    """Every flow of capture NAME, largest first.
+
+    CSV columns are those of tshark-derived flow tables: uni
+    src,dst,proto,sport,dport,packets,bytes,first_ts,last_ts; bi
+    proto,a_addr,a_port,b_addr,b_port,frames_a_to_b,bytes_a_to_b,frames_b_to_a,bytes_b_to_a,frames,bytes,first_ts,last_ts
+    (timestamps in epoch seconds with 9 decimals).
+    """
+    conn = _conn(redis_url, queue)
+    rows = top(_all_rows(conn, name, direction), "bytes", sys.maxsize)  # type: ignore[type-var]
+    _emit(rows, fmt, f"{name}: {len(rows)} flows")  # type: ignore[arg-type]
+
+
+@main.command(context_settings=HELP)
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--rule", "rules", multiple=True, metavar="RULE",
+              help=f"Elephant rule(s) instead of the defaults: {RULE_FORMS}. Repeatable.")  # fmt: skip
+@redis_options
+@handle_errors
+def summary(name: str, as_json: bool, rules: tuple[str, ...], redis_url: str | None, queue: str) -> None:
+    """Totals of capture NAME, the not-counted buckets, byte shares and elephant flows."""
+    try:
+        chosen = [parse_rule(r) for r in rules] or list(DEFAULT_RULES)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rule") from None
+    conn = _conn(redis_url, queue)
+    keys = run_of(conn, name)
+    report = load_report(conn, keys)
+    st = status(conn, name)
+    if report is None or rules or report.summary.packets != st.packets:
+        import time
+
+        report = make_report(st, iter_flows(conn, keys), time.time_ns(), rules=chosen)
+    if as_json:
+        click.echo(report.model_dump_json(indent=1))
+        return
+    con = Console()
+    if not report.complete:
+        show_status(con, st)
+    con.print(summary_table(report.summary))
+    con.print(elephants_table(report.elephants))
+    for w in report.warnings:
+        con.print(f"[yellow]warning:[/] {w}")
+
+
+@main.command(context_settings=HELP)
+@click.argument("name")
+@click.option("--top", "top_n", type=click.IntRange(1), default=None,
+              help="Histogram of the TOP largest flows only (the classic top-N plot).")  # fmt: skip
+@click.option("--direction", type=DIRECTION, default="uni", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output file: .pdf, .png or .svg.")  # fmt: skip
+@redis_options
+@handle_errors
+def hist(name: str, top_n: int | None, direction: str, output: str, redis_url: str | None, queue: str) -> None:
+    """Plot the flow size distribution of capture NAME: a histogram of sizes (KB, log count
+    axis) beside the CCDF of sizes and the cumulative share of bytes."""
+    from reporter.plots import FORMATS as PLOT_FORMATS
+    from reporter.plots import save_figure, size_histogram_figure
+
+    if not output.lower().endswith(PLOT_FORMATS):
+        raise click.BadParameter(f"use one of {', '.join(PLOT_FORMATS)}", param_hint="--output")
+    conn = _conn(redis_url, queue)
+    sizes = [r.bytes for r in _all_rows(conn, name, direction)]
+    if not sizes:
+        raise CaptureStateError(f"capture {name!r} has no flows to plot")
+    fig = size_histogram_figure(sizes, top_n, name)
+    path = save_figure(fig, output)
+    click.echo(f"wrote {path}", err=True)
+

@@ -1,0 +1,49 @@
+"""Human display of a capture's status and report (rich, to any console)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from models.capture import CaptureStatus
+from models.report import Report
+from reporter.render import elephants_table, human_ts, rows_table, summary_table
+from reporter.distribution import human_bytes
+
+
+def status_table(st: CaptureStatus) -> Table:
+    t = Table(title=f"Capture {st.name}", show_header=False)
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    total = "?" if st.total_batches is None else str(st.total_batches)
+    t.add_row("state", st.state.value)
+    t.add_row("sources", ", ".join(st.sources))
+    t.add_row("submitted", human_ts(st.created_ns))
+    t.add_row("batches", f"{st.batches_enqueued} queued, {st.batches_done}/{total} merged, "
+                         f"{st.batches_failed} failed")  # fmt: skip
+    t.add_row("packets merged", f"{st.packets:,} ({human_bytes(st.bytes)})")
+    t.add_row("counted in flows", f"{st.counted_packets:,} packets in {st.flows:,} conversations")
+    for b, c in sorted(st.not_counted.items()):
+        t.add_row(f"not counted: {b}", f"{c.packets:,} packets ({human_bytes(c.bytes)})")
+    if st.first_ns is not None and st.last_ns is not None and st.last_ns > st.first_ns:
+        t.add_row("trace time", f"{human_ts(st.first_ns)} .. {human_ts(st.last_ns)}")
+    for w in st.warnings:
+        t.add_row("[yellow]warning[/]", w)
+    for f in st.failures:
+        t.add_row("[red]failed batch[/]", f)
+    return t
+
+
+def show_status(console: Console, st: CaptureStatus) -> None:
+    console.print(status_table(st))
+
+
+def show_report(console: Console, report: Report, n: int = 10) -> None:
+    """Summary, the top ``n`` unidirectional flows and the elephants of every rule."""
+    console.print(summary_table(report.summary))
+    console.print(rows_table(report.top_uni[:n], f"Top {min(n, len(report.top_uni))} flows by bytes"))
+    console.print(elephants_table(report.elephants))
+    if not report.complete:
+        console.print("[red]incomplete:[/] some batches are missing or failed; see `producer status`")
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/] {w}")

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install what flowherd needs on a Debian/Ubuntu machine: a virtual environment with the
+# package (and test tools with --test), and redis-server when none is on PATH (tshark too with
+# --test, for the oracle comparisons). Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo apt-get install -y -q "$@" >/dev/null 2>&1; then
+    $sudo apt-get update -q >/dev/null
+    $sudo apt-get install -y -q "$@" >/dev/null
+  fi
+}
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+if [ "$want_test" = 1 ]; then
+  command -v tshark >/dev/null || need+=(tshark)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} with apt-get" >&2
+  apt_install "${need[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+extra=""
+[ "$want_test" = 1 ] && extra="[test]"
+stamp=".venv/.installed${extra}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".${extra}"
+  touch "$stamp"
+fi
+echo "flowherd installed in .venv ($(.venv/bin/python --version)); redis-server: $(command -v redis-server)" >&2

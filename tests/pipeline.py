@@ -1,0 +1,31 @@
+"""Test helpers: run the real pipeline (producer -> RQ worker processes -> Redis) in-process."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from redis import Redis
+
+from deploy.queueing import make_queue
+from models.capture import CaptureStatus
+from models.flows import FlowKey, FlowStats
+from models.settings import Settings
+from producer.follow import LocalWorkers, follow
+from producer.submit import submit
+from reporter.store import iter_flows, run_of
+
+
+def settings_for(redis_url: str, queue: str | None = None, **kw: object) -> Settings:
+    return Settings(redis_url=redis_url, queue=queue or f"t{uuid.uuid4().hex[:8]}", **kw)  # type: ignore[arg-type]
+
+
+def run_capture(conn: Redis, settings: Settings, sources: Sequence[str], name: str,
+                workers: LocalWorkers) -> CaptureStatus:  # fmt: skip
+    queue = make_queue(conn, settings.queue)
+    submit(conn, queue, list(sources), name, settings, replace=True, on_progress=lambda p: workers.check())
+    return follow(conn, name, poll=0.05, check=workers.check)
+
+
+def table(conn: Redis, name: str) -> dict[FlowKey, FlowStats]:
+    return dict(iter_flows(conn, run_of(conn, name)))

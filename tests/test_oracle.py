@@ -1,0 +1,85 @@
+"""Every shared capture through the real pipeline, compared with the tshark oracle.
+
+The CSV written by ``reporter flows`` must equal the oracle's ``.uni.csv`` and ``.bi.csv`` row
+for row once sorted, and the summary totals must match. Runs where ../shared exists (CI).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from redis import Redis
+
+from models.capture import CaptureState
+from producer.follow import LocalWorkers
+from reporter.cli import main as reporter_main
+from tests.conftest import SHARED
+from tests.pipeline import run_capture, settings_for
+
+pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.corpus]
+
+CAPTURES = sorted(p.name for p in (SHARED / "pcaps").glob("*.pcap*")) if (SHARED / "pcaps").is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def merged(redis_url: str) -> dict[str, object]:
+    """Submit every capture once, with two workers, into a clean Redis."""
+    if not CAPTURES:
+        pytest.skip("../shared/pcaps is not present")
+    conn = Redis.from_url(redis_url)
+    conn.flushall()
+    settings = settings_for(redis_url, batch_packets=500)
+    out: dict[str, object] = {}
+    with LocalWorkers(redis_url, settings.queue, 2) as w:
+        for name in CAPTURES:
+            out[name] = run_capture(conn, settings, [str(SHARED / "pcaps" / name)], _cap(name), w)
+    return out
+
+
+def _cap(file: str) -> str:
+    return file.replace(".", "_")
+
+
+def _sorted_rows(text: str) -> list[list[str]]:
+    rows = list(csv.reader(io.StringIO(text)))
+    return [rows[0], *sorted(rows[1:])]
+
+
+def _flows_csv(redis_url: str, name: str, direction: str) -> str:
+    res = CliRunner().invoke(
+        reporter_main, ["flows", name, "--direction", direction, "--format", "csv", "--redis-url", redis_url]
+    )
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+@pytest.mark.parametrize("file", CAPTURES)
+def test_uni_table_equals_oracle(merged: dict[str, object], redis_url: str, file: str) -> None:
+    expected = (SHARED / "oracle" / f"{file}.uni.csv").read_text()
+    assert _sorted_rows(_flows_csv(redis_url, _cap(file), "uni")) == _sorted_rows(expected)
+
+
+@pytest.mark.parametrize("file", CAPTURES)
+def test_bi_table_equals_oracle(merged: dict[str, object], redis_url: str, file: str) -> None:
+    expected = (SHARED / "oracle" / f"{file}.bi.csv").read_text()
+    assert _sorted_rows(_flows_csv(redis_url, _cap(file), "bi")) == _sorted_rows(expected)
+
+
+@pytest.mark.parametrize("file", CAPTURES)
+def test_summary_totals_equal_oracle(merged: dict[str, object], file: str) -> None:
+    oracle = json.loads((SHARED / "oracle" / f"{file}.summary.json").read_text())
+    st = merged[file]
+    assert st.state is CaptureState.COMPLETE  # type: ignore[attr-defined]
+    assert st.packets == oracle["total_frames"]  # type: ignore[attr-defined]
+    assert st.bytes == oracle["total_bytes"]  # type: ignore[attr-defined]
+    assert st.counted_packets == oracle["ip_frames"]  # type: ignore[attr-defined]
+    assert st.counted_bytes == oracle["ip_bytes"]  # type: ignore[attr-defined]
+    not_counted = sum(b.packets for b in st.not_counted.values())  # type: ignore[attr-defined]
+    assert not_counted == oracle["non_ip_frames"]
+    truncated = oracle["tshark_exit_code"] != 0
+    assert any("truncated" in w for w in st.warnings) == truncated  # type: ignore[attr-defined]

@@ -1,0 +1,80 @@
+"""``workers``: run flowherd's RQ workers, and manage the embedded private Redis.
+
+    workers run -n 4                      # 4 worker processes on this host
+    workers run -n 8 --redis-url redis://:secret@queue-host:6379/0
+    workers local-redis status|start|stop
+
+Plain ``rq worker`` works too, with flowherd's serializer and job class::
+
+    rq worker -u URL --serializer rq.serializers.JSONSerializer \\
+       --job-class deploy.queueing.FlowherdJob -w rq.worker.SimpleWorker flowherd
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+from rq.serializers import JSONSerializer
+from rq.worker import SimpleWorker
+from rq.worker_pool import WorkerPool
+
+from deploy.clitools import handle_errors, open_redis, redis_options, settings_from, setup_logging
+from deploy.connect import redact
+from deploy.local import ensure_local_redis, is_running, local_url, stop_local_redis
+from deploy.queueing import FlowherdJob
+from models.settings import Settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="flowherd")
+def main() -> None:
+    """flowherd workers: dissect queued batches with scapy and merge them into flow tables.
+
+    Start as many as you like, on any host that reaches the same Redis: results are identical
+    whatever their number.
+    """
+
+
+@main.command()
+@click.option("-n", "--num", type=click.IntRange(1, 512), default=os.cpu_count() or 1,
+              show_default="CPU count", help="Worker processes to start.")  # fmt: skip
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option("-v", "--verbose", count=True, help="-v: one log line per job; -vv: debug.")
+@redis_options
+@handle_errors
+def run(num: int, burst: bool, verbose: int, redis_url: str | None, queue: str) -> None:
+    """Run NUM worker processes on this host until interrupted (Ctrl-C stops them cleanly).
+
+    Each process is an RQ SimpleWorker (no fork per job) that only runs flowherd's own job
+    functions; a dead process is replaced.
+    """
+    setup_logging(verbose)
+    settings = settings_from(redis_url, queue)
+    conn, url, embedded = open_redis(settings)
+    where = "private Redis" if embedded else redact(url)
+    click.echo(f"starting {num} worker(s) on queue {queue!r} at {where}", err=True)
+    pool = WorkerPool(
+        [queue], connection=conn, num_workers=num, worker_class=SimpleWorker,
+        serializer=JSONSerializer, job_class=FlowherdJob,
+    )  # fmt: skip
+    pool.start(burst=burst, logging_level={0: "WARNING", 1: "INFO"}.get(verbose, "DEBUG"))
+
+
+@main.command("local-redis")
+@click.argument("action", type=click.Choice(["status", "start", "stop"]), default="status")
+@handle_errors
+def local_redis(action: str) -> None:
+    """Show, start or stop the private redis-server used when no --redis-url is given.
+
+    Its data (append-only file) lives under $FLOWHERD_HOME (default
+    ~/.local/share/flowherd) and survives a stop.
+    """
+    home = Settings().home
+    if action == "start":
+        click.echo(ensure_local_redis(home))
+    elif action == "stop":
+        click.echo("stopped" if stop_local_redis(home) else "not running")
+    else:
+        state = "running" if is_running(home) else "not running"
+        click.echo(f"{state}: {local_url(home)} (data in {home / 'redis'})")
