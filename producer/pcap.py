@@ -1,0 +1,128 @@
+"""Classic libpcap files: the 24-byte global header and the stream of 16-byte-headed records.
+
+Both timestamp resolutions (magic ``a1b2c3d4``: microseconds, ``a1b23c4d``: nanoseconds) are read in
+either byte order. Timestamps become exact integer nanoseconds; a fraction field that is out of
+range (>= 1e6 or >= 1e9) is kept as it is, as libpcap does.
+
+This module parses bytes only; :mod:`producer.capture` opens files, undoes compression and hands
+it a ``read`` callable (see :data:`Read`).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Generator
+from typing import NamedTuple
+
+from models.batch import RawRecord
+from models.errors import CaptureError, TruncatedCaptureError
+
+#: ``read(n)`` returns up to ``n`` bytes, fewer only at the end of the data, ``b""`` after it;
+#: it raises :class:`~models.errors.CaptureError` when the data cannot be read.
+Read = Callable[[int], bytes]
+
+#: The four leading bytes of a classic pcap file, mapped to (byte order, nanosecond resolution).
+MAGICS: dict[bytes, tuple[str, bool]] = {
+    b"\xd4\xc3\xb2\xa1": ("<", False),
+    b"\xa1\xb2\xc3\xd4": (">", False),
+    b"\x4d\x3c\xb2\xa1": ("<", True),
+    b"\xa1\xb2\x3c\x4d": (">", True),
+}
+HEADER_LEN = 24
+#: Bytes asked of ``read`` when the buffer runs dry (more when one record is bigger).
+CHUNK = 1 << 20
+#: No record or block may claim more than this many bytes, whatever its header says.
+MAX_RECORD = 256 * 1024 * 1024
+#: A record may always be this long, even when the file's snaplen is smaller (libpcap's
+#: MAXIMUM_SNAPLEN): files with a wrong snaplen exist.
+MIN_CAP_LIMIT = 262144
+_LINKTYPE_MASK = 0x0FFFFFFF  # the upper 4 bits of the network field carry FCS information
+_G = 1_000_000_000
+
+#: ``tuple.__new__`` builds a RawRecord without NamedTuple's Python-level ``__new__``: a third of
+#: the cost, and this is the per-record hot path.
+new_record: Callable[[type[RawRecord], tuple[int, int, int, bytes]], RawRecord]
+new_record = tuple.__new__
+
+
+class PcapHeader(NamedTuple):
+    """The global header: byte order (``"<"`` or ``">"``), resolution, snaplen and linktype."""
+
+    endian: str
+    nanosecond: bool
+    snaplen: int
+    linktype: int
+
+
+def parse_header(path: str, head: bytes) -> PcapHeader:
+    """Parse the global header at the start of ``head``.
+
+    The caller guarantees that ``head`` holds at least :data:`HEADER_LEN` bytes and starts with
+    one of :data:`MAGICS`; the version, time zone and sigfigs fields are not checked (libpcap
+    ignores them too). A linktype above 65535 (LINKTYPE_* values are 16-bit, as in pcapng and
+    in flowherd's batches) is a :class:`CaptureError`.
+    """
+    endian, nano = MAGICS[head[:4]]
+    snaplen, network = struct.unpack_from(endian + "II", head, 16)
+    linktype = network & _LINKTYPE_MASK
+    if linktype > 0xFFFF:
+        raise CaptureError(path, f"pcap header names linktype {linktype}, which does not exist")
+    return PcapHeader(endian, nano, snaplen, linktype)
+
+
+def cap_limit(snaplen: int) -> int:
+    """Largest captured length accepted for a record under ``snaplen``."""
+    return min(MAX_RECORD, max(snaplen, MIN_CAP_LIMIT))
+
+
+def pcap_records(
+    path: str, header: PcapHeader, read: Read, buf: bytes
+) -> Generator[RawRecord, None, int]:
+    """Yield the records of a classic pcap stream whose first bytes are ``buf``.
+
+    ``buf`` starts at stream offset 0 (the global header, already parsed into ``header``); the
+    rest of the stream comes from ``read``. Memory stays at about :data:`CHUNK` plus the largest
+    record. Returns the number of records yielded.
+
+    Raises :class:`CaptureError` for a record that claims more than :func:`cap_limit` bytes (the
+    file is corrupt or not really pcap), and :class:`TruncatedCaptureError` after the last
+    complete record when the stream ends inside a record.
+    """
+    unpack = struct.Struct(header.endian + "IIII").unpack_from
+    frac_ns = 1 if header.nanosecond else 1000
+    linktype = header.linktype
+    limit = cap_limit(header.snaplen)
+    new = new_record
+    rec_type = RawRecord
+    base = 0  # stream offset of buf[0]
+    pos = HEADER_LEN
+    count = 0
+    while True:
+        n = len(buf)
+        # Hot loop: every record that lies wholly inside the buffer.
+        while pos + 16 <= n:
+            sec, frac, cap, wire = unpack(buf, pos)
+            end = pos + 16 + cap
+            if end > n or cap > limit:
+                break
+            yield new(rec_type, (sec * _G + frac * frac_ns, wire, linktype, buf[pos + 16 : end]))
+            count += 1
+            pos = end
+        need = 16
+        if n - pos >= 16:
+            cap = unpack(buf, pos)[2]
+            if cap > limit:
+                raise CaptureError(
+                    path,
+                    f"record at byte offset {base + pos} claims {cap} captured bytes "
+                    f"(more than the limit of {limit}): the file is corrupt",
+                )
+            need += cap
+        more = read(max(CHUNK, need - (n - pos)))
+        if not more:
+            if pos < n:
+                raise TruncatedCaptureError(path, base + pos, count)
+            return count
+        base += pos
+        buf = buf[pos:] + more
+        pos = 0

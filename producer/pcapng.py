@@ -1,0 +1,228 @@
+"""pcapng files: sections, interfaces and packet blocks.
+
+Read: Section Header Blocks (either byte order; several sections per file, interface ids restart
+in each), Interface Description Blocks (linktype, snaplen, ``if_tsresol``, ``if_tsoffset``),
+Enhanced Packet Blocks, Simple Packet Blocks and the obsolete Packet Blocks. Every other block
+type is skipped, as the format requires. Each record carries the linktype of its own interface.
+
+Timestamps are exact integer nanoseconds: ``units * 10**9 // units_per_second + tsoffset * 10**9``
+(rounded down when the resolution is finer than a nanosecond or a power of two). A Simple Packet
+Block has no timestamp (tshark shows none); its record gets ``ts_ns == 0``. Its captured length is
+the smallest of its wire length, the snaplen of interface 0 and what the block holds.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Generator
+from typing import NamedTuple
+
+from models.batch import RawRecord
+from models.errors import CaptureError, TruncatedCaptureError
+from producer.pcap import CHUNK, MAX_RECORD, Read, new_record
+
+MAGIC = b"\x0a\x0d\x0d\x0a"
+_SHB = 0x0A0D0D0A
+_IDB, _PB, _SPB, _EPB = 1, 2, 3, 6
+_BYTE_ORDER = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}
+_MIN_LEN = {_SHB: 28, _IDB: 20, _PB: 32, _SPB: 16, _EPB: 32}
+_NAMES = {
+    _SHB: "section header",
+    _IDB: "interface description",
+    _PB: "packet",
+    _SPB: "simple packet",
+    _EPB: "enhanced packet",
+}
+_G = 1_000_000_000
+
+
+class _Iface(NamedTuple):
+    linktype: int
+    snaplen: int
+    mul: int  # ts_ns = units * mul // div + off_ns
+    div: int
+    off_ns: int
+
+
+class _Order(NamedTuple):
+    """The struct parsers of one byte order."""
+
+    head: struct.Struct  # block type, block length
+    epb: struct.Struct  # interface, ts high, ts low, captured length, wire length
+    pb: struct.Struct  # interface (u16), drops (u16), ts high, ts low, captured, wire
+    idb: struct.Struct  # linktype, reserved, snaplen
+    opt: struct.Struct  # option code, option length (also: SHB major, minor version)
+    u32: struct.Struct
+    s64: struct.Struct
+
+
+_ORDERS = {
+    e: _Order(*(struct.Struct(e + f) for f in ("II", "IIIII", "HHIIII", "HHI", "HH", "I", "q")))
+    for e in "<>"
+}
+
+
+def byte_order(head: bytes) -> str | None:
+    """``"<"`` or ``">"`` from the byte-order magic of the SHB at the start of ``head``, or None."""
+    return _BYTE_ORDER.get(head[8:12])
+
+
+def _resolution(tsresol: int) -> tuple[int, int]:
+    """(mul, div) that turn timestamp units into nanoseconds for an ``if_tsresol`` byte."""
+    if tsresol & 0x80:
+        return _G, 1 << (tsresol & 0x7F)
+    if tsresol <= 9:
+        return 10 ** (9 - tsresol), 1
+    return 1, 10 ** (tsresol - 9)
+
+
+def _interface(path: str, order: _Order, buf: bytes, pos: int, base: int) -> _Iface:
+    """Parse the whole IDB at ``buf[pos:]``; a malformed option is a CaptureError."""
+    blen = order.u32.unpack_from(buf, pos + 4)[0]
+    linktype, _, snaplen = order.idb.unpack_from(buf, pos + 8)
+    tsresol = 6
+    offset = 0
+    o, end = pos + 16, pos + blen - 4
+    while o + 4 <= end:
+        code, olen = order.opt.unpack_from(buf, o)
+        if code == 0:
+            break
+        if o + 4 + olen > end:
+            raise _corrupt(
+                path,
+                _IDB,
+                base + pos,
+                f"has an option (code {code}) that runs past the end of the block",
+            )
+        if code == 9 and olen >= 1:
+            tsresol = buf[o + 4]
+        elif code == 14 and olen == 8:
+            offset = order.s64.unpack_from(buf, o + 4)[0]
+        o += 4 + ((olen + 3) & ~3)
+    mul, div = _resolution(tsresol)
+    return _Iface(linktype, snaplen, mul, div, offset * _G)
+
+
+def pcapng_records(path: str, read: Read, buf: bytes) -> Generator[RawRecord, None, int]:
+    """Yield the packet records of a pcapng stream whose first bytes are ``buf``.
+
+    ``buf`` starts at stream offset 0 with a Section Header Block whose byte-order magic the
+    caller has checked (:func:`byte_order`); the rest comes from ``read``. Memory stays at about
+    :data:`~producer.pcap.CHUNK` plus the largest block. Returns the number of records yielded.
+
+    Raises :class:`CaptureError` for a block length that is not a multiple of 4, is below 12 or
+    the block type's minimum, exceeds 256 MiB or disagrees with the block's trailing copy; for a
+    bad byte-order magic, an unsupported major version, a malformed option, a packet that
+    overruns its block and a packet block naming an interface its section does not define.
+    Raises :class:`TruncatedCaptureError` after the last complete record when the stream ends
+    inside a block.
+    """
+    new = new_record
+    rec_type = RawRecord
+    order = _ORDERS[byte_order(buf) or "<"]
+    ifaces: list[_Iface] = []
+    base = pos = count = 0
+    while True:
+        n = len(buf)
+        # Hot loop: well-formed Enhanced Packet Blocks wholly inside the buffer. Anything else
+        # (another block type, a check that fails, the end of the buffer) takes the general path.
+        head, epb, u32 = order.head.unpack_from, order.epb.unpack_from, order.u32.unpack_from
+        n_ifaces = len(ifaces)
+        while pos + 12 <= n:
+            btype, blen = head(buf, pos)
+            end = pos + blen
+            if btype != _EPB or end > n or blen < 32 or blen & 3 or u32(buf, end - 4)[0] != blen:
+                break
+            iid, hi, lo, cap, wire = epb(buf, pos + 8)
+            if cap > blen - 32 or iid >= n_ifaces:
+                break
+            lt, _, mul, div, off = ifaces[iid]
+            ts = ((hi << 32) | lo) * mul // div + off
+            yield new(rec_type, (ts, wire, lt, buf[pos + 28 : pos + 28 + cap]))
+            count += 1
+            pos = end
+        need = 12
+        if n - pos >= 12:
+            btype, blen = order.head.unpack_from(buf, pos)
+            if btype == _SHB:
+                order = _section_order(path, buf, pos, base)
+                blen = order.u32.unpack_from(buf, pos + 4)[0]
+            if blen % 4 or blen < _MIN_LEN.get(btype, 12) or blen > MAX_RECORD:
+                raise _corrupt(path, btype, base + pos, f"has an impossible length {blen}")
+            need = blen
+            end = pos + blen
+            if end <= n:
+                if order.u32.unpack_from(buf, end - 4)[0] != blen:
+                    raise _corrupt(
+                        path,
+                        btype,
+                        base + pos,
+                        f"has a trailing length that differs from its leading length {blen}",
+                    )
+                if btype in (_EPB, _PB):
+                    if btype == _EPB:
+                        iid, hi, lo, cap, wire = order.epb.unpack_from(buf, pos + 8)
+                    else:
+                        iid, _, hi, lo, cap, wire = order.pb.unpack_from(buf, pos + 8)
+                    if cap > blen - 32 or iid >= len(ifaces):
+                        raise _bad_packet(path, base + pos, cap, blen, iid, len(ifaces))
+                    lt, _, mul, div, off = ifaces[iid]
+                    ts = ((hi << 32) | lo) * mul // div + off
+                    yield new(rec_type, (ts, wire, lt, buf[pos + 28 : pos + 28 + cap]))
+                    count += 1
+                elif btype == _SPB:
+                    if not ifaces:
+                        raise _corrupt(path, btype, base + pos, "comes before any interface")
+                    wire = order.u32.unpack_from(buf, pos + 8)[0]
+                    lt, snaplen = ifaces[0][:2]
+                    cap = min(wire, blen - 16, snaplen or wire)
+                    yield new(rec_type, (0, wire, lt, buf[pos + 12 : pos + 12 + cap]))
+                    count += 1
+                elif btype == _IDB:
+                    ifaces.append(_interface(path, order, buf, pos, base))
+                elif btype == _SHB:
+                    major = order.opt.unpack_from(buf, pos + 12)[0]
+                    if major != 1:
+                        raise _corrupt(
+                            path,
+                            btype,
+                            base + pos,
+                            f"has version {major}.x; only pcapng version 1 is supported",
+                        )
+                    ifaces = []
+                pos = end
+                continue
+        more = read(max(CHUNK, need - (n - pos)))
+        if not more:
+            if pos < n:
+                raise TruncatedCaptureError(path, base + pos, count)
+            return count
+        base += pos
+        buf = buf[pos:] + more
+        pos = 0
+
+
+def _section_order(path: str, buf: bytes, pos: int, base: int) -> _Order:
+    """The byte order of the SHB at ``buf[pos:]`` (12 bytes of it are in ``buf``)."""
+    endian = byte_order(buf[pos : pos + 12])
+    if endian is None:
+        magic = buf[pos + 8 : pos + 12].hex(" ")
+        raise _corrupt(path, _SHB, base + pos, f"has a bad byte-order magic {magic}")
+    return _ORDERS[endian]
+
+
+def _corrupt(path: str, btype: int, offset: int, problem: str) -> CaptureError:
+    name = _NAMES.get(btype, f"type {btype:#x}")
+    return CaptureError(path, f"{name} block at byte offset {offset} {problem}: file is corrupt")
+
+
+def _bad_packet(
+    path: str, offset: int, cap: int, blen: int, iid: int, defined: int
+) -> CaptureError:
+    if cap > blen - 32:
+        return _corrupt(path, _EPB, offset, f"claims {cap} captured bytes in {blen - 32}")
+    return CaptureError(
+        path,
+        f"packet block at byte offset {offset} refers to interface {iid}, but its section "
+        f"defines only {defined} interface(s)",
+    )

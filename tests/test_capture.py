@@ -1,0 +1,659 @@
+"""producer.capture: pcap and pcapng readers, compression, errors, tshark on the real captures."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import producer.capture as capture_module
+from models.batch import RawRecord
+from models.errors import CaptureError, TruncatedCaptureError
+from producer.capture import open_capture
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+PCAPS = SHARED / "pcaps"
+ORACLE = SHARED / "oracle"
+G = 10**9
+
+
+# ------------------------------------------------------------------ helpers: hand-packed files
+
+
+def pcap_bytes(
+    records: list[tuple[int, int, int, bytes]],
+    endian: str = "<",
+    nano: bool = False,
+    network: int = 1,
+    snaplen: int = 65535,
+) -> bytes:
+    """A classic pcap: ``records`` are (sec, frac, wire_len, data)."""
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    out = struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, snaplen, network)
+    for sec, frac, wire, data in records:
+        out += struct.pack(endian + "IIII", sec, frac, len(data), wire) + data
+    return out
+
+
+def block(endian: str, btype: int, body: bytes) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    length = struct.pack(endian + "I", 12 + len(body))
+    return struct.pack(endian + "I", btype) + length + body + length
+
+
+def option(endian: str, code: int, value: bytes) -> bytes:
+    return struct.pack(endian + "HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
+
+
+def shb(endian: str = "<", major: int = 1) -> bytes:
+    return block(endian, 0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, major, 0, -1))
+
+
+def idb(
+    endian: str = "<", linktype: int = 1, snaplen: int = 0, tsresol: int | None = None,
+    tsoffset: int | None = None,
+) -> bytes:  # fmt: skip
+    opts = option(endian, 2, b"eth0")  # an option the reader ignores, before the ones it reads
+    if tsresol is not None:
+        opts += option(endian, 9, bytes([tsresol]))
+    if tsoffset is not None:
+        opts += option(endian, 14, struct.pack(endian + "q", tsoffset))
+    opts += struct.pack(endian + "HH", 0, 0)
+    return block(endian, 1, struct.pack(endian + "HHI", linktype, 0, snaplen) + opts)
+
+
+def epb(endian: str, iid: int, units: int, data: bytes, wire: int | None = None) -> bytes:
+    wire = len(data) if wire is None else wire
+    head = struct.pack(endian + "IIIII", iid, units >> 32, units & 0xFFFFFFFF, len(data), wire)
+    return block(endian, 6, head + data + b"\0" * (-len(data) % 4) + option(endian, 1, b"hi"))
+
+
+def spb(endian: str, wire: int, data: bytes) -> bytes:
+    return block(endian, 3, struct.pack(endian + "I", wire) + data)
+
+
+def old_pb(endian: str, iid: int, units: int, data: bytes) -> bytes:
+    head = struct.pack(endian + "HHIIII", iid, 0, units >> 32, units & 0xFFFFFFFF, len(data), 99)
+    return block(endian, 2, head + data)
+
+
+def write(tmp_path: Path, data: bytes, name: str = "t.cap") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def read_all(path: Path) -> list[RawRecord]:
+    with open_capture(path) as cap:
+        return list(cap)
+
+
+def read_until_error(path: Path) -> tuple[list[RawRecord], CaptureError]:
+    got: list[RawRecord] = []
+    with pytest.raises(CaptureError) as info, open_capture(path) as cap:
+        got.extend(cap)
+    return got, info.value
+
+
+def ts_text(ts: int) -> str:
+    return f"{ts // G}.{ts % G:09d}"
+
+
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": gzip.compress,
+    "bzip2": bz2.compress,
+    "xz": lzma.compress,
+}
+
+
+# ------------------------------------------------------------------ classic pcap
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("nano", [False, True])
+def test_pcap_byte_orders_and_resolutions(tmp_path: Path, endian: str, nano: bool) -> None:
+    recs = [(1700000000, 123456, 60, b"a" * 60), (1700000001, 999999, 1514, b"b" * 100)]
+    path = write(tmp_path, pcap_bytes(recs, endian, nano, network=113))
+    with open_capture(path) as cap:
+        assert cap.format == ("pcap-ns" if nano else "pcap")
+        assert cap.compression is None
+        assert cap.size == path.stat().st_size
+        got = list(cap)
+    unit = 1 if nano else 1000
+    assert got == [
+        RawRecord(1700000000 * G + 123456 * unit, 60, 113, b"a" * 60),
+        RawRecord(1700000001 * G + 999999 * unit, 1514, 113, b"b" * 100),
+    ]
+
+
+def test_pcap_out_of_range_fraction_is_kept_and_fcs_bits_masked(tmp_path: Path) -> None:
+    # network: FCS bits (28..31) set above LINKTYPE_ETHERNET; fraction >= 1e6 us, kept as is.
+    path = write(tmp_path, pcap_bytes([(10, 1_500_000, 4, b"abcd")], network=0xF0000001))
+    assert read_all(path) == [RawRecord(10 * G + 1_500_000_000, 4, 1, b"abcd")]
+
+
+def test_pcap_header_only_is_zero_records(tmp_path: Path) -> None:
+    assert read_all(write(tmp_path, pcap_bytes([]))) == []
+
+
+def test_scapy_wrpcap_round_trip(tmp_path: Path) -> None:
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    pkts = [Ether() / IP(dst=f"10.0.0.{i}") / UDP(dport=i) / (b"x" * i) for i in range(1, 40)]
+    for i, p in enumerate(pkts):
+        p.time = 1700000000 + i + 0.25
+    wrpcap(str(tmp_path / "us.pcap"), pkts)
+    wrpcap(str(tmp_path / "ns.pcap"), pkts, nano=True)
+    for name, fmt in (("us.pcap", "pcap"), ("ns.pcap", "pcap-ns")):
+        with open_capture(tmp_path / name) as cap:
+            assert cap.format == fmt
+            got = list(cap)
+        assert [r.data for r in got] == [bytes(p) for p in pkts]
+        assert [r.ts_ns for r in got] == [(1700000000 + i) * G + G // 4 for i in range(39)]
+        assert {r.linktype for r in got} == {1}
+        assert [r.wire_len for r in got] == [len(p) for p in pkts]
+
+
+def test_position_advances_to_size(tmp_path: Path) -> None:
+    recs = [(i, 0, 1000, bytes(1000)) for i in range(3000)]  # ~3 MB: several read chunks
+    path = write(tmp_path, pcap_bytes(recs))
+    with open_capture(path) as cap:
+        first = cap.position
+        seen = [cap.position for _ in cap]
+        assert cap.position == cap.size == path.stat().st_size
+    assert 0 < first < cap.size
+    assert seen == sorted(seen)
+    assert cap.position == cap.size  # still answers after close
+
+
+# ------------------------------------------------------------------ pcapng
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_pcapng_interfaces_with_own_linktype_and_resolution(tmp_path: Path, endian: str) -> None:
+    units_ns = 1700000000 * G + 123456789
+    units_b2 = (1700000000 << 20) + 3  # 3 / 2**20 s = 2861.02... ns
+    data = (
+        shb(endian)
+        + idb(endian, linktype=1, tsresol=9)
+        + idb(endian, linktype=0, tsresol=0x80 | 20, tsoffset=100)
+        + idb(endian, linktype=101)  # default resolution: microseconds
+        + epb(endian, 0, units_ns, b"eth-frame", wire=1500)
+        + epb(endian, 1, units_b2, b"null-frame")
+        + epb(endian, 2, 1700000000_000001, b"raw")
+    )
+    with open_capture(write(tmp_path, data)) as cap:
+        assert cap.format == "pcapng"
+        got = list(cap)
+    assert got == [
+        RawRecord(units_ns, 1500, 1, b"eth-frame"),
+        RawRecord((1700000000 + 100) * G + 2861, 10, 0, b"null-frame"),
+        RawRecord(1700000000 * G + 1000, 3, 101, b"raw"),
+    ]
+
+
+def test_pcapng_sections_reset_interfaces_and_byte_order(tmp_path: Path) -> None:
+    first = shb("<") + idb("<", linktype=1) + idb("<", linktype=0) + epb("<", 1, 5, b"one")
+    second = shb(">") + idb(">", linktype=101, tsresol=9) + epb(">", 0, 7, b"two")
+    got = read_all(write(tmp_path, first + second))
+    assert got == [RawRecord(5000, 3, 0, b"one"), RawRecord(7, 3, 101, b"two")]
+    # Interface 1 of the first section does not exist in the second one.
+    bad = first + shb(">") + idb(">") + epb(">", 1, 7, b"two")
+    got, err = read_until_error(write(tmp_path, bad, "bad.pcapng"))
+    assert got == [RawRecord(5000, 3, 0, b"one")]
+    assert type(err) is CaptureError
+    assert "refers to interface 1" in str(err) and "bad.pcapng" in str(err)
+
+
+def test_pcapng_simple_and_obsolete_packet_blocks(tmp_path: Path) -> None:
+    data = (
+        shb()
+        + idb(linktype=1, snaplen=8)
+        + spb("<", 100, b"0123456789ab")  # cut to the snaplen of interface 0 (tshark: corrupt)
+        + spb("<", 3, b"xyz")  # wire length shorter than the padded block: 3 bytes
+        + old_pb("<", 0, 42, b"old-block")
+    )
+    assert read_all(write(tmp_path, data)) == [
+        RawRecord(0, 100, 1, b"01234567"),
+        RawRecord(0, 3, 1, b"xyz"),
+        RawRecord(42_000, 99, 1, b"old-block"),
+    ]
+    # Without a snaplen (0), the captured part is what the block holds.
+    data = shb() + idb(linktype=1) + spb("<", 1514, b"0123456789ab")
+    assert read_all(write(tmp_path, data)) == [RawRecord(0, 1514, 1, b"0123456789ab")]
+
+
+def test_pcapng_unknown_blocks_are_skipped(tmp_path: Path) -> None:
+    data = (
+        shb()
+        + block("<", 0x0BADCAFE, b"whatever this is")
+        + idb()
+        + block("<", 4, b"\0" * 4)  # name resolution
+        + epb("<", 0, 1, b"p")
+        + block("<", 5, b"\0" * 12)  # interface statistics
+        + block("<", 0x40000BAD, b"custom!!")
+    )
+    assert read_all(write(tmp_path, data)) == [RawRecord(1000, 1, 1, b"p")]
+
+
+@pytest.mark.parametrize("tail", [b"", idb()])
+def test_pcapng_without_packets_is_zero_records(tmp_path: Path, tail: bytes) -> None:
+    assert read_all(write(tmp_path, shb() + tail)) == []
+
+
+def test_scapy_pcapng_round_trip(tmp_path: Path) -> None:
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether, Loopback
+    from scapy.utils import wrpcapng
+
+    eth = [Ether() / IP(dst="10.1.1.1") / UDP() / (b"e" * i) for i in range(5)]
+    lo = [Loopback() / IP(dst="127.0.0.1") / UDP() / (b"l" * i) for i in range(5)]
+    pkts = []
+    for i, (e, lp) in enumerate(zip(eth, lo, strict=True)):
+        e.time = 1700000000 + i + 0.5
+        lp.time = 1700000000 + i + 0.75
+        lp.sniffed_on = "lo0"  # scapy writes a second IDB (linktype NULL) for it
+        pkts += [e, lp]
+    wrpcapng(str(tmp_path / "s.pcapng"), pkts)
+    got = read_all(tmp_path / "s.pcapng")
+    assert [r.data for r in got] == [bytes(p) for p in pkts]
+    assert [r.linktype for r in got] == [1, 0] * 5
+    expected = [(1700000000 + i) * G + frac for i in range(5) for frac in (G // 2, G * 3 // 4)]
+    assert [r.ts_ns for r in got] == expected
+
+
+# ------------------------------------------------------------------ compression
+
+
+def sample_files() -> dict[str, bytes]:
+    recs = [(1700000000 + i, i * 7, 200 + i, bytes([i % 256]) * (i % 90)) for i in range(300)]
+    ng = shb() + idb(tsresol=9) + idb(linktype=0)
+    ng += b"".join(epb("<", i % 2, 10**18 + i, bytes([i]) * (i % 50)) for i in range(256))
+    return {"pcap": pcap_bytes(recs), "pcapng": ng}
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz"])
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_compressed_files_give_identical_records(tmp_path: Path, kind: str, fmt: str) -> None:
+    plain = sample_files()[fmt]
+    expected = read_all(write(tmp_path, plain, "plain"))
+    assert len(expected) > 250
+    path = write(tmp_path, COMPRESSORS[kind](plain), "trace.pcap")  # name says nothing
+    with open_capture(path) as cap:
+        assert (cap.format, cap.compression) == (fmt, kind)
+        assert list(cap) == expected
+        assert cap.position == cap.size == path.stat().st_size
+
+
+@pytest.mark.parametrize("kind", ["gzip", "xz"])  # bzip2 blocks are 900 kB: nothing comes out
+def test_compressed_stream_cut_short(tmp_path: Path, kind: str) -> None:
+    plain = sample_files()["pcap"]
+    expected = read_all(write(tmp_path, plain, "plain"))
+    packed = COMPRESSORS[kind](plain)
+    got, err = read_until_error(write(tmp_path, packed[: len(packed) // 2]))
+    assert isinstance(err, TruncatedCaptureError)
+    assert 0 < err.records == len(got) < len(expected)
+    assert got == expected[: len(got)]
+
+
+@pytest.mark.parametrize(("kind", "trailer"), [("gzip", 8), ("xz", 12)])
+def test_compressed_stream_cut_between_records(tmp_path: Path, kind: str, trailer: int) -> None:
+    # Cutting the stream's trailer keeps every byte of data but loses the end-of-stream marker.
+    plain = sample_files()["pcap"]
+    expected = read_all(write(tmp_path, plain, "plain"))
+    got, err = read_until_error(write(tmp_path, COMPRESSORS[kind](plain)[:-trailer]))
+    assert got == expected
+    assert isinstance(err, TruncatedCaptureError)
+    assert (err.offset, err.records) == (len(plain), len(expected))
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz"])
+def test_corrupt_compressed_stream(tmp_path: Path, kind: str) -> None:
+    packed = bytearray(COMPRESSORS[kind](sample_files()["pcap"]))
+    for i in range(20, 60):
+        packed[i] ^= 0x55
+    _, err = read_until_error(write(tmp_path, bytes(packed), "bad.gz"))
+    assert type(err) is CaptureError
+    assert f"corrupt {kind} stream" in str(err) and "bad.gz" in str(err)
+
+
+def test_gzip_records_before_a_bad_checksum_come_out(tmp_path: Path) -> None:
+    plain = sample_files()["pcap"]
+    packed = bytearray(gzip.compress(plain))
+    packed[-8] ^= 0xFF  # the CRC32 in the gzip trailer
+    got, err = read_until_error(write(tmp_path, bytes(packed)))
+    assert type(err) is CaptureError and "corrupt gzip stream" in err.problem
+    assert got == read_all(write(tmp_path, plain, "plain"))
+
+
+def test_compressed_empty_and_compressed_garbage(tmp_path: Path) -> None:
+    _, err = read_until_error(write(tmp_path, gzip.compress(b""), "e.gz"))
+    assert type(err) is CaptureError and "empty file" in err.problem
+    _, err = read_until_error(write(tmp_path, lzma.compress(b"hello world\n" * 9)))
+    assert type(err) is CaptureError
+    assert "after xz decompression it begins with 68 65 6c 6c" in err.problem
+
+
+# ------------------------------------------------------------------ errors at open
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.pcap"
+    with pytest.raises(CaptureError) as info:
+        open_capture(path)
+    assert type(info.value) is CaptureError
+    assert str(info.value) == f"{path}: no such file"
+
+
+def test_directory(tmp_path: Path) -> None:
+    with pytest.raises(CaptureError) as info:
+        open_capture(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path}: ") and "is a directory" in str(info.value)
+
+
+def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, pcap_bytes([]))
+    if os.geteuid() == 0:  # root reads anything: make open() answer as it would for a user
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr(capture_module, "open", refuse, raising=False)
+    else:
+        path.chmod(0)
+    with pytest.raises(CaptureError) as info:
+        open_capture(path)
+    assert str(info.value) == f"{path}: permission denied"
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = write(tmp_path, b"")
+    with pytest.raises(CaptureError) as info:
+        open_capture(path)
+    assert str(info.value) == f"{path}: empty file"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            b"hello world, this is text\n",
+            "begins with 68 65 6c 6c 6f 20 77 6f (b'hello wo'), which looks like text",
+        ),
+        (b"PK\x03\x04" + bytes(40), "which looks like a ZIP archive"),
+        (b"\x28\xb5\x2f\xfd" + bytes(40), "zstd-compressed data, which is not supported"),
+        (b"\xa1\xb2\xcd\x34" + bytes(40), "modified (Kuznetzov) pcap"),
+        (bytes(range(200, 240)), "begins with c8 c9 ca cb cc cd ce cf"),
+    ],
+)
+def test_not_a_capture(tmp_path: Path, data: bytes, expected: str) -> None:
+    path = write(tmp_path, data)
+    with pytest.raises(CaptureError) as info:
+        open_capture(path)
+    assert type(info.value) is CaptureError
+    assert str(info.value).startswith(f"{path}: not a pcap or pcapng file: ")
+    assert expected in str(info.value)
+
+
+def test_pcap_linktype_beyond_16_bits(tmp_path: Path) -> None:
+    path = write(tmp_path, pcap_bytes([], network=0x0001_0001))
+    with pytest.raises(CaptureError) as info:
+        open_capture(path)
+    assert str(info.value) == f"{path}: pcap header names linktype 65537, which does not exist"
+
+
+def test_pcapng_bad_byte_order_magic(tmp_path: Path) -> None:
+    data = bytearray(shb())
+    data[8:12] = b"\x01\x02\x03\x04"
+    with pytest.raises(CaptureError) as info:
+        open_capture(write(tmp_path, bytes(data)))
+    assert "bad byte-order magic 01 02 03 04" in str(info.value)
+
+
+@pytest.mark.parametrize("data", [pcap_bytes([])[:10], shb()[:9], b"\xd4\xc3"])
+def test_file_ending_inside_its_first_header(tmp_path: Path, data: bytes) -> None:
+    with pytest.raises(TruncatedCaptureError) as info:
+        open_capture(write(tmp_path, data))
+    assert (info.value.offset, info.value.records) == (0, 0)
+
+
+# ------------------------------------------------------------------ errors while reading
+
+
+def test_pcap_absurd_caplen(tmp_path: Path) -> None:
+    good = pcap_bytes([(1, 0, 10, b"0123456789")])
+    huge = struct.pack("<IIII", 2, 0, 0xFFFFFFFF, 0xFFFFFFFF)
+    got, err = read_until_error(write(tmp_path, good + huge + bytes(64)))
+    assert len(got) == 1
+    assert type(err) is CaptureError
+    assert "record at byte offset 50 claims 4294967295 captured bytes" in str(err)
+
+
+def test_pcap_caplen_limit_follows_snaplen(tmp_path: Path) -> None:
+    big = [(1, 0, 300_000, bytes(300_000))]
+    _, err = read_until_error(write(tmp_path, pcap_bytes(big, snaplen=65535)))
+    assert type(err) is CaptureError and "limit of 262144" in err.problem
+    assert read_all(write(tmp_path, pcap_bytes(big, snaplen=400_000))) == [
+        RawRecord(G, 300_000, 1, bytes(300_000))
+    ]
+
+
+@pytest.mark.parametrize("cut", [5, 16, 30])  # inside the record header / its data
+def test_pcap_ending_inside_a_record(tmp_path: Path, cut: int) -> None:
+    recs = [(1, 0, 20, bytes(20)), (2, 0, 20, bytes(20)), (3, 0, 20, bytes(20))]
+    data = pcap_bytes(recs)
+    got, err = read_until_error(write(tmp_path, data[: 24 + 2 * 36 + cut], "cut.pcap"))
+    assert [r.ts_ns for r in got] == [G, 2 * G]
+    assert isinstance(err, TruncatedCaptureError)
+    assert (err.offset, err.records) == (24 + 2 * 36, 2)
+    problem = "file is truncated at byte offset 96 (after 2 complete records)"
+    assert str(err) == f"{tmp_path / 'cut.pcap'}: {problem}"
+
+
+def test_pcapng_ending_inside_a_block(tmp_path: Path) -> None:
+    head = shb() + idb()
+    data = head + epb("<", 0, 1, b"a") + epb("<", 0, 2, b"b")
+    got, err = read_until_error(write(tmp_path, data[:-3]))
+    assert got == [RawRecord(1000, 1, 1, b"a")]
+    assert isinstance(err, TruncatedCaptureError)
+    assert (err.offset, err.records) == (len(head) + len(epb("<", 0, 1, b"a")), 1)
+
+
+def test_pcapng_undefined_interface(tmp_path: Path) -> None:
+    got, err = read_until_error(write(tmp_path, shb() + idb() + epb("<", 3, 1, b"x"), "u.ng"))
+    assert got == []
+    assert type(err) is CaptureError
+    assert "u.ng: packet block at byte offset" in str(err)
+    assert "refers to interface 3, but its section defines only 1 interface(s)" in str(err)
+
+
+def test_pcapng_simple_packet_without_interface(tmp_path: Path) -> None:
+    _, err = read_until_error(write(tmp_path, shb() + spb("<", 1, b"x")))
+    assert type(err) is CaptureError and "comes before any interface" in err.problem
+
+
+@pytest.mark.parametrize(
+    ("length", "problem"),
+    [(30, "impossible length 30"), (8, "impossible length 8"), (1 << 30, "impossible length")],
+)
+def test_pcapng_bad_block_length(tmp_path: Path, length: int, problem: str) -> None:
+    bad = struct.pack("<II", 6, length) + bytes(40)
+    got, err = read_until_error(write(tmp_path, shb() + idb() + epb("<", 0, 1, b"a") + bad))
+    assert len(got) == 1
+    assert type(err) is CaptureError and problem in err.problem
+    assert f"byte offset {len(shb() + idb() + epb('<', 0, 1, b'a'))}" in err.problem
+
+
+def test_pcapng_trailing_length_mismatch_and_overlong_packet(tmp_path: Path) -> None:
+    data = bytearray(shb() + idb() + epb("<", 0, 1, b"abcd"))
+    data[-4] += 4
+    _, err = read_until_error(write(tmp_path, bytes(data)))
+    assert type(err) is CaptureError and "trailing length" in err.problem
+    body = struct.pack("<IIIII", 0, 0, 1, 500, 500) + b"abcd"
+    _, err = read_until_error(write(tmp_path, shb() + idb() + block("<", 6, body)))
+    assert type(err) is CaptureError and "claims 500 captured bytes in 4" in err.problem
+
+
+def test_pcapng_unsupported_version(tmp_path: Path) -> None:
+    _, err = read_until_error(write(tmp_path, shb(major=2) + idb()))
+    assert type(err) is CaptureError and "version 2.x" in err.problem
+
+
+def test_pcapng_option_running_past_its_block(tmp_path: Path) -> None:
+    body = struct.pack("<HHI", 1, 0, 0) + struct.pack("<HH", 9, 200) + bytes(4)
+    _, err = read_until_error(write(tmp_path, shb() + block("<", 1, body)))
+    assert type(err) is CaptureError and "option (code 9)" in err.problem
+
+
+# ------------------------------------------------------------------ fuzzing
+
+
+def _check_only_capture_errors(data: bytes) -> None:
+    fd, name = tempfile.mkstemp(suffix=".bin")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        count = 0
+        try:
+            with open_capture(name) as cap:
+                for _ in cap:
+                    count += 1
+                    assert count < 100_000, "iteration does not terminate"
+        except CaptureError:
+            pass
+    finally:
+        os.unlink(name)
+
+
+_VALID = [
+    pcap_bytes([(1, 2, 9, b"abc"), (3, 4, 5, b"defgh")]),
+    pcap_bytes([(1, 2, 9, b"abc")], endian=">", nano=True),
+    shb() + idb(tsresol=9, tsoffset=5) + epb("<", 0, 7, b"xyz") + spb("<", 4, b"abcd"),
+    shb(">")
+    + idb(">", tsresol=0x94)
+    + old_pb(">", 0, 1, b"q")
+    + shb()
+    + idb()
+    + epb("<", 0, 1, b""),
+]
+_VALID += [gzip.compress(_VALID[0]), lzma.compress(_VALID[2]), bz2.compress(_VALID[3])]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_random_bytes_raise_only_capture_errors(data: bytes) -> None:
+    _check_only_capture_errors(data)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(_VALID),
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6),
+    st.integers(0, 400),
+    st.binary(max_size=8),
+)
+def test_mutated_files_raise_only_capture_errors(
+    base: bytes, flips: list[tuple[int, int]], cut: int, insert: bytes
+) -> None:
+    data = bytearray(base)
+    for where, value in flips:
+        if data:
+            data[where % len(data)] = value
+    at = cut % (len(data) + 1)
+    _check_only_capture_errors(bytes(data[:at] + insert + data[at:]))
+    _check_only_capture_errors(bytes(data[:at]))
+
+
+# ------------------------------------------------------------------ the shared captures
+
+# tshark's first protocol for each linktype the shared captures use.
+_LINK_PROTOCOL = {0: "null", 1: "eth", 9: "ppp", 12: "raw", 101: "raw", 113: "sll", 276: "sll"}
+
+
+def _shared_captures() -> list[Path]:
+    return sorted(p for p in PCAPS.glob("*") if p.suffix in (".pcap", ".pcapng"))
+
+
+def _need_corpus() -> None:
+    if not PCAPS.is_dir():
+        pytest.skip(f"shared captures are absent ({PCAPS})")
+
+
+@pytest.mark.corpus
+def test_corpus_is_complete() -> None:
+    _need_corpus()
+    listed = [line.split("\t")[0] for line in (PCAPS / "MANIFEST.tsv").read_text().splitlines()]
+    assert sorted(listed[1:]) == [p.name for p in _shared_captures()]
+    assert len(listed[1:]) == 33
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("path", _shared_captures(), ids=lambda p: p.name)
+def test_shared_capture_matches_tshark(path: Path) -> None:
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark is not installed")
+    fields = ["frame.time_epoch", "frame.len", "frame.cap_len", "frame.protocols"]
+    proc = subprocess.run(
+        ["tshark", "-n", "-r", str(path), "-T", "fields", *(a for f in fields for a in ("-e", f))],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    expected = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert expected, proc.stderr
+    got: list[RawRecord] = []
+    try:
+        with open_capture(path) as cap:
+            got.extend(cap)
+        truncated = False
+    except TruncatedCaptureError as exc:
+        assert exc.records == len(got)
+        truncated = True
+    assert truncated == ("cut short" in proc.stderr)
+    assert [[ts_text(r.ts_ns), str(r.wire_len), str(len(r.data))] for r in got] == [
+        e[:3] for e in expected
+    ]
+    assert [_LINK_PROTOCOL.get(r.linktype) for r in got] == [e[3].split(":")[0] for e in expected]
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("path", _shared_captures(), ids=lambda p: p.name)
+def test_shared_capture_count_matches_oracle(path: Path) -> None:
+    summary = json.loads((ORACLE / f"{path.name}.summary.json").read_text())
+    count = 0
+    try:
+        with open_capture(path) as cap:
+            for _ in cap:
+                count += 1
+    except TruncatedCaptureError as exc:
+        assert exc.records == count
+    assert count == summary["total_frames"]
+
+
+@pytest.mark.corpus
+def test_shared_cut_off_capture() -> None:
+    _need_corpus()
+    got, err = read_until_error(PCAPS / "dpkt_truncated_dns_2.pcap")
+    assert len(got) == 1 and got[0].wire_len == 282
+    assert isinstance(err, TruncatedCaptureError)
+    assert (err.offset, err.records) == (240, 1)
+
+
+@pytest.mark.corpus
+def test_shared_many_interfaces_linktypes() -> None:
+    _need_corpus()
+    got = read_all(PCAPS / "ppp_many_interfaces-1.pcapng")
+    assert len(got) == 64
+    assert {r.linktype for r in got} == {0, 1}
