@@ -28,12 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
-from redis import Redis  # noqa: E402
+from redis import Redis
 
-from deploy.queueing import make_queue  # noqa: E402
-from models.settings import Settings  # noqa: E402
-from producer.follow import LocalWorkers, follow  # noqa: E402
-from producer.submit import submit  # noqa: E402
+from deploy.queueing import make_queue
+from models.settings import Settings
+from producer.follow import LocalWorkers, follow
+from producer.submit import submit
 
 
 def slice_pcap(src: Path, dst: Path, packets: int) -> int:
@@ -56,8 +56,12 @@ def slice_pcap(src: Path, dst: Path, packets: int) -> int:
 
 
 def baseline(trace: Path) -> dict:
-    out = subprocess.run([sys.executable, str(SHARED / "bench" / "seed_baseline.py"), str(trace)],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(SHARED / "bench" / "seed_baseline.py"), str(trace)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -82,8 +86,22 @@ def _peak_rss_kib(pid: int) -> int:
 def run_flowherd(trace: Path, workers: int, batch: int) -> dict:
     d = Path(tempfile.mkdtemp(prefix="fh-bench-"))
     sock = d / "r.sock"
-    redis = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "",
-                              "--appendonly", "no", "--dir", str(d)], stdout=subprocess.DEVNULL)  # fmt: skip
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(d),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     url = f"unix://{sock}"
     for _ in range(200):
         if sock.exists():
@@ -95,7 +113,7 @@ def run_flowherd(trace: Path, workers: int, batch: int) -> dict:
         with LocalWorkers(url, "bench", workers) as w:
             time.sleep(1.0)  # let the worker processes import scapy before the clock starts
             t0 = time.perf_counter()
-            _, prog = submit(conn, make_queue(conn, "bench"), [str(trace)], "bench", settings)
+            submit(conn, make_queue(conn, "bench"), [str(trace)], "bench", settings)
             t_submit = time.perf_counter() - t0
             st = follow(conn, "bench", poll=0.02, check=w.check)
             elapsed = time.perf_counter() - t0
@@ -103,22 +121,33 @@ def run_flowherd(trace: Path, workers: int, batch: int) -> dict:
         dissect_us = merge_us = 0
         q = make_queue(conn, "bench")
         for job in q.job_class.fetch_many(
-            [f"fh-{st.run}-{i}" for i in range(st.total_batches or 0)], connection=conn,
-            serializer=q.serializer):  # fmt: skip
+            [f"fh-{st.run}-{i}" for i in range(st.total_batches or 0)],
+            connection=conn,
+            serializer=q.serializer,
+        ):
             rv = job.return_value() if job else None
             if rv:
                 dissect_us += rv.get("dissect_us", 0)
                 merge_us += rv.get("merge_us", 0)
         info = conn.info("memory")
         return {
-            "workers": workers, "state": st.state.value, "packets": st.packets, "bytes": st.bytes,
-            "flows": st.flows, "seconds": round(elapsed, 3), "submit_seconds": round(t_submit, 3),
-            "packets_per_s": round(st.packets / elapsed), "mb_per_s": round(st.bytes / elapsed / 1e6, 1),
-            "producer_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "workers": workers,
+            "state": st.state.value,
+            "packets": st.packets,
+            "bytes": st.bytes,
+            "flows": st.flows,
+            "seconds": round(elapsed, 3),
+            "submit_seconds": round(t_submit, 3),
+            "packets_per_s": round(st.packets / elapsed),
+            "mb_per_s": round(st.bytes / elapsed / 1e6, 1),
+            "producer_peak_rss_mib": round(
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            ),
             "worker_peak_rss_mib": round(worker_rss / 1024),
             "redis_peak_mib": round(info["used_memory_peak"] / 2**20, 1),
-            "worker_dissect_s": round(dissect_us / 1e6, 2), "worker_merge_s": round(merge_us / 1e6, 2),
-        }  # fmt: skip
+            "worker_dissect_s": round(dissect_us / 1e6, 2),
+            "worker_merge_s": round(merge_us / 1e6, 2),
+        }
     finally:
         redis.terminate()
         redis.wait()
@@ -126,8 +155,12 @@ def run_flowherd(trace: Path, workers: int, batch: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--trace", type=Path, help="trace to use (default: a slice of make_big.py's trace)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--trace", type=Path, help="trace to use (default: a slice of make_big.py's trace)"
+    )
     ap.add_argument("--packets", type=int, default=100_000, help="slice size of the big trace")
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     ap.add_argument("--batch", type=int, default=2000, help="packets per batch")
@@ -139,26 +172,43 @@ def main() -> None:
         if not big.exists():
             a.cache.mkdir(parents=True, exist_ok=True)
             print(f"building {big} with make_big.py (about 20 s)...", file=sys.stderr)
-            subprocess.run([sys.executable, str(SHARED / "bench" / "make_big.py"), "--out", str(big)], check=True)
+            subprocess.run(
+                [sys.executable, str(SHARED / "bench" / "make_big.py"), "--out", str(big)],
+                check=True,
+            )
         trace = a.cache / f"big-{a.packets}.pcap"
         if not trace.exists():
             slice_pcap(big, trace, a.packets)
-    print(f"trace: {trace} ({trace.stat().st_size / 1e6:.1f} MB), machine: {os.cpu_count()} CPUs", file=sys.stderr)
+    print(
+        f"trace: {trace} ({trace.stat().st_size / 1e6:.1f} MB), machine: {os.cpu_count()} CPUs",
+        file=sys.stderr,
+    )
     base = baseline(trace)
-    print(f"baseline (seed_baseline.py, 1 process): {base['packets_per_s']:,.0f} packets/s "
-          f"({base['packets']:,} packets in {base['seconds']} s)")  # fmt: skip
+    print(
+        f"baseline (seed_baseline.py, 1 process): {base['packets_per_s']:,.0f} packets/s "
+        f"({base['packets']:,} packets in {base['seconds']} s)"
+    )
     results = []
     for n in (int(x) for x in a.workers.split(",")):
         r = run_flowherd(trace, n, a.batch)
         r["ratio_to_baseline"] = round(r["packets_per_s"] / base["packets_per_s"], 2)
         results.append(r)
-        print(f"flowherd, {n} worker(s): {r['packets_per_s']:,} packets/s, {r['mb_per_s']} MB/s, "
-              f"{r['ratio_to_baseline']}x baseline; {r['seconds']} s end to end (submit {r['submit_seconds']} s); "
-              f"worker time: dissect {r['worker_dissect_s']} s, merge {r['worker_merge_s']} s; "
-              f"peak RSS producer {r['producer_peak_rss_mib']} MiB, worker {r['worker_peak_rss_mib']} MiB, "
-              f"Redis {r['redis_peak_mib']} MiB; {r['state']}")  # fmt: skip
-    print(json.dumps({"trace": str(trace), "baseline": {k: base[k] for k in ("packets", "seconds", "packets_per_s")},
-                      "flowherd": results}))  # fmt: skip
+        print(
+            f"flowherd, {n} worker(s): {r['packets_per_s']:,} packets/s, {r['mb_per_s']} MB/s, "
+            f"{r['ratio_to_baseline']}x baseline; {r['seconds']} s end to end (submit {r['submit_seconds']} s); "
+            f"worker time: dissect {r['worker_dissect_s']} s, merge {r['worker_merge_s']} s; "
+            f"peak RSS producer {r['producer_peak_rss_mib']} MiB, worker {r['worker_peak_rss_mib']} MiB, "
+            f"Redis {r['redis_peak_mib']} MiB; {r['state']}"
+        )
+    print(
+        json.dumps(
+            {
+                "trace": str(trace),
+                "baseline": {k: base[k] for k in ("packets", "seconds", "packets_per_s")},
+                "flowherd": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

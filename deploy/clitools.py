@@ -27,14 +27,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 def redis_options(f: F) -> F:
     """``--redis-url`` and ``--queue``, both also read from the environment."""
     f = click.option(
-        "--queue", envvar="FLOWHERD_QUEUE", default="flowherd", show_default=True,
+        "--queue",
+        envvar="FLOWHERD_QUEUE",
+        default="flowherd",
+        show_default=True,
         help="RQ queue the batch jobs go to (workers must listen on the same one).",
-    )(f)  # fmt: skip
+    )(f)
     f = click.option(
-        "--redis-url", envvar="FLOWHERD_REDIS_URL", default=None, metavar="URL",
+        "--redis-url",
+        envvar="FLOWHERD_REDIS_URL",
+        default=None,
+        metavar="URL",
         help="Shared Redis (redis://, rediss://, unix://; user:password@ allowed). Default: a "
         "private redis-server under $FLOWHERD_HOME, started on demand [env FLOWHERD_REDIS_URL].",
-    )(f)  # fmt: skip
+    )(f)
     return f
 
 
@@ -53,7 +59,9 @@ def open_redis(settings: Settings) -> tuple[Redis, str, bool]:
 
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
 
 
 def handle_errors(f: F) -> F:

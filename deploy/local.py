@@ -7,6 +7,7 @@ running between commands (``workers local-redis stop`` ends it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import shutil
@@ -65,14 +66,35 @@ def ensure_local_redis(home: Path) -> str:
     data.mkdir(parents=True, exist_ok=True)
     sock.unlink(missing_ok=True)
     cmd = [
-        exe, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-        "--dir", str(data), "--daemonize", "yes", "--pidfile", str(home / "redis.pid"),
-        "--logfile", str(home / "redis.log"), "--appendonly", "yes", "--appendfsync", "everysec",
-        "--save", "", "--maxmemory-policy", "noeviction",
-    ]  # fmt: skip
+        exe,
+        "--port",
+        "0",
+        "--unixsocket",
+        str(sock),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(data),
+        "--daemonize",
+        "yes",
+        "--pidfile",
+        str(home / "redis.pid"),
+        "--logfile",
+        str(home / "redis.log"),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
-        raise BackendError(f"could not start redis-server: {res.stderr.strip() or res.stdout.strip()}")
+        raise BackendError(
+            f"could not start redis-server: {res.stderr.strip() or res.stdout.strip()}"
+        )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if _alive(sock):
@@ -87,10 +109,8 @@ def stop_local_redis(home: Path) -> bool:
     sock = socket_path(home)
     if not _alive(sock):
         return False
-    try:
+    with contextlib.suppress(RedisError):  # the server drops the connection as it stops
         Redis(unix_socket_path=str(sock)).shutdown()
-    except RedisError:
-        pass  # the server closes the connection while shutting down
     for _ in range(100):
         if not _alive(sock):
             return True

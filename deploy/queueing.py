@@ -22,7 +22,9 @@ class FlowherdJob(Job):
     @property
     def func(self):  # type: ignore[no-untyped-def]
         if self.func_name not in ALLOWED_JOBS:
-            raise BatchError(f"refusing job {self.id}: function {self.func_name!r} is not a flowherd job")
+            raise BatchError(
+                f"refusing job {self.id}: function {self.func_name!r} is not a flowherd job"
+            )
         return super().func
 
 

@@ -48,7 +48,7 @@ class RawRecord(NamedTuple):
 class BatchBuilder:
     """Accumulates records into one payload; cheap to append, one ``bytes`` at the end."""
 
-    __slots__ = ("_buf", "count", "wire_bytes", "first_ts", "last_ts")
+    __slots__ = ("_buf", "count", "first_ts", "last_ts", "wire_bytes")
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -103,7 +103,9 @@ def decode_batch(payload: bytes, max_body: int = MAX_BODY_BYTES) -> Iterator[Raw
     if magic != MAGIC:
         raise BatchError(f"not a flowherd batch (magic {magic!r})")
     if schema != SCHEMA_VERSION:
-        raise BatchError(f"batch schema version {schema} is not supported (expected {SCHEMA_VERSION})")
+        raise BatchError(
+            f"batch schema version {schema} is not supported (expected {SCHEMA_VERSION})"
+        )
     if flags & ~FLAG_ZLIB:
         raise BatchError(f"unknown batch flags {flags:#x}")
     if body_len != len(payload) - HEADER_SIZE:

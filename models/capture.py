@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,7 +25,7 @@ class BatchRef(_Frozen):
     packets: int = Field(ge=0)
 
 
-class CaptureState(str, Enum):
+class CaptureState(StrEnum):
     SUBMITTING = "submitting"  # the producer is still reading and enqueuing
     PROCESSING = "processing"  # every batch is enqueued; some are not merged yet
     COMPLETE = "complete"  # every batch merged and the report stored

@@ -11,6 +11,7 @@ strings of nanoseconds, which compare correctly as strings. Nothing here does I/
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import struct
 from dataclasses import dataclass
@@ -120,16 +121,22 @@ class FlowStats:
     def last(self) -> int:
         return max(self.last_ab, self.last_ba)
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return VALUE.pack(
-            self.pkts_ab, self.bytes_ab, self.pkts_ba, self.bytes_ba,
-            b"%019d" % self.first_ab, b"%019d" % self.last_ab,
-            b"%019d" % self.first_ba, b"%019d" % self.last_ba,
-            self.flags_ab, self.flags_ba,
-        )  # fmt: skip
+            self.pkts_ab,
+            self.bytes_ab,
+            self.pkts_ba,
+            self.bytes_ba,
+            b"%019d" % self.first_ab,
+            b"%019d" % self.last_ab,
+            b"%019d" % self.first_ba,
+            b"%019d" % self.last_ba,
+            self.flags_ab,
+            self.flags_ba,
+        )
 
     @classmethod
-    def unpack(cls, raw: bytes) -> FlowStats:
+    def unpack(cls, raw: builtins.bytes) -> FlowStats:
         pa, ba, pb, bb, fa, la, fb, lb, ga, gb = VALUE.unpack(raw)
         return cls(int(pa), int(ba), int(pb), int(bb), int(fa), int(la), int(fb), int(lb), ga, gb)
 

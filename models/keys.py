@@ -21,7 +21,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 class RunKeys:
     """Key names of one capture run."""
 
-    __slots__ = ("run", "prefix")
+    __slots__ = ("prefix", "run")
 
     def __init__(self, run: str) -> None:
         self.run = run
@@ -85,8 +85,18 @@ class RunKeys:
         return f"{self.prefix}batch:*"
 
     def all_fixed(self) -> list[str]:
-        return [self.info, self.meta, self.flows, self.rank_bi, self.rank_uni, self.totals,
-                self.done, self.finalized, self.report, self.warnings]  # fmt: skip
+        return [
+            self.info,
+            self.meta,
+            self.flows,
+            self.rank_bi,
+            self.rank_uni,
+            self.totals,
+            self.done,
+            self.finalized,
+            self.report,
+            self.warnings,
+        ]
 
 
 def batch_job_id(run: str, seq: int) -> str:

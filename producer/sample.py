@@ -14,13 +14,14 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-from models.flows import canonical
 
 _ETH_V4 = b"\x00\x1b\x21\x00\x00\x02\x00\x1b\x21\x00\x00\x01\x08\x00"
 _ETH_V6 = b"\x00\x1b\x21\x00\x00\x02\x00\x1b\x21\x00\x00\x01\x86\xdd"
 BASE_EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z
 
-Truth = dict[tuple[bytes, bytes, int, int, int], list[int]]  # (src,dst,proto,sport,dport) -> [pkts, bytes]
+Truth = dict[
+    tuple[bytes, bytes, int, int, int], list[int]
+]  # (src,dst,proto,sport,dport) -> [pkts, bytes]
 
 
 def _csum(b: bytes) -> int:
@@ -29,17 +30,21 @@ def _csum(b: bytes) -> int:
     s = sum(struct.unpack(f"!{len(b) // 2}H", b))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+    return int(~s & 0xFFFF)
 
 
-def _frame(src: bytes, dst: bytes, proto: int, sport: int, dport: int, flags: int, payload: int) -> bytes:
+def _frame(
+    src: bytes, dst: bytes, proto: int, sport: int, dport: int, flags: int, payload: int
+) -> bytes:
     if proto == 6:
         l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 5 << 4, flags, 65535, 0, 0)
     else:
         l4 = struct.pack("!HHHH", sport, dport, 8 + payload, 0)
     body = l4 + bytes(payload)
     if len(src) == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0x4000, 64, proto, 0, src, dst)
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0x4000, 64, proto, 0, src, dst
+        )
         ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
         return _ETH_V4 + ip + body
     ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(body), proto, 64, src, dst)
@@ -76,7 +81,12 @@ def _flow(rng: random.Random, i: int, start_us: int) -> Iterator[tuple[int, byte
     yield t, _frame(cli, srv, 6, cport, sport, 0x18, rng.randrange(100, 600))
     for k in range(data):
         t += rng.randrange(20, 400)
-        yield t, _frame(srv, cli, 6, sport, cport, 0x10, 1448 if k < data - 1 else rng.randrange(1, 1449))
+        yield (
+            t,
+            _frame(
+                srv, cli, 6, sport, cport, 0x10, 1448 if k < data - 1 else rng.randrange(1, 1449)
+            ),
+        )
         if k % 2:
             yield t + 30, _frame(cli, srv, 6, cport, sport, 0x10, 0)
     t += 1000
@@ -84,8 +94,9 @@ def _flow(rng: random.Random, i: int, start_us: int) -> Iterator[tuple[int, byte
     yield t + 300, _frame(srv, cli, 6, sport, cport, 0x11, 0)
 
 
-def write_sample(path: str | Path, flows: int = 3000, seed: int = 7, snaplen: int = 128,
-                 duration_s: int = 60) -> Truth:  # fmt: skip
+def write_sample(
+    path: str | Path, flows: int = 3000, seed: int = 7, snaplen: int = 128, duration_s: int = 60
+) -> Truth:
     """Write the sample trace to ``path``; return its unidirectional ground truth."""
     rng = random.Random(seed)
     starts = sorted(rng.randrange(duration_s * 1_000_000) for _ in range(flows))
@@ -100,10 +111,18 @@ def write_sample(path: str | Path, flows: int = 3000, seed: int = 7, snaplen: in
             fh.write(cap)
             off = 14
             if frame[12:14] == b"\x08\x00":
-                src, dst, proto = frame[off + 12 : off + 16], frame[off + 16 : off + 20], frame[off + 9]
+                src, dst, proto = (
+                    frame[off + 12 : off + 16],
+                    frame[off + 16 : off + 20],
+                    frame[off + 9],
+                )
                 l4 = off + 20
             else:
-                src, dst, proto = frame[off + 8 : off + 24], frame[off + 24 : off + 40], frame[off + 6]
+                src, dst, proto = (
+                    frame[off + 8 : off + 24],
+                    frame[off + 24 : off + 40],
+                    frame[off + 6],
+                )
                 l4 = off + 40
             sp, dp = struct.unpack_from("!HH", frame, l4)
             e = truth.setdefault((src, dst, proto, sp, dp), [0, 0])
@@ -111,11 +130,3 @@ def write_sample(path: str | Path, flows: int = 3000, seed: int = 7, snaplen: in
             e[1] += len(frame)
     return truth
 
-
-def conversations(truth: Truth) -> dict[tuple[bytes, bytes, int, int, int], int]:
-    """Bytes per canonical conversation of a ground-truth table."""
-    out: dict[tuple[bytes, bytes, int, int, int], int] = {}
-    for (s, d, p, sp, dp), (_, b) in truth.items():
-        k, _d = canonical(s, d, p, sp, dp)
-        out[tuple(k)] = out.get(tuple(k), 0) + b  # type: ignore[index]
-    return out

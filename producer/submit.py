@@ -7,11 +7,11 @@ enqueued but not yet merged, so Redis memory stays bounded whatever the size of 
 from __future__ import annotations
 
 import logging
-from importlib import resources
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from redis import Redis
@@ -76,9 +76,13 @@ def register(
         )
     keys = RunKeys(secrets.token_hex(8))
     info = CaptureInfo(
-        name=name, run=keys.run, sources=[str(s) for s in sources], created_ns=time.time_ns(),
-        batch_packets=settings.batch_packets, queue=settings.queue,
-    )  # fmt: skip
+        name=name,
+        run=keys.run,
+        sources=[str(s) for s in sources],
+        created_ns=time.time_ns(),
+        batch_packets=settings.batch_packets,
+        queue=settings.queue,
+    )
     with conn.pipeline() as p:
         p.set(keys.info, info.model_dump_json())
         p.hset(keys.meta, mapping={"state": "submitting", "enqueued": 0})
@@ -94,7 +98,7 @@ def register(
     old = conn.hget(CAPTURES, name)
     conn.hset(CAPTURES, name, keys.run)
     if old is not None:
-        delete_run(conn, RunKeys(old.decode()))
+        delete_run(conn, RunKeys(old.decode() if isinstance(old, bytes) else old))
     return keys
 
 

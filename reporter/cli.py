@@ -1,10 +1,10 @@
 """``reporter``: the flows of a capture, ranked, classified, exported and plotted.
 
-    reporter captures
-    reporter top trace -n 20 --by bytes --direction uni
-    reporter flows trace --direction bi --format csv > trace.bi.csv
-    reporter summary trace --json
-    reporter hist trace --top 100 -o sizes.pdf
+reporter captures
+reporter top trace -n 20 --by bytes --direction uni
+reporter flows trace --direction bi --format csv > trace.bi.csv
+reporter summary trace --json
+reporter hist trace --top 100 -o sizes.pdf
 """
 
 from __future__ import annotations
@@ -24,7 +24,15 @@ from reporter.elephants import DEFAULT_RULES, RULE_FORMS, parse_rule
 from reporter.rank import RANK_BY, parse_proto, top
 from reporter.render import elephants_table, rows_csv, rows_json, rows_table, summary_table
 from reporter.show import show_status
-from reporter.store import iter_flows, load_report, names, run_of, status, top_conversations, top_directions
+from reporter.store import (
+    iter_flows,
+    load_report,
+    names,
+    run_of,
+    status,
+    top_conversations,
+    top_directions,
+)
 from reporter.views import conv_row, uni_row, uni_rows
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -84,23 +92,44 @@ def captures(as_json: bool, redis_url: str | None, queue: str) -> None:
     for h in ("name", "state", "batches", "packets", "bytes", "conversations"):
         t.add_column(h, justify="left" if h in ("name", "state") else "right")
     for s in sts:
-        t.add_row(s.name, s.state.value, f"{s.batches_done}/{s.total_batches or '?'}",
-                  f"{s.packets:,}", human_bytes(s.bytes), f"{s.flows:,}")  # fmt: skip
+        t.add_row(
+            s.name,
+            s.state.value,
+            f"{s.batches_done}/{s.total_batches or '?'}",
+            f"{s.packets:,}",
+            human_bytes(s.bytes),
+            f"{s.flows:,}",
+        )
     Console().print(t)
 
 
 @main.command("top", context_settings=HELP)
 @click.argument("name")
 @click.option("-n", "num", type=click.IntRange(1), default=20, show_default=True)
-@click.option("--by", type=click.Choice(RANK_BY), default="bytes", show_default=True,
-              help="Rank by bytes, packets, duration, or rate (bytes/s over the flow's duration).")  # fmt: skip
+@click.option(
+    "--by",
+    type=click.Choice(RANK_BY),
+    default="bytes",
+    show_default=True,
+    help="Rank by bytes, packets, duration, or rate (bytes/s over the flow's duration).",
+)
 @click.option("--direction", type=DIRECTION, default="uni", show_default=True)
-@click.option("--proto", help="Only this protocol: tcp, udp, icmp, icmpv6, gre, esp, sctp or a number.")
+@click.option(
+    "--proto", help="Only this protocol: tcp, udp, icmp, icmpv6, gre, esp, sctp or a number."
+)
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @redis_options
 @handle_errors
-def top_cmd(name: str, num: int, by: str, direction: str, proto: str | None, fmt: str,
-            redis_url: str | None, queue: str) -> None:  # fmt: skip
+def top_cmd(
+    name: str,
+    num: int,
+    by: str,
+    direction: str,
+    proto: str | None,
+    fmt: str,
+    redis_url: str | None,
+    queue: str,
+) -> None:
     """The NUM largest flows of capture NAME.
 
     By bytes without --proto this reads the ranking kept in Redis; other orders scan the table.
@@ -114,12 +143,20 @@ def top_cmd(name: str, num: int, by: str, direction: str, proto: str | None, fmt
     rows: list[Any]
     if by == "bytes" and p is None:
         if direction == "bi":
-            rows = top([conv_row(k, s) for k, s in top_conversations(conn, keys, num)], "bytes", num)
+            rows = top(
+                [conv_row(k, s) for k, s in top_conversations(conn, keys, num)], "bytes", num
+            )
         else:
-            rows = top([uni_row(k, s, d) for k, s, d in top_directions(conn, keys, num)], "bytes", num)
+            rows = top(
+                [uni_row(k, s, d) for k, s, d in top_directions(conn, keys, num)], "bytes", num
+            )
     else:
         rows = top(_all_rows(conn, name, direction), by, num, p)  # type: ignore[arg-type]
-    _emit(rows, fmt, f"{name}: top {len(rows)} {'conversations' if direction == 'bi' else 'flows'} by {by}")
+    _emit(
+        rows,
+        fmt,
+        f"{name}: top {len(rows)} {'conversations' if direction == 'bi' else 'flows'} by {by}",
+    )
 
 
 @main.command(context_settings=HELP)
@@ -144,11 +181,18 @@ def flows(name: str, direction: str, fmt: str, redis_url: str | None, queue: str
 @main.command(context_settings=HELP)
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--rule", "rules", multiple=True, metavar="RULE",
-              help=f"Elephant rule(s) instead of the defaults: {RULE_FORMS}. Repeatable.")  # fmt: skip
+@click.option(
+    "--rule",
+    "rules",
+    multiple=True,
+    metavar="RULE",
+    help=f"Elephant rule(s) instead of the defaults: {RULE_FORMS}. Repeatable.",
+)
 @redis_options
 @handle_errors
-def summary(name: str, as_json: bool, rules: tuple[str, ...], redis_url: str | None, queue: str) -> None:
+def summary(
+    name: str, as_json: bool, rules: tuple[str, ...], redis_url: str | None, queue: str
+) -> None:
     """Totals of capture NAME, the not-counted buckets, byte shares and elephant flows."""
     try:
         chosen = [parse_rule(r) for r in rules] or list(DEFAULT_RULES)
@@ -176,14 +220,26 @@ def summary(name: str, as_json: bool, rules: tuple[str, ...], redis_url: str | N
 
 @main.command(context_settings=HELP)
 @click.argument("name")
-@click.option("--top", "top_n", type=click.IntRange(1), default=None,
-              help="Histogram of the TOP largest flows only (the classic top-N plot).")  # fmt: skip
+@click.option(
+    "--top",
+    "top_n",
+    type=click.IntRange(1),
+    default=None,
+    help="Histogram of the TOP largest flows only (the classic top-N plot).",
+)
 @click.option("--direction", type=DIRECTION, default="uni", show_default=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Output file: .pdf, .png or .svg.")  # fmt: skip
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Output file: .pdf, .png or .svg.",
+)
 @redis_options
 @handle_errors
-def hist(name: str, top_n: int | None, direction: str, output: str, redis_url: str | None, queue: str) -> None:
+def hist(
+    name: str, top_n: int | None, direction: str, output: str, redis_url: str | None, queue: str
+) -> None:
     """Plot the flow size distribution of capture NAME: a histogram of sizes (KB, log count
     axis) beside the CCDF of sizes and the cumulative share of bytes."""
     from reporter.plots import FORMATS as PLOT_FORMATS
@@ -198,4 +254,3 @@ def hist(name: str, top_n: int | None, direction: str, output: str, redis_url: s
     fig = size_histogram_figure(sizes, top_n, name)
     path = save_figure(fig, output)
     click.echo(f"wrote {path}", err=True)
-

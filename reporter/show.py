@@ -7,8 +7,8 @@ from rich.table import Table
 
 from models.capture import CaptureStatus
 from models.report import Report
-from reporter.render import elephants_table, human_ts, rows_table, summary_table
 from reporter.distribution import human_bytes
+from reporter.render import elephants_table, human_ts, rows_table, summary_table
 
 
 def status_table(st: CaptureStatus) -> Table:
@@ -19,8 +19,11 @@ def status_table(st: CaptureStatus) -> Table:
     t.add_row("state", st.state.value)
     t.add_row("sources", ", ".join(st.sources))
     t.add_row("submitted", human_ts(st.created_ns))
-    t.add_row("batches", f"{st.batches_enqueued} queued, {st.batches_done}/{total} merged, "
-                         f"{st.batches_failed} failed")  # fmt: skip
+    t.add_row(
+        "batches",
+        f"{st.batches_enqueued} queued, {st.batches_done}/{total} merged, "
+        f"{st.batches_failed} failed",
+    )
     t.add_row("packets merged", f"{st.packets:,} ({human_bytes(st.bytes)})")
     t.add_row("counted in flows", f"{st.counted_packets:,} packets in {st.flows:,} conversations")
     for b, c in sorted(st.not_counted.items()):
@@ -41,9 +44,13 @@ def show_status(console: Console, st: CaptureStatus) -> None:
 def show_report(console: Console, report: Report, n: int = 10) -> None:
     """Summary, the top ``n`` unidirectional flows and the elephants of every rule."""
     console.print(summary_table(report.summary))
-    console.print(rows_table(report.top_uni[:n], f"Top {min(n, len(report.top_uni))} flows by bytes"))
+    console.print(
+        rows_table(report.top_uni[:n], f"Top {min(n, len(report.top_uni))} flows by bytes")
+    )
     console.print(elephants_table(report.elephants))
     if not report.complete:
-        console.print("[red]incomplete:[/] some batches are missing or failed; see `producer status`")
+        console.print(
+            "[red]incomplete:[/] some batches are missing or failed; see `producer status`"
+        )
     for w in report.warnings:
         console.print(f"[yellow]warning:[/] {w}")

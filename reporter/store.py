@@ -31,7 +31,7 @@ def run_of(conn: Redis, name: str) -> RunKeys:
 
 
 def names(conn: Redis) -> list[str]:
-    return sorted(k.decode() for k in conn.hkeys(CAPTURES))
+    return sorted(filter(None, (_s(k) for k in conn.hkeys(CAPTURES))))
 
 
 def failed_batches(conn: Redis, queue: str, run: str, limit: int = 20) -> list[str]:
@@ -93,18 +93,31 @@ def status(conn: Redis, name: str) -> CaptureStatus:
         warnings.insert(0, meta["error"])
     total = meta.get("total_batches")
     return CaptureStatus(
-        name=name, run=keys.run, state=state, created_ns=info.created_ns, sources=info.sources,
-        batches_enqueued=int(meta.get("enqueued", 0)), batches_done=int(done),
-        batches_failed=len(failures), total_batches=int(total) if total is not None else None,
-        packets=tot.get("packets", 0), bytes=tot.get("bytes", 0),
-        counted_packets=tot.get("counted_packets", 0), counted_bytes=tot.get("counted_bytes", 0),
-        flows=tot.get("flows", 0), not_counted=buckets,
-        first_ns=tot.get("first_ns"), last_ns=tot.get("last_ns"),
-        warnings=warnings, failures=failures,
-    )  # fmt: skip
+        name=name,
+        run=keys.run,
+        state=state,
+        created_ns=info.created_ns,
+        sources=info.sources,
+        batches_enqueued=int(meta.get("enqueued", 0)),
+        batches_done=int(done),
+        batches_failed=len(failures),
+        total_batches=int(total) if total is not None else None,
+        packets=tot.get("packets", 0),
+        bytes=tot.get("bytes", 0),
+        counted_packets=tot.get("counted_packets", 0),
+        counted_bytes=tot.get("counted_bytes", 0),
+        flows=tot.get("flows", 0),
+        not_counted=buckets,
+        first_ns=tot.get("first_ns"),
+        last_ns=tot.get("last_ns"),
+        warnings=warnings,
+        failures=failures,
+    )
 
 
-def iter_flows(conn: Redis, keys: RunKeys, count: int = 2000) -> Iterator[tuple[FlowKey, FlowStats]]:
+def iter_flows(
+    conn: Redis, keys: RunKeys, count: int = 2000
+) -> Iterator[tuple[FlowKey, FlowStats]]:
     """Every conversation of the run (HSCAN: constant memory in Redis and here)."""
     for k, v in conn.hscan_iter(keys.flows, count=count):
         yield FlowKey.unpack(k), FlowStats.unpack(v)
@@ -112,28 +125,26 @@ def iter_flows(conn: Redis, keys: RunKeys, count: int = 2000) -> Iterator[tuple[
 
 def _ranked(conn: Redis, zkey: str, n: int) -> list[bytes]:
     """Members of the n highest scores, plus every member tied with the n-th."""
-    head = conn.zrevrange(zkey, n - 1, n - 1, withscores=True)
+    head: list[tuple[bytes, float]] = conn.zrevrange(zkey, n - 1, n - 1, withscores=True)  # type: ignore[assignment]
     if not head:
-        return list(conn.zrevrange(zkey, 0, -1))
-    return list(conn.zrevrangebyscore(zkey, "+inf", head[0][1]))
+        return conn.zrevrange(zkey, 0, -1)  # type: ignore[return-value]
+    return conn.zrevrangebyscore(zkey, "+inf", head[0][1])  # type: ignore[return-value]
 
 
 def top_conversations(conn: Redis, keys: RunKeys, n: int) -> list[tuple[FlowKey, FlowStats]]:
     """Candidates for the top ``n`` conversations by bytes (ties at the boundary included)."""
     members = _ranked(conn, keys.rank_bi, n)
     vals = conn.hmget(keys.flows, members) if members else []
-    return [(FlowKey.unpack(m), FlowStats.unpack(v)) for m, v in zip(members, vals) if v]
+    pairs = zip(members, vals, strict=True)
+    return [(FlowKey.unpack(m), FlowStats.unpack(v)) for m, v in pairs if isinstance(v, bytes)]
 
 
 def top_directions(conn: Redis, keys: RunKeys, n: int) -> list[tuple[FlowKey, FlowStats, int]]:
     """Candidates for the top ``n`` unidirectional flows by bytes: (key, stats, direction)."""
     members = _ranked(conn, keys.rank_uni, n)
     vals = conn.hmget(keys.flows, [m[:-1] for m in members]) if members else []
-    return [
-        (FlowKey.unpack(m[:-1]), FlowStats.unpack(v), m[-1])
-        for m, v in zip(members, vals)
-        if v
-    ]
+    pairs = zip(members, vals, strict=True)
+    return [(FlowKey.unpack(m[:-1]), FlowStats.unpack(v), m[-1]) for m, v in pairs if isinstance(v, bytes)]
 
 
 def load_report(conn: Redis, keys: RunKeys) -> Report | None:

@@ -17,12 +17,30 @@ def uni_row(key: FlowKey, st: FlowStats, direction: int) -> FlowRow:
     """The row of one direction of a conversation (0: A to B, 1: B to A)."""
     a, b = addr_text(key.a_addr), addr_text(key.b_addr)
     if direction == 0:
-        return FlowRow(src=a, dst=b, proto=key.proto, sport=key.a_port, dport=key.b_port,
-                       packets=st.pkts_ab, bytes=st.bytes_ab, first_ns=st.first_ab,
-                       last_ns=st.last_ab, tcp_flags=st.flags_ab)  # fmt: skip
-    return FlowRow(src=b, dst=a, proto=key.proto, sport=key.b_port, dport=key.a_port,
-                   packets=st.pkts_ba, bytes=st.bytes_ba, first_ns=st.first_ba,
-                   last_ns=st.last_ba, tcp_flags=st.flags_ba)  # fmt: skip
+        return FlowRow(
+            src=a,
+            dst=b,
+            proto=key.proto,
+            sport=key.a_port,
+            dport=key.b_port,
+            packets=st.pkts_ab,
+            bytes=st.bytes_ab,
+            first_ns=st.first_ab,
+            last_ns=st.last_ab,
+            tcp_flags=st.flags_ab,
+        )
+    return FlowRow(
+        src=b,
+        dst=a,
+        proto=key.proto,
+        sport=key.b_port,
+        dport=key.a_port,
+        packets=st.pkts_ba,
+        bytes=st.bytes_ba,
+        first_ns=st.first_ba,
+        last_ns=st.last_ba,
+        tcp_flags=st.flags_ba,
+    )
 
 
 def uni_rows(key: FlowKey, st: FlowStats) -> list[FlowRow]:
@@ -42,7 +60,17 @@ def conv_row(key: FlowKey, st: FlowStats) -> ConvRow:
         ab = (st.pkts_ab, st.bytes_ab)
         ba = (st.pkts_ba, st.bytes_ba)
     return ConvRow(
-        proto=key.proto, a_addr=a[0], a_port=a[1], b_addr=b[0], b_port=b[1],
-        packets_a_to_b=ab[0], bytes_a_to_b=ab[1], packets_b_to_a=ba[0], bytes_b_to_a=ba[1],
-        packets=st.packets, bytes=st.bytes, first_ns=st.first, last_ns=st.last,
-    )  # fmt: skip
+        proto=key.proto,
+        a_addr=a[0],
+        a_port=a[1],
+        b_addr=b[0],
+        b_port=b[1],
+        packets_a_to_b=ab[0],
+        bytes_a_to_b=ab[1],
+        packets_b_to_a=ba[0],
+        bytes_b_to_a=ba[1],
+        packets=st.packets,
+        bytes=st.bytes,
+        first_ns=st.first,
+        last_ns=st.last,
+    )

@@ -20,10 +20,19 @@ def settings_for(redis_url: str, queue: str | None = None, **kw: object) -> Sett
     return Settings(redis_url=redis_url, queue=queue or f"t{uuid.uuid4().hex[:8]}", **kw)  # type: ignore[arg-type]
 
 
-def run_capture(conn: Redis, settings: Settings, sources: Sequence[str], name: str,
-                workers: LocalWorkers) -> CaptureStatus:  # fmt: skip
+def run_capture(
+    conn: Redis, settings: Settings, sources: Sequence[str], name: str, workers: LocalWorkers
+) -> CaptureStatus:
     queue = make_queue(conn, settings.queue)
-    submit(conn, queue, list(sources), name, settings, replace=True, on_progress=lambda p: workers.check())
+    submit(
+        conn,
+        queue,
+        list(sources),
+        name,
+        settings,
+        replace=True,
+        on_progress=lambda p: workers.check(),
+    )
     return follow(conn, name, poll=0.05, check=workers.check)
 
 

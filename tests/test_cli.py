@@ -103,7 +103,9 @@ def test_embedded_mode_end_to_end(tmp_path: Path) -> None:
         assert summary["flows_uni"] == len(truth)
         res = _run(reporter_main, ["top", "demo", "-n", "3", "--format", "json"])
         rows = json.loads(res.output)
-        assert [r["bytes"] for r in rows] == sorted((v[1] for v in truth.values()), reverse=True)[:3]
+        assert [r["bytes"] for r in rows] == sorted((v[1] for v in truth.values()), reverse=True)[
+            :3
+        ]
         out = tmp_path / "h.png"
         assert _run(reporter_main, ["hist", "demo", "--top", "20", "-o", str(out)]).exit_code == 0
         assert out.read_bytes()[:4] == b"\x89PNG"

@@ -1,4 +1,4 @@
-"""End to end with real RQ worker processes: exact numbers, any number of workers, no double counts."""
+"""End to end with real RQ worker processes: exact numbers, any worker count, no double counts."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def _truth_text(truth: dict) -> dict:
 
 
 @pytest.mark.parametrize("nworkers", [1, 3])
-def test_tables_equal_ground_truth(conn: Redis, redis_url: str, sample: tuple[Path, dict], nworkers: int) -> None:
+def test_tables_equal_ground_truth(
+    conn: Redis, redis_url: str, sample: tuple[Path, dict], nworkers: int
+) -> None:
     path, truth = sample
     settings = settings_for(redis_url, batch_packets=300, max_in_flight=4)
     with LocalWorkers(redis_url, settings.queue, nworkers) as w:
@@ -57,13 +59,17 @@ def test_tables_equal_ground_truth(conn: Redis, redis_url: str, sample: tuple[Pa
     assert report.top_uni[0].bytes == max(v[1] for v in truth.values())
 
 
-def test_one_and_three_workers_identical(conn: Redis, redis_url: str, sample: tuple[Path, dict]) -> None:
+def test_one_and_three_workers_identical(
+    conn: Redis, redis_url: str, sample: tuple[Path, dict]
+) -> None:
     path, _ = sample
     tables = []
     for n in (1, 3):
         settings = settings_for(redis_url, batch_packets=200)
         with LocalWorkers(redis_url, settings.queue, n) as w:
-            assert run_capture(conn, settings, [str(path)], f"w{n}", w).state is CaptureState.COMPLETE
+            assert (
+                run_capture(conn, settings, [str(path)], f"w{n}", w).state is CaptureState.COMPLETE
+            )
         tables.append(table(conn, f"w{n}"))
         assert conn.hgetall(run_of(conn, f"w{n}").totals)
     assert tables[0] == tables[1]
@@ -82,13 +88,16 @@ def test_replayed_batch_counts_once(conn: Redis, redis_url: str, sample: tuple[P
         from producer.capture import open_capture
 
         with open_capture(path) as cap:
-            recs = [r for _, r in zip(range(500), cap)]
+            recs = [r for _, r in zip(range(500), cap, strict=False)]
         conn.set(keys.batch(0), encode_batch(recs))
         q = make_queue(conn, settings.queue)
         job = enqueue_batch(q, BatchRef(run=keys.run, seq=0, packets=500), 60, 0)
 
         deadline = time.monotonic() + 30
-        while job.get_status(refresh=True) not in ("finished", "failed") and time.monotonic() < deadline:
+        while (
+            job.get_status(refresh=True) not in ("finished", "failed")
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         assert job.get_status() == "finished"
         assert job.return_value()["status"] == "duplicate"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -23,7 +22,11 @@ from tests.pipeline import run_capture, settings_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.corpus]
 
-CAPTURES = sorted(p.name for p in (SHARED / "pcaps").glob("*.pcap*")) if (SHARED / "pcaps").is_dir() else []
+CAPTURES = (
+    sorted(p.name for p in (SHARED / "pcaps").glob("*.pcap*"))
+    if (SHARED / "pcaps").is_dir()
+    else []
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,8 @@ def _sorted_rows(text: str) -> list[list[str]]:
 
 def _flows_csv(redis_url: str, name: str, direction: str) -> str:
     res = CliRunner().invoke(
-        reporter_main, ["flows", name, "--direction", direction, "--format", "csv", "--redis-url", redis_url]
+        reporter_main,
+        ["flows", name, "--direction", direction, "--format", "csv", "--redis-url", redis_url],
     )
     assert res.exit_code == 0, res.output
     return res.output

@@ -10,15 +10,21 @@ from redis import Redis
 
 from models.flows import FlowKey, FlowStats
 from models.keys import RunKeys
-from workers.aggregate import PartialTable, fold
 from producer.submit import close_run
+from workers.aggregate import PartialTable, fold
 from workers.store import MergeStatus, merge_partial
 
 
 class P:
     def __init__(self, src: bytes, dst: bytes, proto: int, sport: int, dport: int, fl: int = 0):
         self.src, self.dst, self.proto, self.sport, self.dport, self.tcp_flags = (
-            src, dst, proto, sport, dport, fl)  # fmt: skip
+            src,
+            dst,
+            proto,
+            sport,
+            dport,
+            fl,
+        )
 
 
 def _dissect(linktype: int, data: bytes) -> P | str:
@@ -32,8 +38,15 @@ def _dissect(linktype: int, data: bytes) -> P | str:
 
 def _records(n: int, seed: int) -> list[tuple[int, int, int, bytes]]:
     r = random.Random(seed)
-    return [(1_700_000_000_000_000_000 + r.randrange(10**12), r.randrange(60, 1514), 1,
-             bytes([r.choice([*range(16), 255])])) for _ in range(n)]  # fmt: skip
+    return [
+        (
+            1_700_000_000_000_000_000 + r.randrange(10**12),
+            r.randrange(60, 1514),
+            1,
+            bytes([r.choice([*range(16), 255])]),
+        )
+        for _ in range(n)
+    ]
 
 
 def _read(conn: Redis, keys: RunKeys) -> dict[FlowKey, FlowStats]:
@@ -50,9 +63,17 @@ def test_same_batch_twice_counts_once(conn: Redis) -> None:
     keys = _start(conn)
     t = fold(_records(500, 1), _dissect)
     assert merge_partial(conn, keys, 0, t).status is MergeStatus.MERGED
-    before = (conn.hgetall(keys.flows), conn.hgetall(keys.totals), conn.zrange(keys.rank_bi, 0, -1, withscores=True))
+    before = (
+        conn.hgetall(keys.flows),
+        conn.hgetall(keys.totals),
+        conn.zrange(keys.rank_bi, 0, -1, withscores=True),
+    )
     assert merge_partial(conn, keys, 0, t).status is MergeStatus.DUPLICATE
-    after = (conn.hgetall(keys.flows), conn.hgetall(keys.totals), conn.zrange(keys.rank_bi, 0, -1, withscores=True))
+    after = (
+        conn.hgetall(keys.flows),
+        conn.hgetall(keys.totals),
+        conn.zrange(keys.rank_bi, 0, -1, withscores=True),
+    )
     assert before == after
     assert int(conn.hget(keys.totals, "packets")) == 500
 
@@ -64,7 +85,9 @@ def test_stale_run_changes_nothing(conn: Redis) -> None:
     assert conn.keys("*") == []
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(seed=st.integers(0, 10**6), nbatches=st.integers(1, 6))
 def test_merge_equals_pure_fold_in_any_order(conn: Redis, seed: int, nbatches: int) -> None:
     conn.flushall()
@@ -85,7 +108,9 @@ def test_merge_equals_pure_fold_in_any_order(conn: Redis, seed: int, nbatches: i
     assert tot["first_ns"] == whole.first_ns and tot["last_ns"] == whole.last_ns
     assert tot["flows"] == len(whole.flows)
     ranked = dict(conn.zrange(keys.rank_bi, 0, -1, withscores=True))
-    assert {FlowKey.unpack(k): int(s) for k, s in ranked.items()} == {k: s.bytes for k, s in whole.flows.items()}
+    assert {FlowKey.unpack(k): int(s) for k, s in ranked.items()} == {
+        k: s.bytes for k, s in whole.flows.items()
+    }
 
 
 def test_last_batch_claims_report_once(conn: Redis) -> None:
@@ -111,5 +136,7 @@ def test_partial_table_merge_matches_whole() -> None:
     a, b = fold(recs[:150], _dissect), fold(recs[150:], _dissect)
     a.merge(b)
     whole = fold(recs, _dissect)
-    assert a.flows == whole.flows and a.packets == whole.packets and a.not_counted == whole.not_counted
+    assert (
+        a.flows == whole.flows and a.packets == whole.packets and a.not_counted == whole.not_counted
+    )
     assert isinstance(a, PartialTable)

@@ -37,8 +37,14 @@ def main() -> None:
 
 
 @main.command()
-@click.option("-n", "--num", type=click.IntRange(1, 512), default=os.cpu_count() or 1,
-              show_default="CPU count", help="Worker processes to start.")  # fmt: skip
+@click.option(
+    "-n",
+    "--num",
+    type=click.IntRange(1, 512),
+    default=os.cpu_count() or 1,
+    show_default="CPU count",
+    help="Worker processes to start.",
+)
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 @click.option("-v", "--verbose", count=True, help="-v: one log line per job; -vv: debug.")
 @redis_options
@@ -55,9 +61,13 @@ def run(num: int, burst: bool, verbose: int, redis_url: str | None, queue: str) 
     where = "private Redis" if embedded else redact(url)
     click.echo(f"starting {num} worker(s) on queue {queue!r} at {where}", err=True)
     pool = WorkerPool(
-        [queue], connection=conn, num_workers=num, worker_class=SimpleWorker,
-        serializer=JSONSerializer, job_class=FlowherdJob,
-    )  # fmt: skip
+        [queue],
+        connection=conn,
+        num_workers=num,
+        worker_class=SimpleWorker,
+        serializer=JSONSerializer,
+        job_class=FlowherdJob,
+    )
     pool.start(burst=burst, logging_level={0: "WARNING", 1: "INFO"}.get(verbose, "DEBUG"))
 
 

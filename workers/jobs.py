@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import cast
 
 from rq import get_current_job
 
@@ -35,10 +36,10 @@ def process_batch(ref_json: str) -> dict[str, int | str]:
     if payload is None:
         if not conn.exists(keys.meta):
             return {"status": "stale"}
-        if conn.sismember(keys.done, ref.seq):
+        if conn.sismember(keys.done, str(ref.seq)):
             return {"status": "duplicate"}
         raise BatchError(f"payload of batch {ref.seq} of run {ref.run} is missing")
-    records = list(decode_batch(payload))
+    records = list(decode_batch(cast(bytes, payload)))
     if len(records) != ref.packets:
         raise BatchError(
             f"batch {ref.seq} of run {ref.run} holds {len(records)} records, expected {ref.packets}"
@@ -53,9 +54,15 @@ def process_batch(ref_json: str) -> dict[str, int | str]:
     log.info(
         "event=batch_merged run=%s seq=%d packets=%d flows=%d status=%s "
         "fetch_ms=%.1f dissect_ms=%.1f merge_ms=%.1f",
-        ref.run, ref.seq, table.packets, len(table.flows), res.status.name,
-        (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
-    )  # fmt: skip
+        ref.run,
+        ref.seq,
+        table.packets,
+        len(table.flows),
+        res.status.name,
+        (t1 - t0) * 1e3,
+        (t2 - t1) * 1e3,
+        (t3 - t2) * 1e3,
+    )
     return {
         "status": res.status.name.lower(),
         "packets": table.packets,

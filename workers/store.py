@@ -38,16 +38,33 @@ def _ts19(ns: int) -> bytes:
 def merge_partial(conn: Redis, keys: RunKeys, seq: int, table: PartialTable) -> MergeResult:
     """Merge ``table`` as batch ``seq`` of the run, exactly once; deletes the batch payload."""
     argv: list[bytes | int | str] = [
-        seq, pack_flows(table.flows), _ts19(table.first_ns), _ts19(table.last_ns),
-        "packets", table.packets, "bytes", table.bytes,
-        "counted_packets", table.counted_packets, "counted_bytes", table.counted_bytes,
-    ]  # fmt: skip
+        seq,
+        pack_flows(table.flows),
+        _ts19(table.first_ns),
+        _ts19(table.last_ns),
+        "packets",
+        table.packets,
+        "bytes",
+        table.bytes,
+        "counted_packets",
+        table.counted_packets,
+        "counted_bytes",
+        table.counted_bytes,
+    ]
     for bucket, (p, b) in sorted(table.not_counted.items()):
         argv += [f"nc:{bucket}:packets", p, f"nc:{bucket}:bytes", b]
     script = conn.register_script(_MERGE)
     status, new_flows = script(
-        keys=[keys.done, keys.flows, keys.rank_bi, keys.rank_uni, keys.totals,
-              keys.batch(seq), keys.meta, keys.finalized],  # fmt: skip
+        keys=[
+            keys.done,
+            keys.flows,
+            keys.rank_bi,
+            keys.rank_uni,
+            keys.totals,
+            keys.batch(seq),
+            keys.meta,
+            keys.finalized,
+        ],
         args=argv,
     )
     return MergeResult(MergeStatus(int(status)), int(new_flows))
