@@ -1,0 +1,152 @@
+"""Pure numbers about a flow-size distribution: CCDF, byte shares, histogram bins, units.
+
+Sizes are flow sizes in bytes (non-negative integers). Shares are exact integer sums divided
+once, so they are correctly rounded floats in ``[0, 1]``; every function accepts an empty
+input and answers with empty lists or ``0.0`` rather than raising. No I/O, no plotting.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from collections.abc import Sequence
+from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
+
+_SI = ("k", "M", "G", "T", "P", "E")
+
+
+def ccdf(sizes: Sequence[int]) -> tuple[list[int], list[float]]:
+    """The complementary CDF ``P(X >= x)`` at each distinct size ``x``, ascending.
+
+    ``>=`` rather than ``>`` so the largest flow keeps a positive value on a log axis: ``ys[0]``
+    is ``1.0``, ``ys`` never increases, and ``ys[-1]`` is the share of flows of maximal size.
+    """
+    n = len(sizes)
+    if n == 0:
+        return [], []
+    counts = sorted(Counter(sizes).items())
+    xs: list[int] = []
+    ys: list[float] = []
+    at_least = n
+    for x, c in counts:
+        xs.append(x)
+        ys.append(at_least / n)
+        at_least -= c
+    return xs, ys
+
+
+def cumulative_share(sizes: Sequence[int]) -> tuple[list[int], list[float]]:
+    """The share of all bytes carried by the ``k`` largest flows, for ``k = 1 .. len(sizes)``.
+
+    ``shares`` never decreases and ends at ``1.0``; when every size is 0 all shares are
+    ``0.0``.
+    """
+    desc = sorted(sizes, reverse=True)
+    total = sum(desc)
+    ks = list(range(1, len(desc) + 1))
+    if total == 0:
+        return ks, [0.0] * len(desc)
+    shares: list[float] = []
+    cum = 0
+    for s in desc:
+        cum += s
+        shares.append(cum / total)
+    return ks, shares
+
+
+def share_of_top(sizes: Sequence[int], k: int) -> float:
+    """The share of all bytes carried by the ``k`` largest flows (all of them if ``k`` exceeds
+    the count); ``0.0`` when there are no bytes. Raises :class:`ValueError` for ``k < 0``."""
+    if k < 0:
+        raise ValueError(f"k must be >= 0, not {k}")
+    total = sum(sizes)
+    if total == 0:
+        return 0.0
+    return sum(heapq.nlargest(k, sizes)) / total
+
+
+def top_fraction_count(n: int, fraction: float) -> int:
+    """How many flows "the top ``fraction``" of ``n`` flows is: ``max(1, floor(n * fraction))``
+    with the fraction taken as the decimal it prints as, so 1% of ``n`` is ``max(1, n // 100)``
+    exactly as the oracle counts it. 0 for ``n == 0``. Raises :class:`ValueError` unless
+    ``0 < fraction <= 1``."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], not {fraction}")
+    if n == 0:
+        return 0
+    f = Fraction(repr(fraction))
+    return max(1, n * f.numerator // f.denominator)
+
+
+def share_top_fraction(sizes: Sequence[int], fraction: float) -> float:
+    """The share of all bytes carried by the top ``fraction`` of flows (see
+    :func:`top_fraction_count`); the oracle's ``share_of_bytes_top1pct_flows`` is
+    ``round(share_top_fraction(sizes, 0.01), 4)``."""
+    return share_of_top(sizes, top_fraction_count(len(sizes), fraction))
+
+
+def spans_decades(sizes: Sequence[int], decades: float = 1.0) -> bool:
+    """Whether the positive sizes span at least ``decades`` powers of ten (max/min)."""
+    pos = [s for s in sizes if s > 0]
+    return bool(pos) and max(pos) >= min(pos) * 10**decades
+
+
+def log_bins(sizes: Sequence[float], n: int) -> list[float]:
+    """``n + 1`` log-spaced, strictly increasing bin edges from the smallest to the largest
+    positive size (both exactly edges, so every positive size falls in a bin).
+
+    When all positive sizes are equal the edges run from half to twice that size. Zero and
+    negative sizes are ignored (they have no place on a log axis). Raises :class:`ValueError`
+    for ``n < 1`` or when there is no positive size.
+    """
+    if n < 1:
+        raise ValueError(f"need at least one bin, not {n}")
+    pos = [s for s in sizes if s > 0]
+    if not pos:
+        raise ValueError("log bins need at least one positive size")
+    lo, hi = float(min(pos)), float(max(pos))
+    if lo == hi:
+        lo, hi = lo / 2, hi * 2
+    ratio = math.log(hi / lo)
+    edges = [lo * math.exp(ratio * i / n) for i in range(n + 1)]
+    edges[0], edges[-1] = lo, hi
+    return edges
+
+
+def _si(value: Decimal, unit: str) -> str:
+    """``value`` (>= 0) with an SI prefix and 3 significant digits, e.g. ``1.23 MB``."""
+    for i, prefix in enumerate(("", *_SI)):
+        d = value.scaleb(-3 * i)
+        if i < len(_SI) and d >= 1000:
+            continue
+        if d == 0:
+            return f"0 {prefix}{unit}"
+        q = d.quantize(Decimal(1).scaleb(min(0, d.adjusted() - 2)), ROUND_HALF_EVEN)
+        if q.adjusted() != d.adjusted():  # 9.996 -> 10.00: drop the fourth digit
+            q = q.quantize(Decimal(1).scaleb(min(0, q.adjusted() - 2)), ROUND_HALF_EVEN)
+        if q >= 1000 and i < len(_SI):
+            continue
+        return f"{q} {prefix}{unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def human_bytes(n: int) -> str:
+    """Bytes in SI units with 3 significant digits: ``999 B``, ``1.23 kB``, ``45.6 MB``.
+
+    Below 1000 the exact count is shown. Negative values get a leading ``-``.
+    """
+    if n < 0:
+        return "-" + human_bytes(-n)
+    if n < 1000:
+        return f"{n} B"
+    return _si(Decimal(n), "B")
+
+
+def human_rate(bytes_per_s: Fraction | float | int) -> str:
+    """A byte rate as bits per second in SI units, 3 significant digits: ``8.00 Mbit/s``."""
+    v = Fraction(bytes_per_s) * 8
+    if v < 0:
+        return "-" + human_rate(-Fraction(bytes_per_s))
+    return _si(Decimal(v.numerator) / Decimal(v.denominator), "bit/s")
