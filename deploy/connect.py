@@ -35,11 +35,12 @@ def connect(url: str, wait: float = 10.0) -> Redis:
     then :class:`BackendError` says which server (password redacted) and why.
     """
     try:
+        tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         client = Redis.from_url(
             url,
             retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 6),
-            socket_keepalive=True,
             health_check_interval=30,
+            **tcp,  # type: ignore[arg-type]
         )
     except ValueError as exc:
         raise BackendError(f"invalid Redis URL {redact(url)}: {exc}") from None

@@ -64,9 +64,9 @@ def _all_rows(conn: Any, name: str, direction: str) -> Iterator[FlowRow | ConvRo
             yield from uni_rows(key, st)
 
 
-def _emit(rows: list[FlowRow] | list[ConvRow], fmt: str, title: str) -> None:
+def _emit(rows: list[FlowRow] | list[ConvRow], fmt: str, title: str, direction: str) -> None:
     if fmt == "csv":
-        rows_csv(rows, sys.stdout)
+        rows_csv(rows, sys.stdout, view="bi" if direction == "bi" else "uni")
     elif fmt == "json":
         click.echo(rows_json(rows))
     else:
@@ -156,6 +156,7 @@ def top_cmd(
         rows,
         fmt,
         f"{name}: top {len(rows)} {'conversations' if direction == 'bi' else 'flows'} by {by}",
+        direction,
     )
 
 
@@ -175,7 +176,7 @@ def flows(name: str, direction: str, fmt: str, redis_url: str | None, queue: str
     """
     conn = _conn(redis_url, queue)
     rows = top(_all_rows(conn, name, direction), "bytes", sys.maxsize)  # type: ignore[type-var]
-    _emit(rows, fmt, f"{name}: {len(rows)} flows")  # type: ignore[arg-type]
+    _emit(rows, fmt, f"{name}: {len(rows)} flows", direction)  # type: ignore[arg-type]
 
 
 @main.command(context_settings=HELP)
