@@ -40,7 +40,7 @@ def connect(url: str, wait: float = 10.0) -> Redis:
             url,
             retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 6),
             health_check_interval=30,
-            **tcp,  # type: ignore[arg-type]
+            **tcp,
         )
     except ValueError as exc:
         raise BackendError(f"invalid Redis URL {redact(url)}: {exc}") from None
