@@ -24,7 +24,7 @@ from models.settings import Settings
 from producer.follow import LocalWorkers, follow
 from producer.submit import Progress as SubmitProgress
 from producer.submit import default_name, submit
-from reporter.show import show_report, show_status
+from reporter.show import out_console, show_report, show_status
 from reporter.store import load_report, run_of, status
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -130,7 +130,7 @@ def submit_cmd(
         if workers:
             workers.stop()
     report = load_report(conn, run_of(conn, cap_name))
-    out = Console()
+    out = out_console()
     if report is not None:
         show_report(out, report, top_n)
     else:
@@ -219,7 +219,7 @@ def status_cmd(name: str, as_json: bool, redis_url: str | None, queue: str) -> N
     if as_json:
         click.echo(st.model_dump_json(indent=1))
     else:
-        show_status(Console(), st)
+        show_status(out_console(), st)
 
 
 @main.command(context_settings=HELP)

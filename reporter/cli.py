@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import click
-from rich.console import Console
 
 from deploy.clitools import handle_errors, open_redis, redis_options, settings_from
 from models.errors import CaptureStateError
@@ -23,7 +22,7 @@ from reporter.build import make_report
 from reporter.elephants import DEFAULT_RULES, RULE_FORMS, parse_rule
 from reporter.rank import RANK_BY, parse_proto, top
 from reporter.render import elephants_table, rows_csv, rows_json, rows_table, summary_table
-from reporter.show import show_status
+from reporter.show import out_console, show_status
 from reporter.store import (
     iter_flows,
     load_report,
@@ -70,7 +69,7 @@ def _emit(rows: list[FlowRow] | list[ConvRow], fmt: str, title: str, direction: 
     elif fmt == "json":
         click.echo(rows_json(rows))
     else:
-        Console().print(rows_table(rows, title))
+        out_console().print(rows_table(rows, title))
 
 
 @main.command(context_settings=HELP)
@@ -100,7 +99,7 @@ def captures(as_json: bool, redis_url: str | None, queue: str) -> None:
             human_bytes(s.bytes),
             f"{s.flows:,}",
         )
-    Console().print(t)
+    out_console().print(t)
 
 
 @main.command("top", context_settings=HELP)
@@ -210,7 +209,7 @@ def summary(
     if as_json:
         click.echo(report.model_dump_json(indent=1))
         return
-    con = Console()
+    con = out_console()
     if not report.complete:
         show_status(con, st)
     con.print(summary_table(report.summary))

@@ -11,6 +11,12 @@ from reporter.distribution import human_bytes
 from reporter.render import elephants_table, human_ts, rows_table, summary_table
 
 
+def out_console() -> Console:
+    """Standard output: the terminal's width on a TTY, wide enough for every column otherwise."""
+    con = Console()
+    return con if con.is_terminal else Console(width=200)
+
+
 def status_table(st: CaptureStatus) -> Table:
     t = Table(title=f"Capture {st.name}", show_header=False)
     t.add_column("what", style="bold")

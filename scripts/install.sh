@@ -36,8 +36,12 @@ extra=""
 [ "$want_test" = 1 ] && extra="[test]"
 stamp=".venv/.installed${extra}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".${extra}"
+  log=.venv/install.log
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".${extra}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "error: pip install failed (log above, also in $log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 echo "flowherd installed in .venv ($(.venv/bin/python --version)); redis-server: $(command -v redis-server)" >&2
