@@ -7,7 +7,7 @@
 Plain ``rq worker`` works too, with flowherd's serializer and job class::
 
     rq worker -u URL --serializer rq.serializers.JSONSerializer \\
-       --job-class deploy.queueing.FlowherdJob -w rq.worker.SimpleWorker flowherd
+       --job-class deploy.queueing.FlowherdJob -w workers.worker.FlowherdWorker flowherd
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 
 import click
 from rq.serializers import JSONSerializer
-from rq.worker import SimpleWorker
 from rq.worker_pool import WorkerPool
 
 from deploy.clitools import handle_errors, open_redis, redis_options, settings_from, setup_logging
@@ -24,6 +23,7 @@ from deploy.connect import redact
 from deploy.local import ensure_local_redis, is_running, local_url, stop_local_redis
 from deploy.queueing import FlowherdJob
 from models.settings import Settings
+from workers.worker import FlowherdWorker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,8 +52,9 @@ def main() -> None:
 def run(num: int, burst: bool, verbose: int, redis_url: str | None, queue: str) -> None:
     """Run NUM worker processes on this host until interrupted (Ctrl-C stops them cleanly).
 
-    Each process is an RQ SimpleWorker (no fork per job) that only runs flowherd's own job
-    functions; a dead process is replaced.
+    Each process is an RQ worker that does not fork per job and only runs flowherd's own job
+    functions; a dead process is replaced, and a batch it was processing goes back on the queue
+    within about FLOWHERD_HEARTBEAT + FLOWHERD_MAINTENANCE_INTERVAL seconds (20 + 15).
     """
     setup_logging(verbose)
     settings = settings_from(redis_url, queue)
@@ -64,7 +65,7 @@ def run(num: int, burst: bool, verbose: int, redis_url: str | None, queue: str) 
         [queue],
         connection=conn,
         num_workers=num,
-        worker_class=SimpleWorker,
+        worker_class=FlowherdWorker,
         serializer=JSONSerializer,
         job_class=FlowherdJob,
     )

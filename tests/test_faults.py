@@ -1,0 +1,79 @@
+"""Faults survived with exact results: a worker killed mid-batch, a foreign job refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Worker
+
+from deploy.queueing import make_queue
+from models.capture import CaptureState
+from producer.follow import LocalWorkers, follow
+from producer.sample import write_sample
+from producer.submit import submit
+from tests.pipeline import settings_for, table
+
+pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults]
+
+
+def _busy_worker(conn: Redis, queue: str, run: str, deadline: float) -> tuple[int, str]:
+    while time.monotonic() < deadline:
+        for w in Worker.all(connection=conn):
+            jid = w.get_current_job_id()
+            if jid and jid.startswith(f"fh-{run}-") and w.queue_names() == [queue]:
+                return int(w.pid), jid
+        time.sleep(0.01)
+    raise AssertionError("no worker picked up a batch")
+
+
+def test_worker_killed_mid_batch_recounted_once(
+    conn: Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWHERD_HEARTBEAT", "2")
+    monkeypatch.setenv("FLOWHERD_MAINTENANCE_INTERVAL", "1")
+    path = tmp_path / "t.pcap"
+    write_sample(path, flows=300, seed=5)
+    settings = settings_for(redis_url, batch_packets=3000)
+    expected_settings = settings_for(redis_url, batch_packets=3000)
+    with LocalWorkers(redis_url, expected_settings.queue, 2) as w:
+        submit(
+            conn, make_queue(conn, expected_settings.queue), [str(path)], "ref", expected_settings
+        )
+        assert follow(conn, "ref", poll=0.05, check=w.check).state is CaptureState.COMPLETE
+    with LocalWorkers(redis_url, settings.queue, 2) as w:
+        time.sleep(2)  # workers registered and idle
+        keys, _ = submit(conn, make_queue(conn, settings.queue), [str(path)], "killed", settings)
+        pid, jid = _busy_worker(conn, settings.queue, keys.run, time.monotonic() + 30)
+        os.kill(pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        st = follow(conn, "killed", poll=0.1, check=w.check)
+        recovered_in = time.monotonic() - t0
+    assert st.state is CaptureState.COMPLETE, st
+    assert table(conn, "killed") == table(conn, "ref")
+    assert st.packets == follow(conn, "ref").packets
+    assert recovered_in < 30, recovered_in
+    killed_job = make_queue(conn, settings.queue).fetch_job(jid)
+    assert (
+        killed_job is not None and killed_job.retries_left == settings.retries - 1
+    )  # it did run twice
+
+
+def test_foreign_job_function_refused(conn: Redis, redis_url: str) -> None:
+    settings = settings_for(redis_url)
+    q = make_queue(conn, settings.queue)
+    job = q.enqueue_call("os.system", args=("touch /tmp/flowherd-pwned",))
+    with LocalWorkers(redis_url, settings.queue, 1):
+        deadline = time.monotonic() + 30
+        while (
+            job.get_status(refresh=True) not in ("finished", "failed")
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+    assert job.get_status() == "failed"
+    assert "not a flowherd job" in (job.latest_result().exc_string or "")
+    assert not Path("/tmp/flowherd-pwned").exists()
