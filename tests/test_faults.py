@@ -77,3 +77,32 @@ def test_foreign_job_function_refused(conn: Redis, redis_url: str) -> None:
     assert job.get_status() == "failed"
     assert "not a flowherd job" in (job.latest_result().exc_string or "")
     assert not Path("/tmp/flowherd-pwned").exists()
+
+
+def _wait_done(job, seconds: float = 30) -> str:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while (
+        job.get_status(refresh=True) not in ("finished", "failed") and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    return job.get_status()  # type: ignore[no-any-return]
+
+
+def test_unknown_schema_and_bad_payload_refused(conn: Redis, redis_url: str) -> None:
+    from models.keys import BATCH_JOB, RunKeys
+
+    settings = settings_for(redis_url)
+    q = make_queue(conn, settings.queue)
+    keys = RunKeys("abcdef12")
+    conn.hset(keys.meta, "state", "submitting")
+    conn.set(keys.batch(0), b"GARBAGE" * 10)
+    future = q.enqueue_call(
+        BATCH_JOB, args=('{"v": 2, "run": "abcdef12", "seq": 0, "packets": 1}',)
+    )
+    bad = q.enqueue_call(BATCH_JOB, args=('{"v": 1, "run": "abcdef12", "seq": 0, "packets": 1}',))
+    with LocalWorkers(redis_url, settings.queue, 1):
+        assert _wait_done(future) == "failed"
+        assert _wait_done(bad) == "failed"
+    assert "validation error" in (future.latest_result().exc_string or "")
+    assert "not a flowherd batch" in (bad.latest_result().exc_string or "")
+    assert not conn.exists(keys.flows) and not conn.exists(keys.done)

@@ -1,0 +1,130 @@
+"""Contracts: batch codec round trips and refusals, flow-key symmetry, record packing."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from models.batch import HEADER_SIZE, MAGIC, RawRecord, decode_batch, encode_batch
+from models.capture import BatchRef
+from models.errors import BatchError
+from models.flows import NO_FIRST, NO_LAST, FlowKey, FlowStats, canonical, ts_text
+
+records = st.lists(
+    st.builds(
+        RawRecord,
+        ts_ns=st.integers(0, 2**64 - 1),
+        wire_len=st.integers(0, 2**32 - 1),
+        linktype=st.integers(0, 2**16 - 1),
+        data=st.binary(max_size=300),
+    ),
+    max_size=50,
+)
+
+
+@given(records, st.booleans())
+def test_batch_round_trip(recs: list[RawRecord], compress: bool) -> None:
+    assert list(decode_batch(encode_batch(recs, compress))) == recs
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda p: b"XXXX" + p[4:], "not a flowherd batch"),
+        (lambda p: p[:4] + struct.pack("<H", 2) + p[6:], "schema version 2 is not supported"),
+        (lambda p: p[:6] + struct.pack("<H", 8) + p[8:], "unknown batch flags"),
+        (lambda p: p[:-1], "does not match payload size"),
+        (lambda p: p[:3], "too short"),
+    ],
+)
+def test_batch_refused(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+    payload = encode_batch([RawRecord(1, 60, 1, b"\x00" * 60)])
+    with pytest.raises(BatchError, match=message):
+        list(decode_batch(mutate(payload)))
+
+
+def test_batch_count_must_match_body() -> None:
+    good = encode_batch([RawRecord(1, 60, 1, b"ab"), RawRecord(2, 60, 1, b"cd")])
+    liar = good[:8] + struct.pack("<I", 3) + good[12:]
+    with pytest.raises(BatchError, match="ends inside"):
+        list(decode_batch(liar))
+
+
+def test_compressed_bomb_refused() -> None:
+    body = zlib.compress(b"\0" * (1 << 20), 9)
+    payload = MAGIC + struct.pack("<HHII", 1, 1, 1, len(body)) + body
+    assert len(payload) > HEADER_SIZE
+    with pytest.raises(BatchError, match="exceeds"):
+        list(decode_batch(payload, max_body=1 << 16))
+
+
+addr4 = st.binary(min_size=4, max_size=4)
+addr16 = st.binary(min_size=16, max_size=16)
+port = st.integers(0, 65535)
+
+
+@given(
+    st.one_of(st.tuples(addr4, addr4), st.tuples(addr16, addr16)), st.integers(0, 255), port, port
+)
+def test_flow_key_symmetry(addrs: tuple[bytes, bytes], proto: int, sp: int, dp: int) -> None:
+    src, dst = addrs
+    k1, d1 = canonical(src, dst, proto, sp, dp)
+    k2, d2 = canonical(dst, src, proto, dp, sp)
+    assert k1 == k2
+    assert (d1 != d2) or (src, sp) == (dst, dp)
+    assert FlowKey.unpack(k1.pack()) == k1
+
+
+stats = st.builds(
+    FlowStats,
+    pkts_ab=st.integers(0, 2**40),
+    bytes_ab=st.integers(0, 2**52),
+    pkts_ba=st.integers(0, 2**40),
+    bytes_ba=st.integers(0, 2**52),
+    first_ab=st.integers(0, NO_FIRST),
+    last_ab=st.integers(NO_LAST, 10**19 - 1),
+    first_ba=st.integers(0, NO_FIRST),
+    last_ba=st.integers(NO_LAST, 10**19 - 1),
+    flags_ab=st.integers(0, 255),
+    flags_ba=st.integers(0, 255),
+)
+
+
+@given(stats)
+def test_stats_pack_round_trip(s: FlowStats) -> None:
+    assert FlowStats.unpack(s.pack()) == s
+
+
+@given(stats, stats, stats)
+def test_stats_merge_commutative_associative(a: FlowStats, b: FlowStats, c: FlowStats) -> None:
+    def m(x: FlowStats, y: FlowStats) -> FlowStats:
+        r = FlowStats.unpack(x.pack())
+        r.merge(y)
+        return r
+
+    assert m(a, b) == m(b, a)
+    assert m(m(a, b), c) == m(a, m(b, c))
+
+
+def test_ts_text_exact() -> None:
+    assert ts_text(1_704_067_200_000_000_001) == "1704067200.000000001"
+    assert ts_text(0) == "0.000000000"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"v": 2, "run": "abcdef12", "seq": 0, "packets": 1}',
+        '{"v": 1, "run": "../../etc", "seq": 0, "packets": 1}',
+        '{"v": 1, "run": "abcdef12", "seq": -1, "packets": 1}',
+        '{"v": 1, "run": "abcdef12", "seq": 0, "packets": 1, "extra": 1}',
+    ],
+)
+def test_batch_ref_validation(bad: str) -> None:
+    with pytest.raises(ValidationError):
+        BatchRef.model_validate_json(bad)
