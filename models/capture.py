@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.keys import NAME_RE
 
 SCHEMA_VERSION = 1
+
+#: How workers dissect: ``scapy`` for every frame, or ``fast`` (a header decoder for the common
+#: stacks that hands every frame it does not fully understand to scapy; same results).
+Engine = Literal["scapy", "fast"]
 
 
 class _Frozen(BaseModel):
@@ -23,6 +28,7 @@ class BatchRef(_Frozen):
     run: str = Field(pattern=r"^[0-9a-f]{8,32}$")
     seq: int = Field(ge=0)
     packets: int = Field(ge=0)
+    engine: Engine = "scapy"
 
 
 class CaptureState(StrEnum):
@@ -43,6 +49,7 @@ class CaptureInfo(_Frozen):
     created_ns: int
     batch_packets: int
     queue: str
+    engine: Engine = "scapy"
 
 
 class BucketCount(_Frozen):

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.capture import Engine
+
 
 def default_home() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -30,4 +32,5 @@ class Settings(BaseSettings):
     job_timeout: int = Field(600, ge=1)
     retries: int = Field(3, ge=0, le=100)
     compress: bool = False
+    engine: Engine = "scapy"
     connect_timeout: float = Field(10.0, ge=0)

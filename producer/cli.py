@@ -80,6 +80,14 @@ def main() -> None:
     help="Batches queued but not yet merged before reading pauses [default 32].",
 )
 @click.option("--compress/--no-compress", default=None, help="zlib-compress batch payloads.")
+@click.option(
+    "--engine",
+    type=click.Choice(["scapy", "fast"]),
+    envvar="FLOWHERD_ENGINE",
+    default=None,
+    help="How workers dissect: scapy (default), or fast: a header decoder for the common "
+    "stacks that hands anything else to scapy, frame by frame; same results, ~30x faster.",
+)
 @click.option("-v", "--verbose", count=True)
 @redis_options
 @handle_errors
@@ -93,6 +101,7 @@ def submit_cmd(
     batch_packets: int | None,
     max_in_flight: int | None,
     compress: bool | None,
+    engine: str | None,
     verbose: int,
     redis_url: str | None,
     queue: str,
@@ -110,6 +119,7 @@ def submit_cmd(
         batch_packets=batch_packets,
         max_in_flight=max_in_flight,
         compress=compress,
+        engine=engine,
     )
     err = Console(stderr=True)
     conn, url, embedded = open_redis(settings)

@@ -14,7 +14,6 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-
 _ETH_V4 = b"\x00\x1b\x21\x00\x00\x02\x00\x1b\x21\x00\x00\x01\x08\x00"
 _ETH_V6 = b"\x00\x1b\x21\x00\x00\x02\x00\x1b\x21\x00\x00\x01\x86\xdd"
 BASE_EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z

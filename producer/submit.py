@@ -82,6 +82,7 @@ def register(
         created_ns=time.time_ns(),
         batch_packets=settings.batch_packets,
         queue=settings.queue,
+        engine=settings.engine,
     )
     with conn.pipeline() as p:
         p.set(keys.info, info.model_dump_json())
@@ -166,7 +167,7 @@ def submit(
         if builder.count == 0:
             return
         bp.wait(seq, prog, on_progress)
-        ref = BatchRef(run=keys.run, seq=seq, packets=builder.count)
+        ref = BatchRef(run=keys.run, seq=seq, packets=builder.count, engine=settings.engine)
         with conn.pipeline() as p:
             p.set(keys.batch(seq), builder.payload(settings.compress))
             p.hincrby(keys.meta, "enqueued", 1)

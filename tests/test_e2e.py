@@ -41,12 +41,12 @@ def _truth_text(truth: dict) -> dict:
     return {(addr_text(s), addr_text(d), p, sp, dp): v for (s, d, p, sp, dp), v in truth.items()}
 
 
-@pytest.mark.parametrize("nworkers", [1, 3])
+@pytest.mark.parametrize(("nworkers", "engine"), [(1, "scapy"), (3, "scapy"), (2, "fast")])
 def test_tables_equal_ground_truth(
-    conn: Redis, redis_url: str, sample: tuple[Path, dict], nworkers: int
+    conn: Redis, redis_url: str, sample: tuple[Path, dict], nworkers: int, engine: str
 ) -> None:
     path, truth = sample
-    settings = settings_for(redis_url, batch_packets=300, max_in_flight=4)
+    settings = settings_for(redis_url, batch_packets=300, max_in_flight=4, engine=engine)
     with LocalWorkers(redis_url, settings.queue, nworkers) as w:
         st = run_capture(conn, settings, [str(path)], "s", w)
     assert st.state is CaptureState.COMPLETE, st

@@ -29,23 +29,28 @@ CAPTURES = (
 )
 
 
+ENGINES = ["scapy", "fast"]
+
+
 @pytest.fixture(scope="module")
-def merged(redis_url: str) -> dict[str, object]:
-    """Submit every capture once, with two workers, into a clean Redis."""
+def merged(redis_url: str) -> dict[tuple[str, str], object]:
+    """Submit every capture once per engine, with two workers, into a clean Redis."""
     if not CAPTURES:
         pytest.skip("../shared/pcaps is not present")
     conn = Redis.from_url(redis_url)
     conn.flushall()
-    settings = settings_for(redis_url, batch_packets=500)
-    out: dict[str, object] = {}
-    with LocalWorkers(redis_url, settings.queue, 2) as w:
-        for name in CAPTURES:
-            out[name] = run_capture(conn, settings, [str(SHARED / "pcaps" / name)], _cap(name), w)
+    out: dict[tuple[str, str], object] = {}
+    for engine in ENGINES:
+        settings = settings_for(redis_url, batch_packets=500, engine=engine)
+        with LocalWorkers(redis_url, settings.queue, 2) as w:
+            for name in CAPTURES:
+                path = str(SHARED / "pcaps" / name)
+                out[name, engine] = run_capture(conn, settings, [path], _cap(name, engine), w)
     return out
 
 
-def _cap(file: str) -> str:
-    return file.replace(".", "_")
+def _cap(file: str, engine: str) -> str:
+    return f"{engine}-" + file.replace(".", "_")
 
 
 def _sorted_rows(text: str) -> list[list[str]]:
@@ -62,22 +67,25 @@ def _flows_csv(redis_url: str, name: str, direction: str) -> str:
     return res.output
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("file", CAPTURES)
-def test_uni_table_equals_oracle(merged: dict[str, object], redis_url: str, file: str) -> None:
+def test_uni_table_equals_oracle(merged: dict, redis_url: str, file: str, engine: str) -> None:
     expected = (SHARED / "oracle" / f"{file}.uni.csv").read_text()
-    assert _sorted_rows(_flows_csv(redis_url, _cap(file), "uni")) == _sorted_rows(expected)
+    assert _sorted_rows(_flows_csv(redis_url, _cap(file, engine), "uni")) == _sorted_rows(expected)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("file", CAPTURES)
-def test_bi_table_equals_oracle(merged: dict[str, object], redis_url: str, file: str) -> None:
+def test_bi_table_equals_oracle(merged: dict, redis_url: str, file: str, engine: str) -> None:
     expected = (SHARED / "oracle" / f"{file}.bi.csv").read_text()
-    assert _sorted_rows(_flows_csv(redis_url, _cap(file), "bi")) == _sorted_rows(expected)
+    assert _sorted_rows(_flows_csv(redis_url, _cap(file, engine), "bi")) == _sorted_rows(expected)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("file", CAPTURES)
-def test_summary_totals_equal_oracle(merged: dict[str, object], file: str) -> None:
+def test_summary_totals_equal_oracle(merged: dict, file: str, engine: str) -> None:
     oracle = json.loads((SHARED / "oracle" / f"{file}.summary.json").read_text())
-    st = merged[file]
+    st = merged[file, engine]
     assert st.state is CaptureState.COMPLETE  # type: ignore[attr-defined]
     assert st.packets == oracle["total_frames"]  # type: ignore[attr-defined]
     assert st.bytes == oracle["total_bytes"]  # type: ignore[attr-defined]

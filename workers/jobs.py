@@ -18,6 +18,7 @@ from models.errors import BatchError
 from models.keys import RunKeys
 from workers.aggregate import fold
 from workers.dissect import dissect
+from workers.fastpath import dissect_fast
 from workers.store import MergeStatus, merge_partial
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def process_batch(ref_json: str) -> dict[str, int | str]:
             f"batch {ref.seq} of run {ref.run} holds {len(records)} records, expected {ref.packets}"
         )
     t1 = time.perf_counter()
-    table = fold(records, dissect)
+    table = fold(records, dissect_fast if ref.engine == "fast" else dissect)
     t2 = time.perf_counter()
     res = merge_partial(conn, keys, ref.seq, table)
     t3 = time.perf_counter()
