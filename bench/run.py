@@ -83,7 +83,7 @@ def _peak_rss_kib(pid: int) -> int:
     return total
 
 
-def run_flowherd(trace: Path, workers: int, batch: int) -> dict:
+def run_flowherd(trace: Path, workers: int, batch: int, engine: str) -> dict:
     d = Path(tempfile.mkdtemp(prefix="fh-bench-"))
     sock = d / "r.sock"
     redis = subprocess.Popen(
@@ -108,7 +108,7 @@ def run_flowherd(trace: Path, workers: int, batch: int) -> dict:
             break
         time.sleep(0.02)
     conn = Redis.from_url(url)
-    settings = Settings(redis_url=url, queue="bench", batch_packets=batch)
+    settings = Settings(redis_url=url, queue="bench", batch_packets=batch, engine=engine)
     try:
         with LocalWorkers(url, "bench", workers) as w:
             time.sleep(1.0)  # let the worker processes import scapy before the clock starts
@@ -132,6 +132,7 @@ def run_flowherd(trace: Path, workers: int, batch: int) -> dict:
         info = conn.info("memory")
         return {
             "workers": workers,
+            "engine": engine,
             "state": st.state.value,
             "packets": st.packets,
             "bytes": st.bytes,
@@ -164,6 +165,7 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=100_000, help="slice size of the big trace")
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     ap.add_argument("--batch", type=int, default=2000, help="packets per batch")
+    ap.add_argument("--engines", default="scapy,fast", help="comma-separated engines to run")
     ap.add_argument("--cache", type=Path, default=ROOT / "out", help="where the big trace is kept")
     a = ap.parse_args()
     trace = a.trace
@@ -189,17 +191,20 @@ def main() -> None:
         f"({base['packets']:,} packets in {base['seconds']} s)"
     )
     results = []
-    for n in (int(x) for x in a.workers.split(",")):
-        r = run_flowherd(trace, n, a.batch)
-        r["ratio_to_baseline"] = round(r["packets_per_s"] / base["packets_per_s"], 2)
-        results.append(r)
-        print(
-            f"flowherd, {n} worker(s): {r['packets_per_s']:,} packets/s, {r['mb_per_s']} MB/s, "
-            f"{r['ratio_to_baseline']}x baseline; {r['seconds']} s end to end (submit {r['submit_seconds']} s); "
-            f"worker time: dissect {r['worker_dissect_s']} s, merge {r['worker_merge_s']} s; "
-            f"peak RSS producer {r['producer_peak_rss_mib']} MiB, worker {r['worker_peak_rss_mib']} MiB, "
-            f"Redis {r['redis_peak_mib']} MiB; {r['state']}"
-        )
+    for engine in a.engines.split(","):
+        for n in (int(x) for x in a.workers.split(",")):
+            r = run_flowherd(trace, n, a.batch, engine)
+            r["ratio_to_baseline"] = round(r["packets_per_s"] / base["packets_per_s"], 2)
+            results.append(r)
+            print(
+                f"flowherd {engine}, {n} worker(s): {r['packets_per_s']:,} packets/s, "
+                f"{r['mb_per_s']} MB/s, {r['ratio_to_baseline']}x baseline; {r['seconds']} s end "
+                f"to end (producer done after {r['submit_seconds']} s); worker time: dissect "
+                f"{r['worker_dissect_s']} s, merge {r['worker_merge_s']} s; peak RSS producer "
+                f"{r['producer_peak_rss_mib']} MiB, worker {r['worker_peak_rss_mib']} MiB, "
+                f"Redis {r['redis_peak_mib']} MiB; {r['state']}",
+                flush=True,
+            )
     print(
         json.dumps(
             {
