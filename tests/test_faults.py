@@ -22,12 +22,16 @@ pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults]
 
 
 def _busy_worker(conn: Redis, queue: str, run: str, deadline: float) -> tuple[int, str]:
+    """A worker in the middle of a batch of ``run`` (its job marked started), and the job id."""
+    q = make_queue(conn, queue)
     while time.monotonic() < deadline:
         for w in Worker.all(connection=conn):
             jid = w.get_current_job_id()
             if jid and jid.startswith(f"fh-{run}-") and w.queue_names() == [queue]:
-                return int(w.pid), jid
-        time.sleep(0.01)
+                job = q.fetch_job(jid)
+                if job is not None and job.get_status() == "started":
+                    return int(w.pid), jid
+        time.sleep(0.005)
     raise AssertionError("no worker picked up a batch")
 
 

@@ -5,7 +5,9 @@ was killed would wait that long (plus a minute) before RQ re-queues it. This wor
 ``heartbeat / 3`` seconds from a side thread while a job runs, with a TTL of ``heartbeat``
 seconds, and runs RQ's registry maintenance every ``maintenance`` seconds: a killed worker's
 batch goes back on the queue (it has retries left) within about ``heartbeat + maintenance``
-seconds, and the merge's done-marker makes the second run count it once.
+seconds, and the merge's done-marker makes the second run count it once. A worker killed in the
+instant between taking a job off the queue and marking it started leaves it in RQ's
+intermediate queue, which RQ recovers after one minute (plus ``maintenance``).
 """
 
 from __future__ import annotations
