@@ -55,9 +55,15 @@ def slice_pcap(src: Path, dst: Path, packets: int) -> int:
     return n
 
 
-def baseline(trace: Path) -> dict:
+def baseline(trace: Path, limit: int) -> dict:
     out = subprocess.run(
-        [sys.executable, str(SHARED / "bench" / "seed_baseline.py"), str(trace)],
+        [
+            sys.executable,
+            str(SHARED / "bench" / "seed_baseline.py"),
+            str(trace),
+            "--limit",
+            str(limit),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -108,7 +114,7 @@ def run_flowherd(trace: Path, workers: int, batch: int, engine: str) -> dict:
             break
         time.sleep(0.02)
     conn = Redis.from_url(url)
-    settings = Settings(redis_url=url, queue="bench", batch_packets=batch, engine=engine)
+    settings = Settings(redis_url=url, queue="bench", batch_packets=batch or None, engine=engine)
     try:
         with LocalWorkers(url, "bench", workers) as w:
             time.sleep(1.0)  # let the worker processes import scapy before the clock starts
@@ -164,8 +170,21 @@ def main() -> None:
     )
     ap.add_argument("--packets", type=int, default=100_000, help="slice size of the big trace")
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
-    ap.add_argument("--batch", type=int, default=2000, help="packets per batch")
+    ap.add_argument(
+        "--batch", type=int, default=0, help="packets per batch (0: the engine default)"
+    )
     ap.add_argument("--engines", default="scapy,fast", help="comma-separated engines to run")
+    ap.add_argument(
+        "--baseline-packets",
+        type=int,
+        default=200_000,
+        help="run the baseline on at most this many packets (its rate is per packet)",
+    )
+    ap.add_argument(
+        "--tshark",
+        action="store_true",
+        help="also time tshark -z conv,tcp -z conv,udp on the same trace",
+    )
     ap.add_argument("--cache", type=Path, default=ROOT / "out", help="where the big trace is kept")
     a = ap.parse_args()
     trace = a.trace
@@ -185,16 +204,28 @@ def main() -> None:
         f"trace: {trace} ({trace.stat().st_size / 1e6:.1f} MB), machine: {os.cpu_count()} CPUs",
         file=sys.stderr,
     )
-    base = baseline(trace)
+    base = baseline(trace, a.baseline_packets)
     print(
         f"baseline (seed_baseline.py, 1 process): {base['packets_per_s']:,.0f} packets/s "
         f"({base['packets']:,} packets in {base['seconds']} s)"
     )
+    tshark = None
+    if a.tshark:
+        t0 = time.perf_counter()
+        subprocess.run(
+            ["tshark", "-n", "-r", str(trace), "-q", "-z", "conv,tcp", "-z", "conv,udp"],
+            capture_output=True,
+            check=True,
+        )
+        tshark = round(time.perf_counter() - t0, 3)
+        print(f"tshark conv,tcp+conv,udp: {tshark} s", flush=True)
     results = []
     for engine in a.engines.split(","):
         for n in (int(x) for x in a.workers.split(",")):
             r = run_flowherd(trace, n, a.batch, engine)
             r["ratio_to_baseline"] = round(r["packets_per_s"] / base["packets_per_s"], 2)
+            if tshark:
+                r["ratio_to_tshark"] = round(tshark / r["seconds"], 2)
             results.append(r)
             print(
                 f"flowherd {engine}, {n} worker(s): {r['packets_per_s']:,} packets/s, "
@@ -210,6 +241,7 @@ def main() -> None:
             {
                 "trace": str(trace),
                 "baseline": {k: base[k] for k in ("packets", "seconds", "packets_per_s")},
+                "tshark_seconds": tshark,
                 "flowherd": results,
             }
         )

@@ -48,11 +48,6 @@ class RunKeys:
         return self.prefix + "rank:bi"
 
     @property
-    def rank_uni(self) -> str:
-        """zset: packed FlowKey + direction byte scored by that direction's bytes"""
-        return self.prefix + "rank:uni"
-
-    @property
     def totals(self) -> str:
         """hash: packet/byte totals, not-counted buckets, first/last timestamps"""
         return self.prefix + "totals"
@@ -90,7 +85,6 @@ class RunKeys:
             self.meta,
             self.flows,
             self.rank_bi,
-            self.rank_uni,
             self.totals,
             self.done,
             self.finalized,

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     queue: str = Field("flowherd", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     home: Path = Field(default_factory=default_home)
-    batch_packets: int = Field(2000, ge=1, le=1_000_000)
+    batch_packets: int | None = Field(None, ge=1, le=1_000_000)
     batch_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=128 * 1024 * 1024)
     max_in_flight: int = Field(32, ge=1, le=100_000)
     job_timeout: int = Field(600, ge=1)
@@ -34,3 +34,11 @@ class Settings(BaseSettings):
     compress: bool = False
     engine: Engine = "scapy"
     connect_timeout: float = Field(10.0, ge=0)
+
+    @property
+    def packets_per_batch(self) -> int:
+        """``batch_packets``, or by engine: a scapy batch of 2,000 frames is ~0.15 s of work,
+        a fast-engine batch of 16,000 about 0.05 s; both keep RQ's per-job cost near 2%."""
+        if self.batch_packets is not None:
+            return self.batch_packets
+        return 16_000 if self.engine == "fast" else 2_000

@@ -128,4 +128,3 @@ def write_sample(
             e[0] += 1
             e[1] += len(frame)
     return truth
-

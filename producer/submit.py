@@ -80,7 +80,7 @@ def register(
         run=keys.run,
         sources=[str(s) for s in sources],
         created_ns=time.time_ns(),
-        batch_packets=settings.batch_packets,
+        batch_packets=settings.packets_per_batch,
         queue=settings.queue,
         engine=settings.engine,
     )
@@ -161,6 +161,7 @@ def submit(
     bp = _Backpressure(conn, keys, settings.queue, settings.max_in_flight)
     builder = BatchBuilder()
     seq = 0
+    per_batch = settings.packets_per_batch
 
     def flush() -> None:
         nonlocal builder, seq
@@ -185,10 +186,7 @@ def submit(
                     prog.size = cap.size
                     for n, rec in enumerate(cap, 1):
                         builder.add(rec)
-                        if (
-                            builder.count >= settings.batch_packets
-                            or builder.size >= settings.batch_bytes
-                        ):
+                        if builder.count >= per_batch or builder.size >= settings.batch_bytes:
                             prog.packets += builder.count
                             prog.bytes += builder.wire_bytes
                             flush()

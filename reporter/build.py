@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 
 from models.capture import CaptureStatus
@@ -22,19 +23,24 @@ def make_report(
 ) -> Report:
     """Summarise every conversation of a run. Elephants are classified on unidirectional flows
     (the 5-tuple view), as in the flow measurement literature."""
-    convs = []
-    unis = []
-    for key, st in flows:
-        convs.append(conv_row(key, st))
-        unis.extend(uni_rows(key, st))
-    sizes = [r.bytes for r in unis]
+    table = list(flows)
+    sizes = [
+        b for _, st in table for b, p in ((st.bytes_ab, st.pkts_ab), (st.bytes_ba, st.pkts_ba)) if p
+    ]
+    # rows only for the candidates of the top n (ties at the boundary included), not every flow
+    uni_cut = heapq.nlargest(n, sizes)[-1] if sizes else 0
+    bi_cut = heapq.nlargest(n, (st.bytes for _, st in table))[-1] if table else 0
+    unis = [
+        r for k, st in table if st.bytes >= uni_cut for r in uni_rows(k, st) if r.bytes >= uni_cut
+    ]
+    convs = [conv_row(k, st) for k, st in table if st.bytes >= bi_cut]
     summary = Summary(
         packets=status.packets,
         bytes=status.bytes,
         counted_packets=status.counted_packets,
         counted_bytes=status.counted_bytes,
-        flows_uni=len(unis),
-        flows_bi=len(convs),
+        flows_uni=len(sizes),
+        flows_bi=len(table),
         not_counted=status.not_counted,
         first_ns=status.first_ns,
         last_ns=status.last_ns,

@@ -6,6 +6,7 @@ hash with HSCAN, so memory stays proportional to what is kept, not to the table.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 
 from redis import Redis
@@ -140,11 +141,37 @@ def top_conversations(conn: Redis, keys: RunKeys, n: int) -> list[tuple[FlowKey,
 
 
 def top_directions(conn: Redis, keys: RunKeys, n: int) -> list[tuple[FlowKey, FlowStats, int]]:
-    """Candidates for the top ``n`` unidirectional flows by bytes: (key, stats, direction)."""
-    members = _ranked(conn, keys.rank_uni, n)
-    vals = conn.hmget(keys.flows, [m[:-1] for m in members]) if members else []
-    pairs = zip(members, vals, strict=True)
-    return [(FlowKey.unpack(m[:-1]), FlowStats.unpack(v), m[-1]) for m, v in pairs if isinstance(v, bytes)]
+    """Candidates for the top ``n`` unidirectional flows by bytes: (key, stats, direction).
+
+    A direction is never larger than its conversation, so walking the conversation ranking
+    from the top can stop at the first conversation smaller than the n-th largest direction
+    seen so far: every flow at least that large (ties included) has been collected.
+    """
+    out: list[tuple[FlowKey, FlowStats, int]] = []
+    best: list[int] = []  # min-heap of the n largest direction sizes so far
+    page = max(n, 256)
+    start = 0
+    while True:
+        members: list[tuple[bytes, float]] = conn.zrevrange(  # type: ignore[assignment]
+            keys.rank_bi, start, start + page - 1, withscores=True
+        )
+        if not members:
+            return out
+        vals = conn.hmget(keys.flows, [m for m, _ in members])
+        for (m, score), v in zip(members, vals, strict=True):
+            if len(best) == n and score < best[0]:
+                return out
+            if not isinstance(v, bytes):
+                continue
+            key, st = FlowKey.unpack(m), FlowStats.unpack(v)
+            for d, b, p in ((0, st.bytes_ab, st.pkts_ab), (1, st.bytes_ba, st.pkts_ba)):
+                if p:
+                    out.append((key, st, d))
+                    if len(best) < n:
+                        heapq.heappush(best, b)
+                    elif b > best[0]:
+                        heapq.heapreplace(best, b)
+        start += page
 
 
 def load_report(conn: Redis, keys: RunKeys) -> Report | None:

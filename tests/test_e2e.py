@@ -13,8 +13,9 @@ from models.batch import encode_batch
 from models.capture import BatchRef, CaptureState
 from producer.follow import LocalWorkers
 from producer.sample import write_sample
-from reporter.store import load_report, run_of
-from reporter.views import uni_rows
+from reporter.rank import top
+from reporter.store import iter_flows, load_report, run_of, top_conversations, top_directions
+from reporter.views import conv_row, uni_row, uni_rows
 from tests.pipeline import run_capture, settings_for, table
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
@@ -57,6 +58,29 @@ def test_tables_equal_ground_truth(
     assert report is not None and report.complete
     assert report.summary.flows_uni == len(truth)
     assert report.top_uni[0].bytes == max(v[1] for v in truth.values())
+
+
+def test_top_n_from_ranking_equals_full_scan(
+    conn: Redis, redis_url: str, sample: tuple[Path, dict]
+) -> None:
+    path, _ = sample
+    settings = settings_for(redis_url, batch_packets=400, engine="fast")
+    with LocalWorkers(redis_url, settings.queue, 1) as w:
+        run_capture(conn, settings, [str(path)], "rank", w)
+    keys = run_of(conn, "rank")
+    flows = list(iter_flows(conn, keys))
+    every_uni = [r for k, s in flows for r in uni_rows(k, s)]
+    every_bi = [conv_row(k, s) for k, s in flows]
+    report = load_report(conn, keys)
+    assert report is not None
+    assert report.top_uni == top(every_uni, "bytes", 20)
+    assert report.top_bi == top(every_bi, "bytes", 20)
+    assert report.summary.flows_uni == len(every_uni) and report.summary.flows_bi == len(every_bi)
+    for n in (1, 2, 7, 50, 10**6):
+        uni = [uni_row(k, s, d) for k, s, d in top_directions(conn, keys, n)]
+        assert top(uni, "bytes", n) == top(every_uni, "bytes", n)
+        bi = [conv_row(k, s) for k, s in top_conversations(conn, keys, n)]
+        assert top(bi, "bytes", n) == top(every_bi, "bytes", n)
 
 
 def test_one_and_three_workers_identical(

@@ -1,14 +1,14 @@
 -- Merge one batch's partial flow table into a capture run, atomically and exactly once.
 --
--- KEYS: 1 done (set)  2 flows (hash)  3 rank:bi (zset)  4 rank:uni (zset)  5 totals (hash)
---       6 batch payload (string)  7 meta (hash)  8 finalized (string)
+-- KEYS: 1 done (set)  2 flows (hash)  3 rank:bi (zset)  4 totals (hash)
+--       5 batch payload (string)  6 meta (hash)  7 finalized (string)
 -- ARGV: 1 batch seq  2 packed flows (u8 keylen | key | stats, see models/flows.py)
 --       3 batch first ts (19 digits)  4 batch last ts  5.. field, increment pairs for totals
 -- Returns {status, new_flows}: status -1 = run no longer exists (replaced), 0 = batch already
 -- merged (nothing changed), 1 = merged, 2 = merged and this was the last batch of the capture.
-if redis.call('EXISTS', KEYS[7]) == 0 then return {-1, 0} end
+if redis.call('EXISTS', KEYS[6]) == 0 then return {-1, 0} end
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
-  redis.call('DEL', KEYS[6])
+  redis.call('DEL', KEYS[5])
   return {0, 0}
 end
 
@@ -24,8 +24,6 @@ while pos <= n do
   pos = pos + 1 + klen
   local pa, ba, pb, bb, fa, la, fb, lb, ga, gb, nxt = struct.unpack(FMT, data, pos)
   pos = nxt
-  if ba > 0 or pa > 0 then redis.call(zincr, KEYS[4], ba, k .. '\0') end
-  if bb > 0 or pb > 0 then redis.call(zincr, KEYS[4], bb, k .. '\1') end
   redis.call(zincr, KEYS[3], ba + bb, k)
   local old = redis.call(hget, KEYS[2], k)
   if old then
@@ -43,19 +41,19 @@ while pos <= n do
 end
 
 for i = 5, #ARGV, 2 do
-  redis.call('HINCRBY', KEYS[5], ARGV[i], ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
 end
-if new_flows > 0 then redis.call('HINCRBY', KEYS[5], 'flows', new_flows) end
+if new_flows > 0 then redis.call('HINCRBY', KEYS[4], 'flows', new_flows) end
 if ARGV[3] ~= '9999999999999999999' then  -- a batch with packets
-  local f = redis.call('HGET', KEYS[5], 'first_ns')
-  if (not f) or ARGV[3] < f then redis.call('HSET', KEYS[5], 'first_ns', ARGV[3]) end
-  local l = redis.call('HGET', KEYS[5], 'last_ns')
-  if (not l) or ARGV[4] > l then redis.call('HSET', KEYS[5], 'last_ns', ARGV[4]) end
+  local f = redis.call('HGET', KEYS[4], 'first_ns')
+  if (not f) or ARGV[3] < f then redis.call('HSET', KEYS[4], 'first_ns', ARGV[3]) end
+  local l = redis.call('HGET', KEYS[4], 'last_ns')
+  if (not l) or ARGV[4] > l then redis.call('HSET', KEYS[4], 'last_ns', ARGV[4]) end
 end
-redis.call('DEL', KEYS[6])
+redis.call('DEL', KEYS[5])
 
-local total = redis.call('HGET', KEYS[7], 'total_batches')
+local total = redis.call('HGET', KEYS[6], 'total_batches')
 if total and tonumber(total) == redis.call('SCARD', KEYS[1]) then
-  if redis.call('SET', KEYS[8], '1', 'NX') then return {2, new_flows} end
+  if redis.call('SET', KEYS[7], '1', 'NX') then return {2, new_flows} end
 end
 return {1, new_flows}

@@ -59,7 +59,6 @@ def merge_partial(conn: Redis, keys: RunKeys, seq: int, table: PartialTable) -> 
             keys.done,
             keys.flows,
             keys.rank_bi,
-            keys.rank_uni,
             keys.totals,
             keys.batch(seq),
             keys.meta,
