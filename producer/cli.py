@@ -22,7 +22,7 @@ from models.capture import CaptureState, CaptureStatus
 from models.keys import RunKeys
 from models.settings import Settings
 from producer.follow import LocalWorkers, follow
-from producer.submit import Progress as SubmitProgress
+from producer.run import Progress as SubmitProgress
 from producer.submit import default_name, submit
 from reporter.show import out_console, show_report, show_status
 from reporter.store import load_report, run_of, status

@@ -10,7 +10,7 @@ from redis import Redis
 
 from models.flows import FlowKey, FlowStats
 from models.keys import RunKeys
-from producer.submit import close_run
+from producer.run import close_run
 from workers.aggregate import PartialTable, fold
 from workers.store import MergeStatus, merge_partial
 
