@@ -29,6 +29,8 @@ class BatchRef(_Frozen):
     seq: int = Field(ge=0)
     packets: int = Field(ge=0)
     engine: Engine = "scapy"
+    window_ns: int = Field(0, ge=0)  # 0: no per-window tables
+    keep_windows: int = Field(0, ge=0)  # 0: keep every window
 
 
 class CaptureState(StrEnum):
@@ -50,6 +52,8 @@ class CaptureInfo(_Frozen):
     batch_packets: int
     queue: str
     engine: Engine = "scapy"
+    window_ns: int = 0
+    keep_windows: int = 0
 
 
 class BucketCount(_Frozen):

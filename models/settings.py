@@ -33,7 +33,15 @@ class Settings(BaseSettings):
     retries: int = Field(3, ge=0, le=100)
     compress: bool = False
     engine: Engine = "scapy"
+    #: tumbling window in seconds for per-window flow tables (None: whole capture only)
+    window: float | None = Field(None, gt=0)
+    #: keep only the newest N windows (None: all); bounds Redis memory of endless captures
+    keep_windows: int | None = Field(None, ge=1)
     connect_timeout: float = Field(10.0, ge=0)
+
+    @property
+    def window_ns(self) -> int:
+        return round(self.window * 1e9) if self.window else 0
 
     @property
     def packets_per_batch(self) -> int:

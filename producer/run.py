@@ -73,6 +73,8 @@ def register(
         batch_packets=settings.packets_per_batch,
         queue=settings.queue,
         engine=settings.engine,
+        window_ns=settings.window_ns,
+        keep_windows=settings.keep_windows or 0,
     )
     with conn.pipeline() as p:
         p.set(keys.info, info.model_dump_json())
@@ -168,7 +170,14 @@ class RunWriter:
         prog.bytes += b.wire_bytes
         self._bp.wait(self.seq, prog, self.on_progress)
         s = self.settings
-        ref = BatchRef(run=self.keys.run, seq=self.seq, packets=b.count, engine=s.engine)
+        ref = BatchRef(
+            run=self.keys.run,
+            seq=self.seq,
+            packets=b.count,
+            engine=s.engine,
+            window_ns=s.window_ns,
+            keep_windows=s.keep_windows or 0,
+        )
         with self.conn.pipeline() as p:
             p.set(self.keys.batch(self.seq), b.payload(s.compress))
             p.hincrby(self.keys.meta, "enqueued", 1)
