@@ -72,12 +72,32 @@ class RunKeys:
         """list: input warnings (e.g. a truncated file), shown with every status and report"""
         return self.prefix + "warnings"
 
+    @property
+    def windows(self) -> str:
+        """zset: window start (ns, as text) scored by start seconds; one per window kept"""
+        return self.prefix + "windows"
+
+    def window_prefix(self, start_ns: int) -> str:
+        """prefix of one window's ``flows`` / ``rank:bi`` / ``totals`` (same layouts as the
+        run's own); built here and, identically, in ``workers/merge.lua``"""
+        return f"{self.prefix}w:{start_ns}:"
+
+    def window(self, start_ns: int) -> RunKeys:
+        """Keys of one window, usable wherever a run's flows/rank_bi/totals are read."""
+        wk = RunKeys(self.run)
+        wk.prefix = self.window_prefix(start_ns)
+        return wk
+
     def batch(self, seq: int) -> str:
         """string: the raw batch payload, deleted by the merge that consumes it"""
         return f"{self.prefix}batch:{seq}"
 
     def batch_pattern(self) -> str:
         return f"{self.prefix}batch:*"
+
+    def patterns(self) -> list[str]:
+        """SCAN patterns of the run's variable keys (batch payloads, window tables)."""
+        return [self.batch_pattern(), f"{self.prefix}w:*"]
 
     def all_fixed(self) -> list[str]:
         return [
@@ -90,6 +110,7 @@ class RunKeys:
             self.finalized,
             self.report,
             self.warnings,
+            self.windows,
         ]
 
 

@@ -51,9 +51,10 @@ ProgressFn = Callable[[Progress], None]
 def delete_run(conn: Redis, keys: RunKeys) -> None:
     """Remove every key of a run. Queued jobs of the run then find it gone and do nothing."""
     conn.delete(*keys.all_fixed())
-    batch = list(conn.scan_iter(keys.batch_pattern(), count=1000))
-    for i in range(0, len(batch), 1000):
-        conn.delete(*batch[i : i + 1000])
+    for pattern in keys.patterns():
+        found = list(conn.scan_iter(pattern, count=1000))
+        for i in range(0, len(found), 1000):
+            conn.delete(*found[i : i + 1000])
 
 
 def register(

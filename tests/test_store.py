@@ -11,7 +11,7 @@ from redis import Redis
 from models.flows import FlowKey, FlowStats
 from models.keys import RunKeys
 from producer.run import close_run
-from workers.aggregate import PartialTable, fold
+from workers.aggregate import PartialTable, fold, fold_windows
 from workers.store import MergeStatus, merge_partial
 
 
@@ -140,3 +140,54 @@ def test_partial_table_merge_matches_whole() -> None:
         a.flows == whole.flows and a.packets == whole.packets and a.not_counted == whole.not_counted
     )
     assert isinstance(a, PartialTable)
+
+
+def _window_table(conn: Redis, keys: RunKeys, start: int) -> dict[FlowKey, FlowStats]:
+    return _read(conn, keys.window(start))
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 10**6),
+    nbatches=st.integers(1, 5),
+    window=st.sampled_from([10**9, 7 * 10**11]),
+)
+def test_windows_equal_offline_tables_in_any_order(
+    conn: Redis, seed: int, nbatches: int, window: int
+) -> None:
+    conn.flushall()
+    keys = _start(conn)
+    recs = _records(400, seed)  # timestamps spread over ~1000 s: many window boundaries
+    chunks = [recs[i::nbatches] for i in range(nbatches)]  # every batch straddles windows
+    order = list(range(nbatches))
+    random.Random(seed).shuffle(order)
+    for i in order:
+        merge_partial(conn, keys, i, fold_windows(chunks[i], _dissect, window))
+    offline: dict[int, list] = {}
+    for r in recs:
+        offline.setdefault(r[0] - r[0] % window, []).append(r)
+    starts = sorted(int(m) for m in conn.zrange(keys.windows, 0, -1))
+    assert starts == sorted(offline)
+    total = PartialTable()
+    for w in starts:
+        expect = fold(offline[w], _dissect)
+        assert _window_table(conn, keys, w) == expect.flows
+        tot = {k.decode(): int(v) for k, v in conn.hgetall(keys.window(w).totals).items()}
+        assert tot["packets"] == expect.packets and tot["bytes"] == expect.bytes
+        total.merge(expect)
+    assert _read(conn, keys) == total.flows == fold(recs, _dissect).flows
+
+
+def test_window_retention_keeps_newest(conn: Redis) -> None:
+    keys = _start(conn)
+    recs = sorted(_records(300, 4))
+    for i in range(0, 300, 50):
+        merge_partial(
+            conn, keys, i, fold_windows(recs[i : i + 50], _dissect, 10**11), keep_windows=3
+        )
+    starts = [int(m) for m in conn.zrange(keys.windows, 0, -1)]
+    newest = sorted({r[0] - r[0] % 10**11 for r in recs})[-3:]
+    assert starts == newest
+    assert len(list(conn.scan_iter(keys.prefix + "w:*"))) == 3 * 3  # flows, rank, totals each

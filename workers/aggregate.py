@@ -43,6 +43,8 @@ class PartialTable:
     not_counted: dict[str, list[int]] = field(default_factory=dict)  # bucket -> [packets, bytes]
     first_ns: int = NO_FIRST
     last_ns: int = NO_LAST
+    #: per tumbling window (start ns -> table), when the run keeps windows
+    windows: dict[int, PartialTable] = field(default_factory=dict)
 
     @property
     def counted_packets(self) -> int:
@@ -68,6 +70,26 @@ class PartialTable:
             v[1] += n
         self.first_ns = min(self.first_ns, o.first_ns)
         self.last_ns = max(self.last_ns, o.last_ns)
+
+
+def fold_windows(records: Iterable[RawRecord], dissect: DissectFn, window_ns: int) -> PartialTable:
+    """Like :func:`fold`, plus one table per tumbling window of ``window_ns`` aligned on packet
+    timestamps (window start = ``ts - ts % window_ns``). The whole table is the merge of the
+    windows, so the two always agree."""
+    by_window: dict[int, list[RawRecord]] = {}
+    for rec in records:
+        w = rec[0] - rec[0] % window_ns
+        lst = by_window.get(w)
+        if lst is None:
+            by_window[w] = [rec]
+        else:
+            lst.append(rec)
+    whole = PartialTable()
+    for w, recs in by_window.items():
+        part = fold(recs, dissect)
+        whole.windows[w] = part
+        whole.merge(part)
+    return whole
 
 
 def fold(records: Iterable[RawRecord], dissect: DissectFn) -> PartialTable:

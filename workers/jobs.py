@@ -16,7 +16,7 @@ from models.batch import decode_batch
 from models.capture import BatchRef
 from models.errors import BatchError
 from models.keys import RunKeys
-from workers.aggregate import fold
+from workers.aggregate import fold, fold_windows
 from workers.dissect import dissect
 from workers.fastpath import dissect_fast
 from workers.store import MergeStatus, merge_partial
@@ -46,9 +46,10 @@ def process_batch(ref_json: str) -> dict[str, int | str]:
             f"batch {ref.seq} of run {ref.run} holds {len(records)} records, expected {ref.packets}"
         )
     t1 = time.perf_counter()
-    table = fold(records, dissect_fast if ref.engine == "fast" else dissect)
+    fn = dissect_fast if ref.engine == "fast" else dissect
+    table = fold_windows(records, fn, ref.window_ns) if ref.window_ns else fold(records, fn)
     t2 = time.perf_counter()
-    res = merge_partial(conn, keys, ref.seq, table)
+    res = merge_partial(conn, keys, ref.seq, table, ref.keep_windows)
     t3 = time.perf_counter()
     if res.status is MergeStatus.LAST:
         enqueue_report(make_queue(conn, job.origin), ref.run)

@@ -35,13 +35,8 @@ def _ts19(ns: int) -> bytes:
     return b"%019d" % ns
 
 
-def merge_partial(conn: Redis, keys: RunKeys, seq: int, table: PartialTable) -> MergeResult:
-    """Merge ``table`` as batch ``seq`` of the run, exactly once; deletes the batch payload."""
-    argv: list[bytes | int | str] = [
-        seq,
-        pack_flows(table.flows),
-        _ts19(table.first_ns),
-        _ts19(table.last_ns),
+def _table_args(start: str, table: PartialTable) -> list[bytes | int | str]:
+    pairs: list[bytes | int | str] = [
         "packets",
         table.packets,
         "bytes",
@@ -52,7 +47,26 @@ def merge_partial(conn: Redis, keys: RunKeys, seq: int, table: PartialTable) -> 
         table.counted_bytes,
     ]
     for bucket, (p, b) in sorted(table.not_counted.items()):
-        argv += [f"nc:{bucket}:packets", p, f"nc:{bucket}:bytes", b]
+        pairs += [f"nc:{bucket}:packets", p, f"nc:{bucket}:bytes", b]
+    head: list[bytes | int | str] = [
+        start,
+        pack_flows(table.flows),
+        _ts19(table.first_ns),
+        _ts19(table.last_ns),
+        len(pairs) // 2,
+    ]
+    return head + pairs
+
+
+def merge_partial(
+    conn: Redis, keys: RunKeys, seq: int, table: PartialTable, keep_windows: int = 0
+) -> MergeResult:
+    """Merge ``table`` (and its per-window tables) as batch ``seq`` of the run, exactly once,
+    in one atomic script; deletes the batch payload. ``keep_windows`` > 0 drops the oldest
+    windows beyond that many."""
+    argv: list[bytes | int | str] = [seq, keys.prefix, keep_windows, *_table_args("", table)]
+    for start, part in sorted(table.windows.items()):
+        argv += _table_args(str(start), part)
     script = conn.register_script(_MERGE)
     status, new_flows = script(
         keys=[
@@ -63,6 +77,7 @@ def merge_partial(conn: Redis, keys: RunKeys, seq: int, table: PartialTable) -> 
             keys.batch(seq),
             keys.meta,
             keys.finalized,
+            keys.windows,
         ],
         args=argv,
     )
