@@ -114,3 +114,25 @@ class Report(_Frozen):
     top_bi: list[ConvRow]
     elephants: list[ElephantResult]
     warnings: list[str] = []
+
+
+class WindowSummary(_Frozen):
+    """Totals of one tumbling window ``[start_ns, start_ns + width_ns)``."""
+
+    start_ns: int
+    width_ns: int
+    packets: int
+    bytes: int
+    flows: int
+
+
+class PersistentFlow(_Frozen):
+    """A flow that was among the top N of several windows (a persistent elephant)."""
+
+    src: str
+    dst: str
+    proto: int
+    sport: int
+    dport: int
+    windows: list[int]  # start ns of each window it was in the top N of
+    bytes: int  # its bytes summed over those windows

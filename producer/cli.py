@@ -88,6 +88,19 @@ def main() -> None:
     help="How workers dissect: scapy (default), or fast: a header decoder for the common "
     "stacks that hands anything else to scapy, frame by frame; same results, ~30x faster.",
 )
+@click.option(
+    "--window",
+    type=click.FloatRange(min=0.001),
+    metavar="SECONDS",
+    help="Also keep a flow table per tumbling window of SECONDS, aligned on packet timestamps "
+    "(see `reporter windows`, `reporter top --window`, `reporter persist`).",
+)
+@click.option(
+    "--keep",
+    "keep_windows",
+    type=click.IntRange(1),
+    help="Keep only the newest KEEP windows (bounds Redis memory of long captures).",
+)
 @click.option("-v", "--verbose", count=True)
 @redis_options
 @handle_errors
@@ -102,6 +115,8 @@ def submit_cmd(
     max_in_flight: int | None,
     compress: bool | None,
     engine: str | None,
+    window: float | None,
+    keep_windows: int | None,
     verbose: int,
     redis_url: str | None,
     queue: str,
@@ -120,6 +135,8 @@ def submit_cmd(
         max_in_flight=max_in_flight,
         compress=compress,
         engine=engine,
+        window=window,
+        keep_windows=keep_windows,
     )
     err = Console(stderr=True)
     conn, url, embedded = open_redis(settings)

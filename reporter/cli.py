@@ -10,18 +10,28 @@ reporter hist trace --top 100 -o sizes.pdf
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from deploy.clitools import handle_errors, open_redis, redis_options, settings_from
 from models.errors import CaptureStateError
+from models.flows import ts_text
 from models.report import ConvRow, FlowRow
+from reporter import windows
 from reporter.build import make_report
+from reporter.cli_windows import persist_cmd, watch_cmd, windows_cmd
 from reporter.elephants import DEFAULT_RULES, RULE_FORMS, parse_rule
+from reporter.query import all_rows, top_rows
 from reporter.rank import RANK_BY, parse_proto, top
-from reporter.render import elephants_table, rows_csv, rows_json, rows_table, summary_table
+from reporter.render import (
+    elephants_table,
+    human_ts,
+    rows_csv,
+    rows_json,
+    rows_table,
+    summary_table,
+)
 from reporter.show import out_console, show_status
 from reporter.store import (
     iter_flows,
@@ -29,10 +39,7 @@ from reporter.store import (
     names,
     run_of,
     status,
-    top_conversations,
-    top_directions,
 )
-from reporter.views import conv_row, uni_row, uni_rows
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 FORMATS = click.Choice(["table", "json", "csv"])
@@ -52,15 +59,6 @@ def main() -> None:
 def _conn(redis_url: str | None, queue: str) -> Any:
     conn, _, _ = open_redis(settings_from(redis_url, queue))
     return conn
-
-
-def _all_rows(conn: Any, name: str, direction: str) -> Iterator[FlowRow | ConvRow]:
-    keys = run_of(conn, name)
-    for key, st in iter_flows(conn, keys):
-        if direction == "bi":
-            yield conv_row(key, st)
-        else:
-            yield from uni_rows(key, st)
 
 
 def _emit(rows: list[FlowRow] | list[ConvRow], fmt: str, title: str, direction: str) -> None:
@@ -117,6 +115,13 @@ def captures(as_json: bool, redis_url: str | None, queue: str) -> None:
     "--proto", help="Only this protocol: tcp, udp, icmp, icmpv6, gre, esp, sctp or a number."
 )
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option(
+    "--window",
+    "which",
+    metavar="latest|all|TIME",
+    help="Rank within tumbling windows instead of the whole capture: the latest window, every "
+    "window, or the one containing TIME (epoch seconds). Needs a capture made with --window.",
+)
 @redis_options
 @handle_errors
 def top_cmd(
@@ -126,6 +131,7 @@ def top_cmd(
     direction: str,
     proto: str | None,
     fmt: str,
+    which: str | None,
     redis_url: str | None,
     queue: str,
 ) -> None:
@@ -139,24 +145,26 @@ def top_cmd(
         raise click.BadParameter(str(exc), param_hint="--proto") from None
     conn = _conn(redis_url, queue)
     keys = run_of(conn, name)
-    rows: list[Any]
-    if by == "bytes" and p is None:
-        if direction == "bi":
-            rows = top(
-                [conv_row(k, s) for k, s in top_conversations(conn, keys, num)], "bytes", num
-            )
-        else:
-            rows = top(
-                [uni_row(k, s, d) for k, s, d in top_directions(conn, keys, num)], "bytes", num
-            )
-    else:
-        rows = top(_all_rows(conn, name, direction), by, num, p)  # type: ignore[arg-type]
-    _emit(
-        rows,
-        fmt,
-        f"{name}: top {len(rows)} {'conversations' if direction == 'bi' else 'flows'} by {by}",
-        direction,
-    )
+    what = "conversations" if direction == "bi" else "flows"
+    if which is None:
+        rows = top_rows(conn, keys, num, by, direction, p)  # type: ignore[arg-type]
+        _emit(rows, fmt, f"{name}: top {len(rows)} {what} by {by}", direction)  # type: ignore[arg-type]
+        return
+    per_window = [
+        (s, top_rows(conn, keys.window(s), num, by, direction, p))  # type: ignore[arg-type]
+        for s in windows.select(conn, keys, name, which)
+    ]
+    if fmt == "json":
+        items = [
+            f'{{"window_start": "{ts_text(s)}", "rows": {rows_json(r)}}}'  # type: ignore[arg-type]
+            for s, r in per_window
+        ]
+        click.echo("[" + ",".join(items) + "]")
+        return
+    for s, r in per_window:
+        if fmt == "csv":
+            click.echo(f"# window {ts_text(s)}")
+        _emit(r, fmt, f"{name}: top {len(r)} {what} by {by}, window {human_ts(s)}", direction)  # type: ignore[arg-type]
 
 
 @main.command(context_settings=HELP)
@@ -174,7 +182,7 @@ def flows(name: str, direction: str, fmt: str, redis_url: str | None, queue: str
     (timestamps in epoch seconds with 9 decimals).
     """
     conn = _conn(redis_url, queue)
-    rows = top(_all_rows(conn, name, direction), "bytes", sys.maxsize)  # type: ignore[type-var]
+    rows = top(all_rows(conn, run_of(conn, name), direction), "bytes", sys.maxsize)  # type: ignore[type-var]
     _emit(rows, fmt, f"{name}: {len(rows)} flows", direction)  # type: ignore[arg-type]
 
 
@@ -235,22 +243,49 @@ def summary(
     type=click.Path(dir_okay=False),
     help="Output file: .pdf, .png or .svg.",
 )
+@click.option(
+    "--timeline",
+    is_flag=True,
+    help="Bytes per window of the largest flows (stacked), beside the size histogram. Needs a "
+    "capture made with --window.",
+)
+@click.option("--flows", "nflows", type=click.IntRange(1, 50), default=10, show_default=True,
+              help="Flows drawn with --timeline.")  # fmt: skip
 @redis_options
 @handle_errors
 def hist(
-    name: str, top_n: int | None, direction: str, output: str, redis_url: str | None, queue: str
+    name: str,
+    top_n: int | None,
+    direction: str,
+    output: str,
+    timeline: bool,
+    nflows: int,
+    redis_url: str | None,
+    queue: str,
 ) -> None:
     """Plot the flow size distribution of capture NAME: a histogram of sizes (KB, log count
-    axis) beside the CCDF of sizes and the cumulative share of bytes."""
+    axis) beside the CCDF of sizes and the cumulative share of bytes; with --timeline, the
+    largest flows' bytes per window beside the histogram."""
     from reporter.plots import FORMATS as PLOT_FORMATS
-    from reporter.plots import save_figure, size_histogram_figure
+    from reporter.plots import save_figure, size_histogram_figure, timeline_figure
 
     if not output.lower().endswith(PLOT_FORMATS):
         raise click.BadParameter(f"use one of {', '.join(PLOT_FORMATS)}", param_hint="--output")
     conn = _conn(redis_url, queue)
-    sizes = [r.bytes for r in _all_rows(conn, name, direction)]
+    keys = run_of(conn, name)
+    sizes = [r.bytes for r in all_rows(conn, keys, direction)]
     if not sizes:
         raise CaptureStateError(f"capture {name!r} has no flows to plot")
-    fig = size_histogram_figure(sizes, top_n, name)
+    if timeline:
+        windows.select(conn, keys, name, "all")  # a clear error when there are none
+        starts, series = windows.timeline(conn, keys, nflows)
+        fig = timeline_figure(starts, series, sizes, top_n, name)
+    else:
+        fig = size_histogram_figure(sizes, top_n, name)
     path = save_figure(fig, output)
     click.echo(f"wrote {path}", err=True)
+
+
+main.add_command(windows_cmd)
+main.add_command(persist_cmd)
+main.add_command(watch_cmd)

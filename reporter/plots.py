@@ -128,6 +128,47 @@ def size_histogram_figure(
     return fig
 
 
+def timeline_figure(
+    starts_ns: Sequence[int],
+    series: Sequence[tuple[str, Sequence[int]]],
+    sizes_bytes: Sequence[int],
+    top: int | None = None,
+    title: str = "Flows over time",
+) -> Figure:
+    """Left: bytes per window of each flow in ``series`` (label, one value per window start),
+    stacked; right: the whole-capture size histogram, as in :func:`size_histogram_figure`.
+    Raises :class:`ValueError` when a series does not have one value per window."""
+    for label, values in series:
+        if len(values) != len(starts_ns):
+            raise ValueError(
+                f"series {label!r} has {len(values)} values for {len(starts_ns)} windows"
+            )
+    fig = Figure(figsize=(14, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2, width_ratios=(3, 2))
+    t0 = starts_ns[0] if starts_ns else 0
+    xs = [(s - t0) / 1e9 for s in starts_ns]
+    if series and xs:
+        left.stackplot(
+            xs,
+            *[[v / 1e6 for v in vals] for _, vals in series],
+            labels=[lb for lb, _ in series],
+            step="post",
+        )
+        left.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0), title="flow")
+    else:
+        left.text(0.5, 0.5, "no windows", ha="center", va="center", transform=left.transAxes)
+    left.set_xlabel("window start, seconds from the first window")
+    left.set_ylabel("MB in the window")
+    left.set_title("Bytes per window of the largest flows")
+    _histogram(right, sizes_bytes, top)
+    fig.suptitle(
+        f"{title}: {len(starts_ns)} windows, {len(sizes_bytes)} flows, "
+        f"{human_bytes(sum(sizes_bytes))}"
+    )
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` to ``path`` in the format its extension names (``.pdf``, ``.png`` or
     ``.svg``, any case) and return the path. Raises :class:`ValueError` for any other
