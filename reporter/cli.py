@@ -53,6 +53,15 @@ def main() -> None:
 
     Flows are unidirectional 5-tuples (--direction uni, the NetFlow view) or bidirectional
     conversations (--direction bi, tshark's -z conv view); both come from the same table.
+
+    \b
+    Examples:
+      reporter captures
+      reporter top day1 -n 20 --by rate --proto tcp
+      reporter top day1 --direction bi --format csv > top.csv
+      reporter summary day1 --rule load:0.9 --rule bytes:10MB
+      reporter hist day1 --top 100 -o sizes.pdf
+      reporter persist day1 -n 10      # captures submitted with --window
     """
 
 
