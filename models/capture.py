@@ -83,6 +83,13 @@ class CaptureStatus(_Frozen):
     last_ns: int | None
     warnings: list[str] = []
     failures: list[str] = []
+    #: seconds from submission to the report (complete) or to now
+    elapsed_s: float = 0.0
+
+    @property
+    def rate_pps(self) -> float:
+        """Packets merged per second of wall-clock time since submission."""
+        return self.packets / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
     def complete(self) -> bool:

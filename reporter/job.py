@@ -25,7 +25,7 @@ def build_report_for(conn, run: str) -> str:  # type: ignore[no-untyped-def]
     with conn.pipeline() as p:
         p.set(keys.report, report.model_dump_json())
         if report.complete:
-            p.hset(keys.meta, "state", "complete")
+            p.hset(keys.meta, mapping={"state": "complete", "completed_ns": time.time_ns()})
         p.execute()
     log.info("event=report_stored run=%s name=%s flows=%d", run, name, report.summary.flows_uni)
     return "complete" if report.complete else "partial"

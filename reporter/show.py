@@ -31,6 +31,7 @@ def status_table(st: CaptureStatus) -> Table:
         f"{st.batches_failed} failed",
     )
     t.add_row("packets merged", f"{st.packets:,} ({human_bytes(st.bytes)})")
+    t.add_row("rate", f"{st.rate_pps:,.0f} packets/s over {st.elapsed_s:,.1f} s since submission")
     t.add_row("counted in flows", f"{st.counted_packets:,} packets in {st.flows:,} conversations")
     for b, c in sorted(st.not_counted.items()):
         t.add_row(f"not counted: {b}", f"{c.packets:,} packets ({human_bytes(c.bytes)})")

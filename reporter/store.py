@@ -7,6 +7,7 @@ hash with HSCAN, so memory stays proportional to what is kept, not to the table.
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Iterator
 
 from redis import Redis
@@ -113,6 +114,7 @@ def status(conn: Redis, name: str) -> CaptureStatus:
         last_ns=tot.get("last_ns"),
         warnings=warnings,
         failures=failures,
+        elapsed_s=(int(meta.get("completed_ns", time.time_ns())) - info.created_ns) / 1e9,
     )
 
 
