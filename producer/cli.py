@@ -23,6 +23,7 @@ from models.keys import RunKeys
 from models.settings import Settings
 from producer.follow import LocalWorkers, follow
 from producer.run import Progress as SubmitProgress
+from producer.sniff import sniff_command
 from producer.submit import default_name, submit
 from reporter.show import out_console, show_report, show_status
 from reporter.store import load_report, run_of, status
@@ -275,3 +276,6 @@ def sample(output: str, flows: int, seed: int, snaplen: int) -> None:
     truth = write_sample(output, flows=flows, seed=seed, snaplen=snaplen)
     packets = sum(v[0] for v in truth.values())
     click.echo(f"wrote {output}: {packets:,} packets in {len(truth):,} flows", err=True)
+
+
+main.add_command(sniff_command)

@@ -1,0 +1,633 @@
+"""``producer sniff``: live traffic from one network interface into a capture run.
+
+    sniffer thread (AF_PACKET socket)              main thread (the only RunWriter user)
+    recvmsg: bytes, ns timestamp, wire length --->  RunWriter.add; flush when full or every
+    chunks of <=256 records, bounded queue          --flush-interval; warn + close at the end
+
+scapy's ``L2ListenSocket`` opens the socket (bind, promiscuous mode, the BPF filter compiled by
+libpcap); frames are then read with ``recvmsg`` directly, never dissected: the kernel's
+``SO_TIMESTAMPNS`` gives integer-ns timestamps and ``PACKET_AUXDATA`` the original length and
+any VLAN tag the driver stripped (re-inserted, as libpcap does). Linux only.
+
+A stop (the ``stop`` event, ``count`` or ``duration``) is clean: a drop-all filter is attached so
+nothing new queues, the socket is drained, the kernel's counters (``PACKET_STATISTICS``) are read,
+every record is flushed and the run closed, so the report job runs. Drops are recorded as a run
+warning and as numbers in the run's meta hash (``kernel_packets``, ``kernel_drops``,
+``producer_drops``): the kernel's (its socket buffer was full) and the producer's (its queue was
+full while backpressure held the main thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import logging
+import os
+import queue
+import re
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+import click
+from redis import Redis
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, TextColumn, TimeElapsedColumn
+from rq import Queue
+
+from deploy.clitools import handle_errors, open_redis, redis_options, settings_from, setup_logging
+from deploy.queueing import make_queue
+from models.batch import RawRecord
+from models.capture import CaptureState
+from models.errors import CaptureError
+from models.keys import RunKeys
+from models.settings import Settings
+from producer.follow import LocalWorkers
+from producer.run import Progress as WriterProgress
+from producer.run import RunWriter, register
+from reporter.show import out_console, show_report, show_status
+from reporter.store import load_report, run_of
+
+log = logging.getLogger(__name__)
+
+# Linux ABI (linux/if_packet.h, asm-generic/socket.h)
+SOL_PACKET, PACKET_AUXDATA, PACKET_STATISTICS = 263, 8, 6
+SO_TIMESTAMPNS, SO_RCVBUFFORCE, SO_ATTACH_FILTER = 35, 33, 26
+TP_STATUS_VLAN_VALID, TP_STATUS_VLAN_TPID_VALID = 0x10, 0x40
+SIOCGIFHWADDR, ARPHRD_LOOPBACK = 0x8927, 772
+#: interface hardware type (ARPHRD_*) -> LINKTYPE_* of the frames a SOCK_RAW packet socket reads
+LINKTYPE_OF_ARPHRD = {1: 1, 772: 1, 65534: 101, 519: 101}  # ether, loopback, none (tun), rawip
+_AUX, _TS, _VLAN = struct.Struct("IIIHHHH"), struct.Struct("qq"), struct.Struct("!HH")
+CHUNK = 256  # records per hand-over between the threads
+
+
+class SniffError(CaptureError):
+    """Live capture cannot start: no such interface, no privilege, a bad filter, not Linux."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When to stop (whichever comes first) and how often to flush a partial batch."""
+
+    count: int | None = None
+    duration: float | None = None
+    flush_interval: float = 1.0
+    queue_packets: int = 262_144  # the producer's own buffer, in records (about)
+
+
+@dataclass
+class Counters:
+    """What the sniffer saw. ``kernel_*`` stay ``None`` where the kernel gives no counters.
+
+    ``kernel_packets - kernel_drops == captured + beyond_count + duplicates`` after a clean stop;
+    the run holds ``captured - producer_drops`` records."""
+
+    captured: int = 0
+    producer_drops: int = 0
+    beyond_count: int = 0  # read after --count was reached: not forwarded
+    duplicates: int = 0  # loopback frames seen again as outgoing (libpcap skips them too)
+    kernel_packets: int | None = None
+    kernel_drops: int | None = None
+    error: str | None = None
+
+    def summary(self) -> str:
+        if self.kernel_packets is None:
+            text = "kernel drop counters unavailable"
+        else:
+            text = f"kernel dropped {self.kernel_drops or 0:,} of {self.kernel_packets:,} packets"
+        text += f"; producer dropped {self.producer_drops:,}"
+        if self.beyond_count:
+            text += f"; {self.beyond_count:,} read after --count was reached were not forwarded"
+        return text
+
+    @property
+    def complete(self) -> bool:
+        """No drops and no capture error: the run holds every frame the filter matched."""
+        return not (self.kernel_drops or self.producer_drops or self.error) and (
+            self.kernel_packets is not None
+        )
+
+
+def _problem(exc: BaseException) -> str:
+    m = re.search(r"\(([^()]*)\)\s*$", str(exc))  # libpcap's reason, inside scapy's message
+    return m[1] if m else str(exc)
+
+
+class LiveSocket:
+    """An open packet socket on ``iface`` with its LINKTYPE; ``close()`` it (context manager).
+
+    Raises :class:`SniffError` (nothing else) for a missing interface, an unsupported link type,
+    a filter libpcap does not compile (checked before any privilege is needed), missing root or
+    CAP_NET_RAW, or a platform other than Linux.
+    """
+
+    def __init__(
+        self,
+        iface: str,
+        bpf: str | None = None,
+        promisc: bool = True,
+        snaplen: int = 262_144,
+        kernel_buffer: int = 32 << 20,
+    ) -> None:
+        if not sys.platform.startswith("linux"):
+            raise SniffError(iface, "live capture needs Linux (AF_PACKET sockets)")
+        try:
+            socket.if_nametoindex(iface)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                req = struct.pack("16s16x", iface.encode())
+                hatype = struct.unpack_from("H", fcntl.ioctl(s, SIOCGIFHWADDR, req), 16)[0]
+        except (OSError, ValueError, struct.error):
+            raise SniffError(iface, "no such network interface (see `ip link`)") from None
+        if hatype not in LINKTYPE_OF_ARPHRD:
+            raise SniffError(iface, f"unsupported link type (ARPHRD {hatype})")
+        self.iface, self.snaplen, self.linktype = iface, snaplen, LINKTYPE_OF_ARPHRD[hatype]
+        self.loopback = hatype == ARPHRD_LOOPBACK
+        from scapy.arch.linux import L2ListenSocket
+        from scapy.error import Scapy_Exception
+
+        if bpf:
+            self._check_filter(bpf)
+        scapy_log = logging.getLogger("scapy.runtime")
+        level = scapy_log.level
+        scapy_log.setLevel(logging.ERROR)  # scapy warns it cannot guess a layer: none is needed
+        try:
+            self._l2 = L2ListenSocket(iface=iface, promisc=promisc, filter=bpf or None)
+        except PermissionError:
+            raise SniffError(
+                iface, "capturing needs root or the CAP_NET_RAW capability (try sudo)"
+            ) from None
+        except (OSError, Scapy_Exception) as exc:
+            raise SniffError(iface, f"cannot capture: {_problem(exc)}") from None
+        finally:
+            scapy_log.setLevel(level)
+        self.sock: socket.socket = self._l2.ins
+        s = self.sock
+        try:  # as root, beyond net.core.rmem_max
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, kernel_buffer)
+        except PermissionError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, kernel_buffer)
+        s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        # a blocking recvmsg returns EAGAIN after 0.1 s: the reader checks for a stop that often
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 100_000))
+
+    def _check_filter(self, bpf: str) -> None:
+        from scapy.arch.common import compile_filter, free_filter
+        from scapy.error import Scapy_Exception
+
+        try:
+            free_filter(compile_filter(bpf, linktype=self.linktype))
+        except ImportError:
+            raise SniffError(
+                self.iface, "capture filters need libpcap: apt-get install libpcap0.8"
+            ) from None
+        except Scapy_Exception as exc:
+            raise SniffError(self.iface, f"invalid filter {bpf!r}: {_problem(exc)}") from None
+
+    def plug(self) -> None:
+        """Attach a drop-all filter: nothing more is queued; what is queued can be drained."""
+        insn = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # ret #0
+        prog = struct.pack("HP", 1, ctypes.addressof(insn))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
+
+    def stats(self) -> tuple[int, int] | None:
+        """(packets, drops) since the last call (the kernel resets them), or None."""
+        try:
+            p, d = struct.unpack("II", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+        except OSError:
+            return None
+        return p, d  # packets includes drops
+
+    def close(self) -> None:
+        self._l2.close()
+
+    def __enter__(self) -> LiveSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Reader:
+    """The sniffer thread: reads frames into chunks, hands them over, stops cleanly."""
+
+    def __init__(self, live: LiveSocket, limits: Limits, stop: threading.Event) -> None:
+        self.live, self.stop, self.c = live, stop, Counters()
+        self.limit = limits.count or sys.maxsize
+        self.out: queue.Queue[list[RawRecord] | None] = queue.Queue(
+            max(1, limits.queue_packets // CHUNK)
+        )
+        self.abandoned = False  # the main thread gave up: never block on the queue
+
+    def _kernel(self) -> None:
+        st = self.live.stats()
+        if st is not None:
+            self.c.kernel_packets = (self.c.kernel_packets or 0) + st[0]
+            self.c.kernel_drops = (self.c.kernel_drops or 0) + st[1]
+
+    def _hand(self, chunk: list[RawRecord] | None, block: bool) -> None:
+        if not block:
+            try:
+                self.out.put_nowait(chunk)
+            except queue.Full:
+                self.c.producer_drops += len(chunk or ())
+            return
+        while not self.abandoned:
+            with contextlib.suppress(queue.Full):
+                return self.out.put(chunk, timeout=0.2)
+
+    def run(self) -> None:
+        live, c, limit = self.live, self.c, self.limit
+        recvmsg, lt, snap, loop = live.sock.recvmsg, live.linktype, live.snaplen, live.loopback
+        aux, tsp, vlan, ns = _AUX.unpack, _TS.unpack, _VLAN.pack, 1_000_000_000
+        chunk: list[RawRecord] = []
+        flags, last, next_stats = 0, time.monotonic(), time.monotonic() + 1.0
+        try:
+            while True:
+                try:
+                    data, anc, _, addr = recvmsg(snap, 128, flags)
+                except BlockingIOError:
+                    if flags:
+                        break  # drained after the stop
+                    data = b""
+                if data:
+                    if loop and addr[2] == socket.PACKET_OUTGOING:
+                        c.duplicates += 1
+                        continue
+                    ts, wire = 0, len(data)
+                    for level, kind, blob in anc:
+                        if (
+                            kind == SO_TIMESTAMPNS
+                            and level == socket.SOL_SOCKET
+                            and len(blob) == 16
+                        ):
+                            sec, nsec = tsp(blob)
+                            ts = sec * ns + nsec
+                        elif kind == PACKET_AUXDATA and level == SOL_PACKET:
+                            status, wire, _, _, _, tci, tpid = aux(blob)
+                            if lt == 1 and (tci or status & TP_STATUS_VLAN_VALID):
+                                tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
+                                data = data[:12] + vlan(tpid, tci) + data[12:]
+                                wire += 4
+                    if c.captured >= limit:
+                        c.beyond_count += 1
+                        continue
+                    chunk.append(RawRecord(ts or time.time_ns(), wire, lt, data))
+                    c.captured += 1
+                    if c.captured == limit:
+                        self.stop.set()
+                now = time.monotonic()
+                if chunk and (not data or len(chunk) >= CHUNK or now - last >= 0.05):
+                    self._hand(chunk, block=bool(flags))
+                    chunk, last = [], now
+                if now >= next_stats:
+                    self._kernel()
+                    next_stats = now + 1.0
+                if not flags and self.stop.is_set():
+                    live.plug()
+                    flags = socket.MSG_DONTWAIT
+        except OSError as exc:  # e.g. the interface went away
+            c.error = exc.strerror or str(exc)
+        finally:
+            if chunk:
+                self._hand(chunk, block=True)
+            self._kernel()
+            self._hand(None, block=True)
+
+
+@dataclass
+class Outcome:
+    keys: RunKeys
+    progress: WriterProgress
+    counters: Counters
+
+
+ProgressFn = Callable[[WriterProgress, Counters], None]
+
+
+def sniff(
+    conn: Redis,
+    rq_queue: Queue,
+    live: LiveSocket,
+    name: str,
+    settings: Settings,
+    limits: Limits,
+    stop: threading.Event | None = None,
+    replace: bool = False,
+    on_progress: ProgressFn | None = None,
+) -> Outcome:
+    """Capture from ``live`` into a new run ``name`` until ``stop`` is set or a limit is hit.
+
+    Every RunWriter call happens on the calling thread. On return the run is closed (its report
+    job enqueued once all batches merge) and its drop counters recorded; a capture error (the
+    interface vanished) ends the capture like a stop, with a warning. An exception from the
+    writer (Redis) or a KeyboardInterrupt marks the run aborted and is re-raised.
+    """
+    stop = stop or threading.Event()
+    keys = register(conn, name, [f"live:{live.iface}"], settings, replace)
+    rd = _Reader(live, limits, stop)
+    w = RunWriter(
+        conn, rq_queue, keys, settings, (lambda p: on_progress(p, rd.c)) if on_progress else None
+    )
+    thread = threading.Thread(target=rd.run, name="flowherd-sniff", daemon=True)
+    thread.start()
+    log.info("event=sniff_started iface=%s linktype=%s run=%s", live.iface, live.linktype, keys.run)
+    try:
+        _pump(w, rd, limits, on_progress)
+    except BaseException as exc:
+        rd.abandoned = True
+        stop.set()
+        w.abort(f"sniff aborted: {'interrupted' if isinstance(exc, KeyboardInterrupt) else exc}")
+        raise
+    thread.join()
+    c = rd.c
+    if c.error:
+        w.warn(f"capture on {live.iface} ended early: {c.error}")
+    w.warn(c.summary())
+    meta: dict[str, int] = {"producer_drops": c.producer_drops}
+    if c.kernel_packets is not None:
+        meta |= {"kernel_packets": c.kernel_packets, "kernel_drops": c.kernel_drops or 0}
+    conn.hset(keys.meta, mapping=meta)  # type: ignore[arg-type]
+    w.close()
+    log.info("event=sniff_closed run=%s %s", keys.run, c.summary())
+    return Outcome(keys, w.progress, c)
+
+
+def _pump(w: RunWriter, rd: _Reader, limits: Limits, on_progress: ProgressFn | None) -> None:
+    """Main-thread loop: add handed-over records, flush every interval, until the end marker."""
+    add, get = w.add, rd.out.get
+    interval = limits.flush_interval
+    now = time.monotonic()
+    deadline = now + limits.duration if limits.duration else None
+    next_flush = now + interval
+    while True:
+        if deadline is not None and now >= deadline:
+            rd.stop.set()
+            deadline = None
+        try:
+            chunk = get(timeout=max(0.0, min(next_flush, deadline or next_flush) - now))
+        except queue.Empty:
+            chunk = []
+        if chunk is None:
+            return
+        for rec in chunk:
+            add(rec)
+        now = time.monotonic()
+        if now >= next_flush:
+            w.flush()
+            if on_progress:
+                on_progress(w.progress, rd.c)
+            now = time.monotonic()
+            next_flush = now + interval
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``1.5``, ``500ms``, ``30s``, ``10m`` or ``2h``; ValueError unless positive."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", text)
+    if not m or float(m[1]) <= 0:
+        raise ValueError(f"{text!r} is not a duration such as 500ms, 30s, 10m or 1h")
+    return float(m[1]) * _UNITS[m[2] or "s"]
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    try:
+        return None if value is None else parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def default_name(iface: str) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in f"sniff-{iface}-{stamp}")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
+    """SIGINT/SIGTERM set ``stop`` (a clean stop); a second one raises KeyboardInterrupt."""
+    got: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set() and got:
+            raise KeyboardInterrupt
+        got.append(signum)
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@click.command("sniff")
+@click.option("-i", "--interface", "iface", required=True, help="Interface to capture on.")
+@click.option("-f", "--filter", "bpf", metavar="BPF", help="libpcap filter, e.g. 'tcp or udp'.")
+@click.option("--name", help="Capture name [default: sniff-IFACE-UTCTIME].")
+@click.option("--replace", is_flag=True, help="Overwrite an existing capture of that name.")
+@click.option(
+    "--window",
+    callback=_duration,
+    metavar="DURATION",
+    help="Also keep flow tables per tumbling window (60s).",
+)
+@click.option("--keep", type=click.IntRange(1), help="Keep only the newest N windows.")
+@click.option(
+    "--duration", callback=_duration, metavar="DURATION", help="Stop after this long (10m)."
+)
+@click.option("-c", "--count", type=click.IntRange(1), help="Stop after N packets.")
+@click.option(
+    "--flush-interval",
+    callback=_duration,
+    metavar="DURATION",
+    default="1s",
+    show_default=True,
+    help="Queue a partial batch at least this often, so quiet links report promptly.",
+)
+@click.option(
+    "--snaplen",
+    type=click.IntRange(64, 262_144),
+    default=262_144,
+    show_default=True,
+    help="Bytes kept of each frame (wire lengths are always exact).",
+)
+@click.option("--promisc/--no-promisc", default=True, help="Promiscuous mode [default: on].")
+@click.option(
+    "--kernel-buffer",
+    type=click.IntRange(1, 4096),
+    default=32,
+    show_default=True,
+    metavar="MIB",
+    help="Socket receive buffer: what absorbs bursts before the kernel drops.",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=None,
+    help="Follow to the end and print the top flows "
+    "[default: on with the private Redis, off with --redis-url].",
+)
+@click.option(
+    "-w",
+    "--workers",
+    "num_workers",
+    type=click.IntRange(1, 512),
+    default=os.cpu_count() or 1,
+    show_default="CPU count",
+    help="Local worker processes to start (private Redis only).",
+)
+@click.option(
+    "--top",
+    "top_n",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Flows to print at the end with --wait.",
+)
+@click.option("--engine", type=click.Choice(["scapy", "fast"]), envvar="FLOWHERD_ENGINE")
+@click.option("--batch-packets", type=click.IntRange(1, 1_000_000), envvar="FLOWHERD_BATCH_PACKETS")
+@click.option("--max-in-flight", type=click.IntRange(1), envvar="FLOWHERD_MAX_IN_FLIGHT")
+@click.option("-v", "--verbose", count=True)
+@redis_options
+@handle_errors
+def sniff_command(
+    iface: str,
+    bpf: str | None,
+    name: str | None,
+    replace: bool,
+    window: float | None,
+    keep: int | None,
+    duration: float | None,
+    count: int | None,
+    flush_interval: float,
+    snaplen: int,
+    promisc: bool,
+    kernel_buffer: int,
+    wait: bool | None,
+    num_workers: int,
+    top_n: int,
+    engine: str | None,
+    batch_packets: int | None,
+    max_in_flight: int | None,
+    verbose: int,
+    redis_url: str | None,
+    queue: str,
+) -> None:
+    """Capture live traffic on an interface (root or CAP_NET_RAW) into one capture.
+
+    Frames go undissected into the same batches as `submit`. Ctrl-C, SIGTERM, --duration or
+    --count stop cleanly: what was captured is queued and the capture completes. Kernel and
+    producer drops are reported at the end and kept with the capture. Exit status: 0 ok; 1 no
+    such interface, no privilege, a bad filter, drops, an incomplete capture or Redis errors.
+    """
+    setup_logging(verbose)
+    settings = settings_from(
+        redis_url,
+        queue,
+        window=window,
+        keep_windows=keep,
+        engine=engine,
+        batch_packets=batch_packets,
+        max_in_flight=max_in_flight,
+    )
+    limits = Limits(count=count, duration=duration, flush_interval=flush_interval)
+    err = Console(stderr=True)
+    with LiveSocket(iface, bpf, promisc, snaplen, kernel_buffer << 20) as live:
+        conn, url, embedded = open_redis(settings)
+        cap_name = name or default_name(iface)
+        wait = embedded if wait is None else wait
+        workers = LocalWorkers(url, settings.queue, num_workers) if embedded else None
+        try:
+            err.print(
+                escape(f"listening on {iface}, link type {live.linktype}, capture {cap_name!r}"),
+                highlight=False,
+            )
+            out, signals = _sniff_with_progress(
+                conn, live, cap_name, settings, limits, replace, err, workers
+            )
+            c = out.counters
+            style = "green" if c.complete else "yellow"
+            err.print(f"[{style}]{c.summary()}[/]", highlight=False)
+            for msg in out.progress.warnings[:-1]:  # the last one is the summary above
+                err.print(f"[yellow]warning:[/] {escape(msg)}")
+            if not wait:
+                n, b = out.progress.packets, out.progress.batches
+                click.echo(f"captured {n} packets in {b} batches as {cap_name!r}")
+                sys.exit(0 if c.complete else 1)
+            if workers and signal.SIGINT in signals:
+                # a terminal's Ctrl-C reached the local workers too (same process group)
+                workers.stop()
+                workers = LocalWorkers(url, settings.queue, num_workers)
+            from producer.cli import _follow_with_progress  # producer.cli imports this module
+
+            st = _follow_with_progress(conn, cap_name, err, workers)
+        finally:
+            if workers:
+                workers.stop()
+    report = load_report(conn, run_of(conn, cap_name))
+    if report is not None:
+        show_report(out_console(), report, top_n)
+    else:
+        show_status(out_console(), st)
+    if st.state is not CaptureState.COMPLETE:
+        click.echo(
+            f"error: capture {cap_name!r} is {st.state.value}: see `producer status {cap_name}`",
+            err=True,
+        )
+        sys.exit(1)
+    sys.exit(0 if c.complete else 1)
+
+
+def _sniff_with_progress(
+    conn: Redis,
+    live: LiveSocket,
+    name: str,
+    settings: Settings,
+    limits: Limits,
+    replace: bool,
+    err: Console,
+    workers: LocalWorkers | None,
+) -> tuple[Outcome, list[int]]:
+    columns = (
+        TextColumn(f"[bold]sniffing[/] {escape(live.iface)}"),
+        TextColumn(
+            "{task.fields[packets]:,} pkts  {task.fields[rate]:,.0f} pkt/s  "
+            "{task.fields[batches]} batches  drops: kernel {task.fields[kd]:,} "
+            "producer {task.fields[pd]:,} {task.fields[note]}"
+        ),
+        TimeElapsedColumn(),
+    )
+    stop = threading.Event()
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("", packets=0, rate=0.0, batches=0, kd=0, pd=0, note="")
+        t0 = time.monotonic()
+
+        def update(p: WriterProgress, c: Counters) -> None:
+            rate = c.captured / max(time.monotonic() - t0, 1e-3)
+            note = "(waiting for workers)" if p.waiting else ""
+            bar.update(
+                task,
+                packets=c.captured,
+                rate=rate,
+                batches=p.batches,
+                kd=c.kernel_drops or 0,
+                pd=c.producer_drops,
+                note=note,
+            )
+            if workers and not stop.is_set():  # a Ctrl-C stops them too: restarted to follow
+                workers.check()
+
+        with _stop_on_signals(stop) as signals:
+            q = make_queue(conn, settings.queue)
+            out = sniff(conn, q, live, name, settings, limits, stop, replace, update)
+    return out, signals
