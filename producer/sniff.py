@@ -169,6 +169,13 @@ class LiveSocket:
         finally:
             scapy_log.setLevel(level)
         self.sock: socket.socket = self._l2.ins
+        try:
+            self._configure(kernel_buffer)
+        except OSError as exc:
+            self.close()
+            raise SniffError(iface, f"cannot capture: {exc.strerror or exc}") from None
+
+    def _configure(self, kernel_buffer: int) -> None:
         s = self.sock
         try:  # as root, beyond net.core.rmem_max
             s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, kernel_buffer)

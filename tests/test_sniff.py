@@ -168,8 +168,8 @@ def test_counts_per_flow_equal_what_was_sent(
         with _raw_sender(b) as s:
             for f in frames:
                 s.send(f)
-        t1 = time.time_ns()
         out, err = proc.communicate(timeout=30)
+        t1 = time.time_ns()
         assert proc.returncode == 0, err
         assert f"captured {len(frames)} packets" in out
         st = follow(conn, "live", poll=0.05, check=w.check)
