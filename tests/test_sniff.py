@@ -151,6 +151,7 @@ def _meta(conn: Redis, name: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
+@pytest.mark.root
 @needs_root
 @pytest.mark.timeout(90)
 def test_counts_per_flow_equal_what_was_sent(
@@ -188,6 +189,7 @@ def test_counts_per_flow_equal_what_was_sent(
     assert f"kernel dropped 0 of {len(frames):,} packets; producer dropped 0" in st.warnings
 
 
+@pytest.mark.root
 @needs_root
 @pytest.mark.timeout(90)
 def test_sigint_mid_traffic_loses_nothing_captured(
@@ -245,6 +247,7 @@ def test_sigint_mid_traffic_loses_nothing_captured(
     assert _uni(conn, "stop") == _expected(sent[: st.packets])
 
 
+@pytest.mark.root
 @needs_root
 @pytest.mark.timeout(120)
 def test_embedded_ctrl_c_quiet_link_and_windows(veth: tuple[str, str], tmp_path: Path) -> None:
@@ -286,6 +289,7 @@ def test_embedded_ctrl_c_quiet_link_and_windows(veth: tuple[str, str], tmp_path:
         stop_local_redis(home)
 
 
+@pytest.mark.root
 @needs_root
 @pytest.mark.timeout(30)
 def test_loopback_forwards_each_frame_once(conn: Redis, redis_url: str) -> None:
