@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -18,6 +19,13 @@ from reporter.store import status
 FINAL = (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED)
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux for SIGTERM when the parent exits (PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)
+
+
 class LocalWorkers:
     """``workers run -n N`` as a child process (started by command, not imported)."""
 
@@ -27,6 +35,10 @@ class LocalWorkers:
             env={**os.environ, "FLOWHERD_REDIS_URL": url},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # its own session: a terminal's Ctrl-C reaches only us, and we stop the workers
+            # cleanly after the last batch; they still end with us if we are killed
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
     def check(self) -> None:
