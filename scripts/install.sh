@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what flowherd needs on a Debian/Ubuntu machine: a virtual environment with the
-# package (and test tools with --test), and redis-server when none is on PATH (tshark too with
-# --test, for the oracle comparisons). Idempotent: a second run only checks.
+# package (and test tools with --test), redis-server when none is on PATH, and libpcap (for
+# `producer sniff` filters); tshark too with --test, for the capture-reader comparisons.
+# Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,8 @@ apt_install() {
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+# libpcap compiles the BPF filters of `producer sniff`
+ldconfig -p 2>/dev/null | grep -q 'libpcap\.so\.0\.8' || need+=(libpcap0.8)
 if [ "$want_test" = 1 ]; then
   command -v tshark >/dev/null || need+=(tshark)
 fi
