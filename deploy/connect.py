@@ -6,56 +6,88 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    RedisError,
+    ResponseError,
+)
 from redis.retry import Retry
 
 from models.errors import BackendError
 
 
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe for logs and messages)."""
+    """``url`` with any password (``user:password@`` or ``?password=``) replaced by ``***``,
+    safe for logs and messages."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        netloc = f"{user}:***@{host}"
+    query = "&".join(
+        f"{k}=***" if k.lower() == "password" else (f"{k}={v}" if v or "=" in part else k)
+        for part in parts.query.split("&")
+        if part
+        for k, _, v in [part.partition("=")]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def command_retry(wait: float) -> Retry:
+    """The retry policy of every command: on a lost connection (or a Redis still loading its
+    data after a restart), reconnect with exponential backoff (0.1 s doubling to 2 s) for
+    about ``wait`` seconds (at least 5), then raise."""
+    budget, attempts, delay = max(wait, 5.0), 0, 0.1
+    while budget > 0:
+        attempts += 1
+        budget -= delay
+        delay = min(delay * 2, 2.0)
+    return Retry(ExponentialBackoff(cap=2.0, base=0.05), attempts)
 
 
 def connect(url: str, wait: float = 10.0) -> Redis:
     """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``), checked with PING.
 
-    Transient connection errors are retried with exponential backoff for up to ``wait`` seconds;
-    then :class:`BackendError` says which server (password redacted) and why.
+    Reaching the server is retried with exponential backoff for up to ``wait`` seconds
+    (``FLOWHERD_CONNECT_TIMEOUT``); then :class:`BackendError` says which server (password
+    redacted) and why. A refused password or user is not retried. Every later command of the
+    client retries a lost connection the same way (:func:`command_retry`), so a Redis restart
+    shorter than that is invisible to the caller.
     """
     try:
         tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
-        client = Redis.from_url(
-            url,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 6),
-            health_check_interval=30,
-            **tcp,
-        )
+        opts = {"socket_connect_timeout": max(1.0, min(wait, 5.0)), **tcp}
+        client = Redis.from_url(url, retry=command_retry(wait), health_check_interval=30, **opts)
+        # the first contact has its own deadline (below), not the per-command retry budget
+        probe = Redis.from_url(url, retry=Retry(NoBackoff(), 0), **opts)
     except ValueError as exc:
         raise BackendError(f"invalid Redis URL {redact(url)}: {exc}") from None
     deadline = time.monotonic() + wait
     delay = 0.1
-    while True:
-        try:
-            client.ping()
-            return client
-        except (AuthenticationError, ResponseError) as exc:
-            raise BackendError(f"Redis at {redact(url)} refused the connection: {exc}") from None
-        except RedisError as exc:
-            if time.monotonic() >= deadline:
+    try:
+        while True:
+            try:
+                probe.ping()
+                return client
+            except (AuthenticationError, AuthorizationError, ResponseError) as exc:
                 raise BackendError(
-                    f"cannot reach Redis at {redact(url)} after {wait:.0f}s: {exc}"
+                    f"Redis at {redact(url)} refused the connection: {exc}"
                 ) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            except RedisError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BackendError(
+                        f"cannot reach Redis at {redact(url)} after {wait:g}s: {exc}"
+                    ) from None
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 2.0)
+    finally:
+        probe.close()

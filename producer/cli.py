@@ -3,13 +3,16 @@
 producer submit trace.pcap                  # private Redis + local workers, prints top flows
 producer submit --redis-url redis://host/0 --name day1 a.pcap.gz b.pcapng
 producer status day1
+producer submit --resume day1 a.pcap.gz b.pcapng   # after the producer was killed
+producer retry day1                                # re-run failed batches
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable
+from typing import TypeVar
 
 import click
 from redis import Redis
@@ -19,16 +22,17 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from deploy.clitools import handle_errors, open_redis, redis_options, settings_from, setup_logging
 from deploy.queueing import make_queue
 from models.capture import CaptureState, CaptureStatus
-from models.keys import RunKeys
-from models.settings import Settings
 from producer.follow import LocalWorkers, follow
+from producer.resume import missing, ranges, resume, retry, settings_of
 from producer.run import Progress as SubmitProgress
+from producer.run import ProgressFn
 from producer.sniff import sniff_command
 from producer.submit import default_name, submit
 from reporter.show import out_console, show_report, show_status
 from reporter.store import load_report, run_of, status
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+T = TypeVar("T")
 
 
 @click.group(context_settings=HELP)
@@ -102,6 +106,14 @@ def main() -> None:
     type=click.IntRange(1),
     help="Keep only the newest KEEP windows (bounds Redis memory of long captures).",
 )
+@click.option(
+    "--resume",
+    "resume_name",
+    metavar="NAME",
+    help="Continue capture NAME after its producer stopped (killed, interrupted, or Redis "
+    "lost batches): FILES must be its files, in the same order; only the batches Redis lacks "
+    "are sent. The capture's own batch size, engine, windows and queue are used.",
+)
 @click.option("-v", "--verbose", count=True)
 @redis_options
 @handle_errors
@@ -118,6 +130,7 @@ def submit_cmd(
     engine: str | None,
     window: float | None,
     keep_windows: int | None,
+    resume_name: str | None,
     verbose: int,
     redis_url: str | None,
     queue: str,
@@ -125,9 +138,12 @@ def submit_cmd(
     """Submit FILES (pcap, pcapng; gzip/bzip2/xz compressed) as one capture.
 
     Records are read in file order, packed into batches and queued, at most --max-in-flight at
-    a time. Exit status: 0 ok; 1 unreadable input, a truncated file (its complete records are
-    counted), failed batches or Redis errors; 2 usage error.
+    a time; while Redis is out of memory (maxmemory) reading pauses. Exit status: 0 ok; 1
+    unreadable input, a truncated file (its complete records are counted), failed batches or
+    Redis errors; 2 usage error.
     """
+    if resume_name and (name or replace):
+        raise click.UsageError("--resume NAME names the capture: leave out --name and --replace")
     setup_logging(verbose)
     settings = settings_from(
         redis_url,
@@ -141,17 +157,31 @@ def submit_cmd(
     )
     err = Console(stderr=True)
     conn, url, embedded = open_redis(settings)
-    cap_name = name or default_name(files)
+    cap_name = resume_name or name or default_name(files)
+    if resume_name:
+        settings = settings_of(conn, resume_name, settings)
     wait = embedded if wait is None else wait
     workers = LocalWorkers(url, settings.queue, num_workers) if embedded else None
     try:
-        _, prog = _submit_with_progress(conn, files, cap_name, settings, replace, err, workers)
+        if resume_name:
+            done = _with_progress(
+                err, workers, lambda cb: resume(conn, files, cap_name, settings, cb)
+            )
+            prog = done.progress
+            resent = f"re-sent batches {ranges(done.resent)}" if done.resent else "re-sent none"
+            summary = f"resumed {cap_name!r}: {resent}, sent {done.new} more; {done.total} batches"
+        else:
+            queue_ = make_queue(conn, settings.queue)
+            _, prog = _with_progress(
+                err,
+                workers,
+                lambda cb: submit(conn, queue_, files, cap_name, settings, replace, cb),
+            )
+            summary = f"submitted {prog.packets} packets in {prog.batches} batches as {cap_name!r}"
         for w in prog.warnings:
             err.print(f"[yellow]warning:[/] {w}")
         if not wait:
-            click.echo(
-                f"submitted {prog.packets} packets in {prog.batches} batches as {cap_name!r}"
-            )
+            click.echo(summary)
             sys.exit(1 if prog.warnings else 0)
         st = _follow_with_progress(conn, cap_name, err, workers)
     finally:
@@ -172,16 +202,9 @@ def submit_cmd(
     sys.exit(1 if prog.warnings else 0)
 
 
-def _submit_with_progress(
-    conn: Redis,
-    files: Sequence[str],
-    name: str,
-    settings: Settings,
-    replace: bool,
-    err: Console,
-    workers: LocalWorkers | None,
-) -> tuple[RunKeys, SubmitProgress]:
-    queue = make_queue(conn, settings.queue)
+def _with_progress(err: Console, workers: LocalWorkers | None, fn: Callable[[ProgressFn], T]) -> T:
+    """``fn(update)`` with a reading progress bar on a terminal ``err``; ``update`` also checks
+    that the local workers are alive."""
     with Progress(
         TextColumn("[bold]reading[/] {task.description}"),
         BarColumn(),
@@ -204,12 +227,12 @@ def _submit_with_progress(
                 total=p.size or None,
                 packets=p.packets,
                 batches=p.batches,
-                note="(waiting for workers)" if p.waiting else "",
+                note=f"(waiting for {p.waiting_for or 'workers'})" if p.waiting else "",
             )
             if workers:
                 workers.check()
 
-        return submit(conn, queue, files, name, settings, replace, update)
+        return fn(update)
 
 
 def _follow_with_progress(
@@ -244,10 +267,51 @@ def status_cmd(name: str, as_json: bool, redis_url: str | None, queue: str) -> N
     """Show the state of capture NAME: batches queued/done/failed, packets, bytes, warnings."""
     conn, _, _ = open_redis(settings_from(redis_url, queue))
     st = status(conn, name)
+    gaps = missing(conn, st)
+    note = f"missing: {gaps.describe(name)}" if gaps else None
     if as_json:
+        if note:
+            st = st.model_copy(update={"warnings": [*st.warnings, note]})
         click.echo(st.model_dump_json(indent=1))
     else:
-        show_status(out_console(), st)
+        out = out_console()
+        show_status(out, st)
+        if note:
+            out.print(f"[red]{note}[/]", markup=True, highlight=False)
+
+
+@main.command("retry", context_settings=HELP)
+@click.argument("name")
+@redis_options
+@handle_errors
+def retry_cmd(name: str, redis_url: str | None, queue: str) -> None:
+    """Re-run the failed batches of capture NAME.
+
+    Their payloads are still in Redis (only a merge deletes one), so no files are needed:
+    failed batch jobs go back on the capture's queue, batches whose job was lost get a new
+    one, and the report is queued if every batch is merged but no report is coming. Batches
+    that Redis itself lost need `producer submit --resume NAME FILES...`. Workers must be
+    running (`workers run`). Exit status: 0 ok (also when there was nothing to retry); 1 lost
+    batches remain, or an error.
+    """
+    settings = settings_from(redis_url, queue)
+    conn, _, _ = open_redis(settings)
+    r = retry(conn, name, settings)
+    parts = []
+    if r.requeued:
+        parts.append(f"requeued failed batches {ranges(r.requeued)}")
+    if r.orphans:
+        parts.append(f"queued jobs for batches {ranges(r.orphans)}")
+    if r.report:
+        parts.append("queued the report")
+    click.echo(f"{name}: " + ("; ".join(parts) if parts else "nothing to retry"))
+    if r.lost:
+        click.echo(
+            f"error: batches {ranges(r.lost)} of {name!r} were lost by Redis: "
+            f"`producer submit --resume {name} FILES...` sends them again",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @main.command(context_settings=HELP)

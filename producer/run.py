@@ -14,14 +14,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TypeVar
 
 from redis import Redis
+from redis.exceptions import OutOfMemoryError, ResponseError
 from rq import Queue
 
 from deploy.queueing import enqueue_batch, enqueue_report
 from models.batch import BatchBuilder, RawRecord
 from models.capture import BatchRef, CaptureInfo
-from models.errors import CaptureStateError
+from models.errors import BackendError, CaptureStateError
 from models.keys import CAPTURES, NAME_RE, RunKeys
 from models.settings import Settings
 from reporter.store import failed_batches
@@ -42,10 +44,23 @@ class Progress:
     batches: int = 0
     in_flight: int = 0
     waiting: bool = False
+    #: what the writer waits for while ``waiting``: "workers" or "Redis memory"
+    waiting_for: str = ""
     warnings: list[str] = field(default_factory=list)
 
 
 ProgressFn = Callable[[Progress], None]
+T = TypeVar("T")
+
+#: Fraction of Redis ``maxmemory`` the producer fills at most, and the batches' worth of memory
+#: it leaves free at least: room for the merges (which add flows before they delete their
+#: payload), RQ's bookkeeping, and the buffers that carry payloads in and out (the producer's
+#: SET, the workers' GETs), which Redis counts as used memory too.
+MEMORY_FILL = 0.9
+MEMORY_RESERVE_BATCHES = 4
+#: Seconds the producer waits for Redis memory while none of its batches is in flight and used
+#: memory does not go down, before it gives up: then nothing it waits for can free memory.
+MEMORY_STALL_S = 30.0
 
 
 def delete_run(conn: Redis, keys: RunKeys) -> None:
@@ -122,13 +137,128 @@ class _Backpressure:
         delay = 0.005
         prog.in_flight = self.in_flight(enqueued)
         while prog.in_flight >= self.limit:
-            prog.waiting = True
+            prog.waiting, prog.waiting_for = True, "workers"
             if on_progress:
                 on_progress(prog)
             time.sleep(delay)
             delay = min(delay * 1.5, 0.25)
             prog.in_flight = self.in_flight(enqueued)
-        prog.waiting = False
+        prog.waiting, prog.waiting_for = False, ""
+
+
+class _Memory:
+    """Keeps the producer from overfilling a Redis that has a ``maxmemory`` limit.
+
+    With ``maxmemory-policy noeviction`` Redis refuses writes (OOM) once it is full, and a full
+    Redis also refuses the workers' merges. So :meth:`room` waits, before a payload is stored,
+    while ``used_memory`` plus the payload would leave less than a reserve free (the larger of
+    ``1 - MEMORY_FILL`` of ``maxmemory`` and :data:`MEMORY_RESERVE_BATCHES` payloads; both
+    read with ``INFO memory``; a user without the INFO permission skips this check), and
+    :meth:`call` runs a write and, when Redis answers OOM anyway (another client filled it),
+    backs off and runs it again. Repeating is safe: a command refused inside a MULTI discards
+    the whole transaction, and a job enqueued again under its fixed id is the same job.
+
+    Both wait as long as it takes while this run has batches in flight, since their merges free
+    memory; they raise :class:`BackendError` when used memory has not gone down for
+    :data:`MEMORY_STALL_S` seconds while none is in flight, and at once for a payload that
+    cannot fit at all.
+    """
+
+    def __init__(self, conn: Redis, in_flight: Callable[[], int]) -> None:
+        self.conn, self.in_flight = conn, in_flight
+        self.info_ok = True
+
+    def usage(self) -> tuple[int, int] | None:
+        """(used_memory, maxmemory) in bytes, or None when INFO is not permitted."""
+        if not self.info_ok:
+            return None
+        try:
+            info = self.conn.info("memory")
+        except ResponseError:  # NoPermissionError: an ACL user without @dangerous
+            self.info_ok = False
+            log.info("event=memory_check_disabled reason=info_not_permitted")
+            return None
+        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+
+    def room(self, need: int, prog: Progress, on_progress: ProgressFn | None) -> None:
+        """Wait until a payload of ``need`` bytes fits below the fill limit."""
+        usage = self.usage()
+        if usage is None or not usage[1]:
+            return
+        used, limit = usage
+
+        def short() -> bool:
+            reserve = max(limit * (1 - MEMORY_FILL), MEMORY_RESERVE_BATCHES * need)
+            if need + reserve > limit:
+                raise BackendError(
+                    f"a batch of {need} bytes cannot fit in Redis maxmemory ({limit} bytes) "
+                    "with room to merge it: raise maxmemory or lower FLOWHERD_BATCH_BYTES"
+                )
+            return used + need + reserve > limit
+
+        if not short():
+            return
+        stall = _Stall()
+        while short():
+            self._pause(stall, used, limit, prog, on_progress)
+            usage = self.usage()
+            if usage is None or not usage[1]:
+                break
+            used, limit = usage
+        prog.waiting, prog.waiting_for = False, ""
+
+    def call(self, fn: Callable[[], T], prog: Progress, on_progress: ProgressFn | None) -> T:
+        """``fn()``, repeated after a pause for as long as Redis refuses it with OOM."""
+        stall: _Stall | None = None
+        while True:
+            try:
+                result = fn()
+            except OutOfMemoryError:
+                stall = stall or _Stall()
+                usage = self.usage()
+                used, limit = usage if usage is not None else (-1, 0)
+                log.info("event=redis_oom used=%d maxmemory=%d", used, limit)
+                self._pause(stall, used, limit, prog, on_progress)
+                continue
+            if stall is not None:
+                prog.waiting, prog.waiting_for = False, ""
+            return result
+
+    def _pause(
+        self, stall: _Stall, used: int, limit: int, prog: Progress, on_progress: ProgressFn | None
+    ) -> None:
+        prog.waiting, prog.waiting_for = True, "Redis memory"
+        if on_progress:
+            on_progress(prog)
+        if stall.stuck(used, self.in_flight()):
+            shown = f"{used} of maxmemory {limit} bytes" if used >= 0 else "maxmemory reached"
+            raise BackendError(
+                f"Redis is out of memory ({shown}) and none of this capture's batches is left "
+                f"to merge after {MEMORY_STALL_S:.0f}s: raise maxmemory or free memory "
+                "(see docs/operations.md)"
+            )
+        stall.sleep()
+
+
+class _Stall:
+    """Backoff and progress tracking of one wait for memory."""
+
+    def __init__(self) -> None:
+        self.delay = 0.05
+        self.low: int | None = None
+        self.since = time.monotonic()
+
+    def stuck(self, used: int, in_flight: int) -> bool:
+        now = time.monotonic()
+        if in_flight > 0 or (used >= 0 and (self.low is None or used < self.low)):
+            self.since = now
+            if used >= 0:
+                self.low = used if self.low is None else min(self.low, used)
+        return now - self.since > MEMORY_STALL_S
+
+    def sleep(self) -> None:
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 1.5, 1.0)
 
 
 class RunWriter:
@@ -149,6 +279,7 @@ class RunWriter:
         self._builder = BatchBuilder()
         self._per_batch = settings.packets_per_batch
         self._bp = _Backpressure(conn, keys, settings.queue, settings.max_in_flight)
+        self._mem = _Memory(conn, lambda: self._bp.in_flight(self.seq))
 
     def add(self, rec: RawRecord) -> None:
         b = self._builder
@@ -162,31 +293,55 @@ class RunWriter:
         return self._builder.count
 
     def flush(self) -> None:
-        """Enqueue the records added so far as one batch (waits while too many are in flight)."""
+        """Enqueue the records added so far as batch ``seq`` and start a new one.
+
+        Waits while ``max_in_flight`` batches are enqueued but not merged, and while Redis is
+        short of memory (see :class:`_Memory`); it never drops a batch.
+        """
         b = self._builder
         if b.count == 0:
             return
         prog = self.progress
         prog.packets += b.count
         prog.bytes += b.wire_bytes
-        self._bp.wait(self.seq, prog, self.on_progress)
-        s = self.settings
+        self._send(self.seq, b)
+        self.seq += 1
+        prog.batches = self.seq
+        self._builder = BatchBuilder()
+
+    def _send(self, seq: int, b: BatchBuilder) -> None:
+        """Send batch ``seq`` (a resuming writer overrides this to skip what Redis holds)."""
+        self._put(seq, b, enqueued=seq + 1)
+
+    def _put(self, seq: int, b: BatchBuilder, enqueued: int, store: bool = True) -> None:
+        """Store the payload of batch ``seq`` (unless not ``store``) and enqueue its job.
+
+        The payload and ``meta.enqueued = enqueued`` are written in one transaction, so Redis
+        never holds a payload beyond the ``enqueued`` mark; the mark is absolute, so a repeated
+        transaction (retried after a lost connection) changes nothing.
+        """
+        prog, s, cb = self.progress, self.settings, self.on_progress
+        self._bp.wait(seq, prog, cb)
         ref = BatchRef(
             run=self.keys.run,
-            seq=self.seq,
+            seq=seq,
             packets=b.count,
             engine=s.engine,
             window_ns=s.window_ns,
             keep_windows=s.keep_windows or 0,
         )
-        with self.conn.pipeline() as p:
-            p.set(self.keys.batch(self.seq), b.payload(s.compress))
-            p.hincrby(self.keys.meta, "enqueued", 1)
-            p.execute()
-        enqueue_batch(self.queue, ref, s.job_timeout, s.retries)
-        self.seq += 1
-        prog.batches = self.seq
-        self._builder = BatchBuilder()
+        if store:
+            payload = b.payload(s.compress)
+            self._mem.room(len(payload), prog, cb)
+
+            def put() -> None:
+                with self.conn.pipeline() as p:
+                    p.set(self.keys.batch(seq), payload)
+                    p.hset(self.keys.meta, "enqueued", enqueued)
+                    p.execute()
+
+            self._mem.call(put, prog, cb)
+        self._mem.call(lambda: enqueue_batch(self.queue, ref, s.job_timeout, s.retries), prog, cb)
 
     def warn(self, message: str) -> None:
         """Attach a warning to the run (shown by status and every report)."""

@@ -1,7 +1,7 @@
 """``producer submit``: stream trace files into a capture run.
 
 The producer never dissects: it forwards raw records (see :mod:`producer.run` for batching and
-backpressure).
+backpressure, :mod:`producer.resume` for continuing a submission that stopped).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from pathlib import Path
 from redis import Redis
 from rq import Queue
 
-from models.errors import CaptureError, TruncatedCaptureError
+from models.errors import CaptureError
 from models.keys import RunKeys
 from models.settings import Settings
 from producer.capture import open_capture
+from producer.resume import feed, record_batching, resend
 from producer.run import Progress, ProgressFn, RunWriter, register
 
 
@@ -42,33 +43,25 @@ def submit(
 
     Every source is opened (header checked) before anything is created in Redis, so a bad path
     fails without leaving a capture behind. A truncated file contributes its complete records
-    and a warning. Any other read error, or an interrupt, marks the run aborted and re-raises.
+    and a warning. Before the run is closed, any batch that Redis lost meanwhile (a restart
+    that lost its last writes) is rebuilt from the files and sent again (see
+    :mod:`producer.resume`), so a closed run holds every batch once. While Redis is out of
+    memory the producer waits (see :class:`producer.run.RunWriter`). Any other read error, or
+    an interrupt, marks the run aborted and re-raises; ``producer submit --resume`` continues
+    an aborted or killed submission.
     """
     for src in sources:
         with open_capture(src):
             pass
     keys = register(conn, name, sources, settings, replace)
+    record_batching(conn, keys, sources, settings)
     w = RunWriter(conn, queue, keys, settings, on_progress)
-    prog = w.progress
-    add = w.add
     try:
-        for src in sources:
-            prog.source = str(src)
-            try:
-                with open_capture(src) as cap:
-                    prog.size = cap.size
-                    for n, rec in enumerate(cap, 1):
-                        add(rec)
-                        if not n & 0x3FF:
-                            prog.position = cap.position
-                            if on_progress:
-                                on_progress(prog)
-                    prog.position = cap.position
-            except TruncatedCaptureError as exc:
-                w.warn(str(exc))
+        feed(w, sources, on_progress, ())
+        resend(conn, queue, keys, sources, settings, w.seq, on_progress, w.progress.warnings)
         w.close()
     except (CaptureError, KeyboardInterrupt) as exc:
         msg = str(exc) if isinstance(exc, CaptureError) else "interrupted"
         w.abort(f"submit aborted: {msg}")
         raise
-    return keys, prog
+    return keys, w.progress

@@ -110,3 +110,31 @@ def test_unknown_schema_and_bad_payload_refused(conn: Redis, redis_url: str) -> 
     assert "validation error" in (future.latest_result().exc_string or "")
     assert "not a flowherd batch" in (bad.latest_result().exc_string or "")
     assert not conn.exists(keys.flows) and not conn.exists(keys.done)
+
+
+@pytest.mark.timeout(150)
+def test_all_workers_killed_and_restarted_mid_capture(
+    conn: Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL the whole worker pool while batches are queued and running, start a new one:
+    the batches the dead workers held are re-queued, and the totals are exact."""
+    from tests.test_faults_redis import assert_exact, follow_for
+
+    monkeypatch.setenv("FLOWHERD_HEARTBEAT", "2")
+    monkeypatch.setenv("FLOWHERD_MAINTENANCE_INTERVAL", "1")
+    path = tmp_path / "t.pcap"
+    truth = write_sample(path, flows=300, seed=9)
+    settings = settings_for(redis_url, batch_packets=100, max_in_flight=8)
+    first = LocalWorkers(redis_url, settings.queue, 2)
+    try:
+        keys, _ = submit(conn, make_queue(conn, settings.queue), [str(path)], "all", settings)
+    finally:
+        os.killpg(first.proc.pid, signal.SIGKILL)  # the pool and its workers: one session
+        first.proc.wait(10)
+    total = int(conn.hget(keys.meta, "total_batches"))  # type: ignore[arg-type]
+    assert int(conn.scard(keys.done)) < total  # killed mid-capture
+    t0 = time.monotonic()
+    with LocalWorkers(redis_url, settings.queue, 2) as w:
+        st = follow_for(conn, "all", 120, w)
+    assert_exact(conn, "all", st, truth)
+    print(f"all workers killed: complete {time.monotonic() - t0:.1f}s after new workers started")

@@ -1,0 +1,196 @@
+"""Bad input through `producer submit`: one line naming the file and the problem, exit 1, and
+nothing half-merged reported as complete. (Missing path, directory, empty file, text file and
+corrupt gzip are in test_cli.py.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from models.capture import CaptureState
+from producer.capture import open_capture
+from producer.follow import LocalWorkers
+from producer.sample import write_sample
+from reporter.store import load_report, run_of, status
+from tests.pipeline import settings_for
+from tests.test_capture import block as pcapng_block
+from tests.test_capture import epb, idb, pcap_bytes, shb
+from tests.test_faults_redis import follow_for, invoke
+
+pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(60)]
+
+NOBODY = 65534
+
+
+def _one_line(output: str) -> str:
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    assert "Traceback" not in output
+    return lines[0]
+
+
+def _records(path: Path) -> list[tuple[int, int, bytes]]:
+    """(ts_ns, wire_len, data) of every record of a pcap."""
+    with open_capture(path) as cap:
+        return [(r.ts_ns, r.wire_len, r.data) for r in cap]
+
+
+def _pcap(records: list[tuple[int, int, bytes]], network: int = 1) -> bytes:
+    return pcap_bytes(
+        [(ts // 10**9, ts % 10**9 // 1000, wire, data) for ts, wire, data in records],
+        network=network,
+    )
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> tuple[Path, dict]:  # type: ignore[type-arg]
+    path = tmp_path / "s.pcap"
+    return path, write_sample(path, flows=40, seed=41)
+
+
+@pytest.fixture
+def queue(redis_url: str) -> Iterator[str]:
+    yield settings_for(redis_url).queue
+
+
+def _submit(redis_url: str, queue: str, path: Path, *more: str):  # type: ignore[no-untyped-def]
+    args = ["submit", str(path), "--redis-url", redis_url, "--queue", queue]
+    return invoke([*args, "--batch-packets", "100", *more])
+
+
+def test_file_without_read_permission(conn: Redis, redis_url: str, sample) -> None:  # type: ignore[no-untyped-def]
+    """Root reads anything, so as root the submit runs with the effective uid of `nobody`
+    (the interpreter lives where `nobody` may not go, so not in a subprocess)."""
+    d = Path(tempfile.mkdtemp(prefix="fh-perm-"))
+    try:
+        d.chmod(0o755)
+        path = d / "secret.pcap"
+        shutil.copy(sample[0], path)
+        path.chmod(0o200)  # write-only
+        args = ["submit", str(path), "--redis-url", redis_url]
+        if os.geteuid() == 0:
+            os.setegid(NOBODY)
+            os.seteuid(NOBODY)
+            try:
+                res = invoke(args)
+            finally:
+                os.seteuid(0)
+                os.setegid(0)
+        else:
+            res = invoke(args)
+    finally:
+        shutil.rmtree(d)
+    assert res.exit_code == 1, res.output
+    assert _one_line(res.output) == f"error: {path}: permission denied"
+    assert not conn.hkeys("fh:captures")  # refused before a capture was created
+
+
+def test_absurd_first_record_length(
+    conn: Redis, redis_url: str, queue: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "huge.pcap"
+    path.write_bytes(_pcap([]) + struct.pack("<IIII", 1, 0, 2**31, 2**31) + b"\0" * 64)
+    res = _submit(redis_url, queue, path)
+    assert res.exit_code == 1
+    assert _one_line(res.output) == (
+        f"error: {path}: record at byte offset 24 claims 2147483648 captured bytes "
+        "(more than the limit of 262144): the file is corrupt"
+    )
+    st = status(conn, "huge")
+    assert st.state is CaptureState.ABORTED and st.packets == 0
+
+
+def test_absurd_record_mid_file_leaves_an_aborted_capture(
+    conn: Redis, redis_url: str, queue: str, tmp_path: Path, sample
+) -> None:  # type: ignore[no-untyped-def]
+    """The records before the corrupt one are merged, but the capture says it was aborted,
+    and never complete, once the workers are done with them."""
+    recs = _records(sample[0])[:450]
+    path = tmp_path / "mid.pcap"
+    path.write_bytes(_pcap(recs) + struct.pack("<IIII", 1, 0, 2**31, 2**31) + b"\0" * 64)
+    res = _submit(redis_url, queue, path)
+    assert res.exit_code == 1 and "claims 2147483648 captured bytes" in _one_line(res.output)
+    keys = run_of(conn, "mid")
+    with LocalWorkers(redis_url, queue, 1) as w:
+        assert follow_for(conn, "mid", 30, w).state is CaptureState.ABORTED
+        for _ in range(400):  # 400 of the 450 records were queued, in 4 full batches
+            if conn.scard(keys.done) >= 4:
+                break
+            w.check()
+            time.sleep(0.05)
+    st = status(conn, "mid")
+    assert st.state is CaptureState.ABORTED and st.batches_done >= 4
+    assert st.total_batches is None and load_report(conn, keys) is None
+    assert any("submit aborted" in x and "claims 2147483648" in x for x in st.warnings)
+
+
+def test_file_cut_inside_a_record(
+    conn: Redis, redis_url: str, queue: str, tmp_path: Path, sample
+) -> None:  # type: ignore[no-untyped-def]
+    """The complete records are counted, then the cut is named with its offset; exit 1; the
+    capture completes and its status and report carry the warning."""
+    recs = _records(sample[0])
+    keep = 333
+    whole = _pcap(recs[:keep])
+    cut = _pcap(recs[: keep + 1])[: len(whole) + 16 + 5]  # mid-way into record keep+1's data
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(cut)
+    expect = (
+        f"{path}: file is truncated at byte offset {len(whole)} (after {keep} complete records)"
+    )
+    with LocalWorkers(redis_url, queue, 2):
+        res = _submit(redis_url, queue, path, "--wait")
+    assert res.exit_code == 1, res.output
+    assert f"warning: {expect}" in " ".join(res.output.split())
+    st = status(conn, "cut")
+    assert st.state is CaptureState.COMPLETE and st.packets == keep
+    assert st.warnings == [expect]
+    report = load_report(conn, run_of(conn, "cut"))
+    assert report is not None and report.warnings == [expect]
+
+
+def test_pcapng_unknown_block_types_are_skipped(
+    conn: Redis, redis_url: str, queue: str, tmp_path: Path, sample
+) -> None:  # type: ignore[no-untyped-def]
+    recs = _records(sample[0])
+    data = shb() + pcapng_block("<", 0x0BAD, b"future block") + idb(linktype=1)
+    for i, (ts, wire, frame) in enumerate(recs):
+        data += epb("<", 0, ts // 1000, frame, wire)
+        if i % 100 == 7:
+            data += pcapng_block("<", 0x80000123 + i, b"x" * (i % 13))  # custom/unknown
+    path = tmp_path / "odd.pcapng"
+    path.write_bytes(data)
+    with LocalWorkers(redis_url, queue, 2):
+        res = _submit(redis_url, queue, path, "--wait")
+    assert res.exit_code == 0, res.output
+    st = status(conn, "odd")
+    assert st.state is CaptureState.COMPLETE and not st.warnings
+    truth = sample[1]
+    assert st.packets == len(recs) == sum(v[0] for v in truth.values())
+    assert st.counted_packets == st.packets and st.flows == len(
+        {(*sorted([(s, sp), (d, dp)]), p) for s, d, p, sp, dp in truth}
+    )
+
+
+def test_unknown_link_type_is_counted_not_dissected(
+    conn: Redis, redis_url: str, queue: str, tmp_path: Path, sample
+) -> None:  # type: ignore[no-untyped-def]
+    recs = _records(sample[0])
+    path = tmp_path / "user0.pcap"
+    path.write_bytes(_pcap(recs, network=147))  # LINKTYPE_USER0: nobody knows what it is
+    with LocalWorkers(redis_url, queue, 2):
+        res = _submit(redis_url, queue, path, "--wait")
+    assert res.exit_code == 0, res.output
+    st = status(conn, "user0")
+    assert st.state is CaptureState.COMPLETE
+    assert st.packets == len(recs) and st.counted_packets == 0 and st.flows == 0
+    bucket = st.not_counted["unsupported_linktype"]
+    assert bucket.packets == len(recs) and bucket.bytes == sum(w for _, w, _ in recs)

@@ -1,0 +1,499 @@
+"""Redis faults: restarts with append-only persistence (and with a lost tail of it), an
+unreachable server, workers that reconnect by themselves, and ``maxmemory`` with noeviction.
+
+Each test runs its own redis-server (:class:`RedisServer`, persistence as ``deploy/redis.conf``),
+so it can kill, truncate and restart it; the other fault suites import that helper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from redis import Redis
+from redis.exceptions import RedisError
+
+from deploy.connect import connect
+from deploy.queueing import make_queue
+from models.capture import CaptureState, CaptureStatus
+from models.flows import addr_text
+from models.keys import CAPTURES, RunKeys
+from models.settings import Settings
+from producer import run as run_module
+from producer.cli import main as producer_main
+from producer.follow import LocalWorkers, follow
+from producer.run import Progress
+from producer.sample import write_sample
+from producer.submit import submit
+from reporter.store import iter_flows, run_of
+from reporter.views import uni_rows
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.e2e,
+    pytest.mark.faults,
+    pytest.mark.timeout(90),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A private redis-server on a fixed port and data directory, for one test.
+
+    Persistence is that of ``deploy/redis.conf`` (append-only file, fsync every second, no
+    snapshots); AOF rewrites are off so the incremental file holds every write in order.
+    ``kill`` is SIGKILL (what the OS keeps of the AOF survives), ``start`` brings it back on
+    the same port with the same data. ``url`` carries ``password`` (and ``user``) when given;
+    ``tls`` holds ``(cert, key, ca)`` paths for a TLS-only server.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        *extra: str,
+        password: str | None = None,
+        user: str = "",
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
+        self.dir = home
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.extra = list(extra)
+        self.password, self.user, self.tls = password, user, tls
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f"{self.user}:{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[2]}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 15) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.fail("redis-server is not installed")
+        args = [exe, "--bind", "127.0.0.1", "--dir", str(self.dir), "--loglevel", "warning"]
+        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
+        args += ["--auto-aof-rewrite-percentage", "0", "--maxmemory-policy", "noeviction"]
+        if self.tls:
+            cert, key, ca = self.tls
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert)]
+            args += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)]
+            args += ["--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(self.port)]
+        if self.password and not self.user:
+            args += ["--requirepass", self.password]
+        args += self.extra
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.dir
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                pytest.fail(f"redis-server exited: {err.strip()[-500:]}")
+            with contextlib.suppress(RedisError, OSError):
+                c = Redis.from_url(self.admin_url, socket_timeout=1)
+                c.ping()
+                c.close()
+                return
+            time.sleep(0.05)
+        self.kill()
+        pytest.fail("redis-server did not come up")
+
+    @property
+    def admin_url(self) -> str:
+        """The URL of the default user (the ACL tests disable it after setup)."""
+        if self.user:
+            return self.url.replace(f"{self.user}:{self.password}@", "")
+        return self.url
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def incr_aof(self) -> Path:
+        files = sorted((self.dir / "appendonlydir").glob("*.incr.aof"))
+        assert files, "no incremental AOF file"
+        return files[-1]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    s = RedisServer(tmp_path / "redis")
+    s.start()
+    yield s
+    s.kill()
+
+
+# --- the append-only file, read and cut like a power loss would --------------------------
+
+
+def aof_commands(data: bytes) -> list[tuple[int, int, list[bytes]]]:
+    """(start, end, args) of each command (RESP array) in an AOF."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        assert data[pos : pos + 1] == b"*", f"unexpected AOF byte at {pos}"
+        start = pos
+        eol = data.index(b"\r\n", pos)
+        n = int(data[pos + 1 : eol])
+        pos = eol + 2
+        args = []
+        for _ in range(n):
+            eol = data.index(b"\r\n", pos)
+            size = int(data[pos + 1 : eol])
+            args.append(data[eol + 2 : eol + 2 + size])
+            pos = eol + 2 + size + 2
+        out.append((start, pos, args))
+    return out
+
+
+def cut_aof_after_batch(server: RedisServer, run: str, seq: int) -> None:
+    """Truncate the (stopped) server's AOF right after the transaction that stored batch
+    ``seq``: later writes are lost, as when the host crashes before the next fsync."""
+    path = server.incr_aof()
+    data = path.read_bytes()
+    key = RunKeys(run).batch(seq).encode()
+    cmds = aof_commands(data)
+    at = next(i for i, (_, _, a) in enumerate(cmds) if a[0].upper() == b"SET" and a[1] == key)
+    end = next(e for _, e, a in cmds[at:] if a[0].upper() == b"EXEC")
+    with path.open("r+b") as f:
+        f.truncate(end)
+
+
+# --- shared helpers -----------------------------------------------------------------------
+
+
+def uni_table(conn: Redis, name: str) -> dict[tuple[str, str, int, int, int], list[int]]:
+    out = {}
+    for key, st in iter_flows(conn, run_of(conn, name)):
+        for r in uni_rows(key, st):
+            out[(r.src, r.dst, r.proto, r.sport, r.dport)] = [r.packets, r.bytes]
+    return out
+
+
+def truth_text(truth: dict) -> dict:  # type: ignore[type-arg]
+    return {(addr_text(s), addr_text(d), p, sp, dp): v for (s, d, p, sp, dp), v in truth.items()}
+
+
+def follow_for(
+    conn: Redis, name: str, seconds: float, workers: LocalWorkers | None = None
+) -> CaptureStatus:
+    """``follow`` with a deadline (AssertionError when it passes)."""
+    deadline = time.monotonic() + seconds
+
+    def check() -> None:
+        if workers is not None:
+            workers.check()
+        assert time.monotonic() < deadline, f"capture {name!r} not final after {seconds}s"
+
+    return follow(conn, name, poll=0.05, check=check)
+
+
+def assert_exact(conn: Redis, name: str, st: CaptureStatus, truth: dict) -> None:  # type: ignore[type-arg]
+    assert st.state is CaptureState.COMPLETE, st
+    assert st.batches_done == st.total_batches
+    assert st.batches_failed == 0
+    assert st.packets == sum(v[0] for v in truth.values())
+    assert uni_table(conn, name) == truth_text(truth)
+
+
+def settings_on(url: str, **kw: object) -> Settings:
+    return Settings(redis_url=url, queue=f"q{os.getpid()}x{free_port()}", **kw)  # type: ignore[arg-type]
+
+
+def submit_with(
+    conn: Redis,
+    settings: Settings,
+    path: Path,
+    name: str,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> None:
+    submit(conn, make_queue(conn, settings.queue), [str(path)], name, settings, True, on_progress)
+
+
+def invoke(args: Sequence[str]):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(producer_main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def fast_recovery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers that notice a lost batch within seconds (see workers/worker.py)."""
+    monkeypatch.setenv("FLOWHERD_HEARTBEAT", "2")
+    monkeypatch.setenv("FLOWHERD_MAINTENANCE_INTERVAL", "1")
+
+
+# --- restarts -----------------------------------------------------------------------------
+
+
+def test_redis_killed_mid_capture_completes_exactly(
+    server: RedisServer, tmp_path: Path, fast_recovery: None
+) -> None:
+    """SIGKILL redis-server while batches are being merged and queued, start it again from its
+    AOF: producer and workers reconnect, and the totals are exact."""
+    path = tmp_path / "t.pcap"
+    truth = write_sample(path, flows=200, seed=21)
+    settings = settings_on(server.url, batch_packets=150, max_in_flight=6)
+    conn = connect(server.url)
+    restarted: list[float] = []
+
+    def crash(p: Progress) -> None:
+        if not restarted and p.batches >= 8:
+            server.kill()
+            server.start()
+            restarted.append(time.monotonic())
+
+    with LocalWorkers(server.url, settings.queue, 2) as w:
+        submit_with(conn, settings, path, "crash", crash)
+        st = follow_for(conn, "crash", 60, w)
+    assert restarted, "the restart did not happen"
+    assert_exact(conn, "crash", st, truth)
+    print(
+        f"redis SIGKILL mid-capture: complete and exact {time.monotonic() - restarted[0]:.1f}s after the restart"
+    )
+
+
+def test_batches_lost_by_redis_while_submitting_are_resent(
+    server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host crash loses Redis's last writes (simulated: SIGKILL, then the AOF cut after
+    batch k's payload, before its job) while the producer keeps going: before closing the run
+    the producer finds batch k without a job and k+1, k+2 gone, and sends exactly those."""
+    path = tmp_path / "t.pcap"
+    truth = write_sample(path, flows=150, seed=22)
+    settings = settings_on(server.url, batch_packets=100, max_in_flight=1000)
+    conn = connect(server.url)
+    cut: list[int] = []
+
+    def crash(p: Progress) -> None:
+        if not cut and p.batches >= 8:
+            run = conn.hget(CAPTURES, "lossy").decode()  # type: ignore[union-attr]
+            k = p.batches - 3
+            server.kill()
+            cut_aof_after_batch(server, run, k)
+            server.start()
+            cut.append(k)
+
+    with caplog.at_level(logging.WARNING, logger="producer.resume"):
+        submit_with(conn, settings, path, "lossy", crash)
+    assert cut
+    k = cut[0]
+    lines = [r.getMessage() for r in caplog.records if "batches_missing" in r.getMessage()]
+    assert lines == [
+        f"event=batches_missing run={run_of(conn, 'lossy').run} lost={k + 1}-{k + 2} "
+        f"orphans={k} action=resend"
+    ]
+    with LocalWorkers(server.url, settings.queue, 2) as w:
+        st = follow_for(conn, "lossy", 60, w)
+    assert_exact(conn, "lossy", st, truth)
+
+
+def test_lost_tail_after_the_producer_exited_is_resumed(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    """The crash loses the end of a finished submission (its last batches and the close):
+    the capture says it is still submitting, and ``submit --resume`` sends exactly the
+    missing batches (the one whose job was lost, then the lost ones)."""
+    path = tmp_path / "t.pcap"
+    truth = write_sample(path, flows=150, seed=23)
+    settings = settings_on(server.url, batch_packets=100, max_in_flight=1000)
+    conn = connect(server.url)
+    submit_with(conn, settings, path, "tail")
+    keys = run_of(conn, "tail")
+    total = int(conn.hget(keys.meta, "total_batches"))  # type: ignore[arg-type]
+    k = total - 4
+    server.kill()
+    cut_aof_after_batch(server, keys.run, k)
+    server.start()
+    conn = connect(server.url)
+    assert conn.hget(keys.meta, "total_batches") is None
+    assert int(conn.hget(keys.meta, "enqueued")) == k + 1  # type: ignore[arg-type]
+    res = invoke(["status", "tail", "--redis-url", server.url])
+    assert res.exit_code == 0 and "submitting" in res.output.lower(), res.output
+    res = invoke(["submit", "--resume", "tail", str(path), "--redis-url", server.url])
+    assert res.exit_code == 0, res.output
+    assert f"re-sent batches {k}, sent 3 more; {total} batches" in res.output
+    with LocalWorkers(server.url, settings.queue, 2) as w:
+        st = follow_for(conn, "tail", 60, w)
+    assert_exact(conn, "tail", st, truth)
+
+
+def test_workers_reconnect_after_redis_restart(
+    server: RedisServer, tmp_path: Path, fast_recovery: None
+) -> None:
+    """Restart redis-server while the workers idle on an empty queue; then submit: the same
+    worker processes take the batches, without being restarted."""
+    path = tmp_path / "t.pcap"
+    truth = write_sample(path, flows=100, seed=24)
+    settings = settings_on(server.url, batch_packets=200)
+    with LocalWorkers(server.url, settings.queue, 2) as w:
+        time.sleep(2)  # registered and blocked in their dequeue
+        server.kill()
+        time.sleep(1)  # down for a while: their dequeue fails and backs off
+        server.start()
+        t0 = time.monotonic()
+        conn = connect(server.url)
+        submit_with(conn, settings, path, "again")
+        st = follow_for(conn, "again", 60, w)
+        took = time.monotonic() - t0
+        assert w.proc.poll() is None
+    assert_exact(conn, "again", st, truth)
+    print(f"workers reconnected: capture complete {took:.1f}s after the restart")
+
+
+# --- unreachable ------------------------------------------------------------------------
+
+
+def test_unreachable_redis_retried_for_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Nothing listens: each command retries for FLOWHERD_CONNECT_TIMEOUT, then one line."""
+    monkeypatch.setenv("FLOWHERD_CONNECT_TIMEOUT", "1.5")
+    path = tmp_path / "t.pcap"
+    write_sample(path, flows=5)
+    url = f"redis://:pw0rd@127.0.0.1:{free_port()}/0"
+    for args in (["submit", str(path)], ["status", "x"], ["retry", "x"]):
+        t0 = time.monotonic()
+        res = invoke([*args, "--redis-url", url])
+        took = time.monotonic() - t0
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert res.exit_code == 1 and len(lines) == 1, res.output
+        assert lines[0].startswith("error: cannot reach Redis at redis://:***@127.0.0.1")
+        assert "after 1.5s" in lines[0] and "pw0rd" not in res.output
+        assert 1.4 <= took < 4, took
+
+
+def test_redis_coming_up_during_the_wait_is_used(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FLOWHERD_CONNECT_TIMEOUT", "15")
+    late = RedisServer(tmp_path / "late")
+    timer = threading.Timer(1.0, late.start)
+    timer.start()
+    try:
+        t0 = time.monotonic()
+        res = invoke(["status", "nope", "--redis-url", late.url])
+        took = time.monotonic() - t0
+    finally:
+        timer.join()
+        late.kill()
+    assert res.exit_code == 1 and "no capture named 'nope'" in res.output, res.output
+    assert 0.9 <= took < 6, took
+
+
+# --- memory -------------------------------------------------------------------------------
+
+
+def test_maxmemory_noeviction_producer_waits_for_memory(tmp_path: Path) -> None:
+    """A Redis with a small maxmemory and no workers yet: the producer fills it, leaving a
+    reserve, says it waits for Redis memory and waits; once workers merge, it goes on; the
+    result is exact, and Redis never refused a command for want of memory."""
+    limit = 6 * 1024 * 1024
+    srv = RedisServer(tmp_path / "r", "--maxmemory", str(limit))
+    srv.start()
+    try:
+        path = tmp_path / "t.pcap"
+        truth = write_sample(path, flows=1000, seed=25, snaplen=0)  # ~13 MB of frames
+        assert path.stat().st_size > 2 * limit
+        settings = settings_on(srv.url, batch_bytes=256 * 1024, max_in_flight=10_000)
+        conn = connect(srv.url)
+        seen: list[Progress] = []
+        peak = [0]
+
+        def watch(p: Progress) -> None:
+            peak[0] = max(peak[0], int(conn.info("memory")["used_memory"]))
+            if p.waiting and p.waiting_for == "Redis memory" and not seen:
+                seen.append(p)
+
+        errors: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                c = connect(srv.url)
+                submit_with(c, settings, path, "mem", watch)
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        t = threading.Thread(target=produce)
+        t.start()
+        deadline = time.monotonic() + 30
+        while not seen and t.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen, f"the producer never waited for memory: {errors}"
+        time.sleep(1)  # it keeps waiting, and stays under the limit
+        assert t.is_alive()
+        assert int(conn.info("memory")["used_memory"]) <= limit
+        with LocalWorkers(srv.url, settings.queue, 2) as w:
+            t.join(60)
+            assert not t.is_alive() and not errors, errors
+            st = follow_for(conn, "mem", 60, w)
+        assert_exact(conn, "mem", st, truth)
+        assert peak[0] <= limit, peak
+        assert "errorstat_OOM" not in conn.info("errorstats")
+        print(f"maxmemory {limit}: peak used {peak[0]} (sampled)")
+    finally:
+        srv.kill()
+
+
+def test_oom_refusal_is_waited_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis runs out of memory while the producer writes (simulated: maxmemory lowered below
+    what is used, then raised again 1.5 s later): its writes are refused with OOM, it backs
+    off and retries, and every batch arrives once."""
+    # as for a user without the INFO permission: no look before writing, only OOM refusals
+    monkeypatch.setattr(run_module._Memory, "usage", lambda self: None)
+    srv = RedisServer(tmp_path / "r", "--maxmemory", "64mb")
+    srv.start()
+    try:
+        path = tmp_path / "t.pcap"
+        write_sample(path, flows=200, seed=26)
+        settings = settings_on(srv.url, batch_packets=100, max_in_flight=10_000)
+        conn = connect(srv.url)
+        admin = Redis.from_url(srv.url)
+        waited: list[float] = []
+        squeezed: list[float] = []
+
+        def squeeze(p: Progress) -> None:
+            if p.waiting and p.waiting_for == "Redis memory" and not waited:
+                waited.append(time.monotonic())
+            if p.batches >= 10 and not squeezed:
+                used = int(admin.info("memory")["used_memory"])
+                admin.config_set("maxmemory", used // 2)
+                squeezed.append(time.monotonic())
+                threading.Timer(1.5, lambda: admin.config_set("maxmemory", "64mb")).start()
+
+        submit_with(conn, settings, path, "oom", squeeze)
+        assert squeezed and waited
+        keys = run_of(conn, "oom")
+        total = int(conn.hget(keys.meta, "total_batches"))  # type: ignore[arg-type]
+        assert int(conn.hget(keys.meta, "enqueued")) == total  # type: ignore[arg-type]
+        assert all(conn.exists(keys.batch(s)) for s in range(total))
+        assert conn.scard(keys.done) == 0
+        errs = conn.info("errorstats")
+        assert int(errs.get("errorstat_OOM", {}).get("count", 0)) >= 1, errs
+    finally:
+        srv.kill()

@@ -1,0 +1,169 @@
+"""A producer killed mid-submit and resumed; failed and lost batches retried; a capture never
+complete while a batch is missing or failed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from deploy.queueing import FlowherdJob, make_queue
+from models.capture import CaptureState
+from models.keys import batch_job_id
+from producer.follow import LocalWorkers
+from producer.sample import write_sample
+from reporter.store import run_of, status
+from tests.pipeline import settings_for
+from tests.test_faults_redis import assert_exact, follow_for, invoke, submit_with
+
+pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(90)]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _wait(cond, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_producer_killed_mid_submit_resumes_exactly(
+    conn: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL `producer submit` while it waits for workers, and make its last batch look as
+    if it died between storing the payload and enqueuing the job; `--resume` enqueues that
+    job, sends the rest, and the totals are exact: no batch twice, none missing."""
+    path = tmp_path / "t.pcap"
+    truth = write_sample(path, flows=150, seed=31)
+    queue = f"kill{os.getpid()}"
+    cmd = [sys.executable, "-m", "producer", "submit", str(path), "--name", "k"]
+    cmd += ["--redis-url", redis_url, "--queue", queue, "--batch-packets", "200"]
+    cmd += ["--max-in-flight", "3", "--no-wait"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait(lambda: conn.hexists("fh:captures", "k"), 20, "the capture to be registered")
+        keys = run_of(conn, "k")
+        _wait(lambda: conn.hget(keys.meta, "enqueued") == b"3", 20, "three batches queued")
+        time.sleep(0.3)  # blocked in backpressure
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert status(conn, "k").state is CaptureState.SUBMITTING
+    # the kill came between SET batch:2 and its enqueue
+    jid = batch_job_id(keys.run, 2)
+    conn.delete(FlowherdJob.key_for(jid))
+    conn.lrem(make_queue(conn, queue).key, 0, jid)
+
+    with LocalWorkers(redis_url, queue, 2) as w:
+        res = invoke(["submit", "--resume", "k", str(path), "--redis-url", redis_url])
+        assert res.exit_code == 0, res.output
+        st = follow_for(conn, "k", 60, w)
+    total = st.total_batches
+    assert total == -(-st.packets // 200)
+    assert f"resumed 'k': re-sent batches 2, sent {total - 3} more; {total} batches" in res.output
+    assert_exact(conn, "k", st, truth)
+
+
+def test_resume_refused_for_complete_capture_and_other_files(
+    conn: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
+    write_sample(a, flows=20, seed=1)
+    write_sample(b, flows=20, seed=2)
+    settings = settings_for(redis_url, batch_packets=100)
+    submit_with(conn, settings, a, "done")
+    with LocalWorkers(redis_url, settings.queue, 1) as w:
+        assert follow_for(conn, "done", 30, w).state is CaptureState.COMPLETE
+    url = ["--redis-url", redis_url]
+
+    res = invoke(["submit", "--resume", "done", str(a), *url])
+    assert res.exit_code == 1
+    assert res.output.strip() == (
+        "error: capture 'done' is complete: nothing to resume (use --replace to submit it again)"
+    )
+    conn.hset(run_of(conn, "done").meta, "state", "aborted")  # as if interrupted
+    for files, expect in (
+        ([b], f"--resume done: {b} is not the file the capture was submitted from ({a})"),
+        ([a, b], "the capture was submitted from 1 file(s)"),
+    ):
+        res = invoke(["submit", "--resume", "done", *map(str, files), *url])
+        assert res.exit_code == 1 and expect in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+    res = invoke(["submit", "--resume", "nope", str(a), *url])
+    assert res.exit_code == 1 and "no capture named 'nope'" in res.output
+    res = invoke(["submit", "--resume", "done", "--name", "x", str(a), *url])
+    assert res.exit_code == 2 and "--resume NAME names the capture" in res.output
+
+
+def test_failed_batch_never_complete_until_retried(
+    conn: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    """A batch that fails for good keeps the capture FAILED (not complete, not reported
+    complete); `producer status` names it with its error; `producer retry` re-runs it."""
+    path = tmp_path / "t.pcap"
+    truth = write_sample(path, flows=100, seed=32)
+    settings = settings_for(redis_url, batch_packets=200, retries=0)
+    submit_with(conn, settings, path, "f")
+    keys = run_of(conn, "f")
+    good = conn.get(keys.batch(1))
+    conn.set(keys.batch(1), b"BROKEN" * 8)  # a transient corruption, say
+    with LocalWorkers(redis_url, settings.queue, 2) as w:
+        assert follow_for(conn, "f", 30, w).state is CaptureState.FAILED
+        total = int(conn.hget(keys.meta, "total_batches"))  # type: ignore[arg-type]
+        _wait(lambda: conn.scard(keys.done) == total - 1, 30, "the other batches merged")
+        time.sleep(0.5)
+        st = status(conn, "f")
+        assert st.batches_failed == 1 and st.batches_done == total - 1
+        assert st.state is CaptureState.FAILED and not conn.exists(keys.report)
+        res = invoke(["status", "f", "--redis-url", redis_url])
+        assert res.exit_code == 0
+        assert f"fh-{keys.run}-1" in res.output and "not a flowherd batch" in res.output
+        conn.set(keys.batch(1), good)
+        res = invoke(["retry", "f", "--redis-url", redis_url])
+        assert res.exit_code == 0 and res.output.strip() == "f: requeued failed batches 1"
+        st = follow_for(conn, "f", 30, w)
+    assert_exact(conn, "f", st, truth)
+    res = invoke(["retry", "f", "--redis-url", redis_url])
+    assert res.exit_code == 1 and "is complete: nothing to retry" in res.output
+
+
+def test_lost_payload_needs_resume_and_gets_exactly_it(
+    conn: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    """A payload Redis no longer holds: its job fails, the capture is FAILED, `status` and
+    `retry` say it is lost and that --resume sends it; --resume sends that batch only."""
+    path = tmp_path / "t.pcap"
+    truth = write_sample(path, flows=100, seed=33)
+    settings = settings_for(redis_url, batch_packets=200, retries=0)
+    submit_with(conn, settings, path, "lp")
+    keys = run_of(conn, "lp")
+    conn.delete(keys.batch(2))
+    url = ["--redis-url", redis_url]
+    with LocalWorkers(redis_url, settings.queue, 2) as w:
+        assert follow_for(conn, "lp", 30, w).state is CaptureState.FAILED
+        total = int(conn.hget(keys.meta, "total_batches"))  # type: ignore[arg-type]
+        _wait(lambda: conn.scard(keys.done) == total - 1, 30, "the other batches merged")
+        st = status(conn, "lp")
+        assert st.state is CaptureState.FAILED and st.batches_failed == 1
+        res = invoke(["status", "lp", *url])
+        assert "missing: batches 2 were lost by Redis" in res.output, res.output
+        res = invoke(["status", "lp", "--json", *url])
+        assert "missing: batches 2 were lost by Redis" in res.output
+        res = invoke(["retry", "lp", *url])
+        assert res.exit_code == 1
+        assert "error: batches 2 of 'lp' were lost by Redis: `producer submit --resume lp" in (
+            res.output
+        )
+        res = invoke(["submit", "--resume", "lp", str(path), *url])
+        assert res.exit_code == 0, res.output
+        assert f"re-sent batches 2, sent 0 more; {total} batches" in res.output
+        st = follow_for(conn, "lp", 30, w)
+    assert_exact(conn, "lp", st, truth)
