@@ -31,7 +31,9 @@ SHARED = ROOT.parent / "shared"
 from redis import Redis
 
 from deploy.queueing import make_queue
+from models.capture import CaptureStatus
 from models.settings import Settings
+from producer.capture import open_capture
 from producer.follow import LocalWorkers, follow
 from producer.submit import submit
 
@@ -53,6 +55,17 @@ def slice_pcap(src: Path, dst: Path, packets: int) -> int:
             fo.write(rh + fi.read(caplen))
             n += 1
     return n
+
+
+def read_rate(trace: Path) -> dict:
+    """The producer's reading alone: every record of the trace, nothing queued."""
+    t0 = time.perf_counter()
+    n = 0
+    with open_capture(trace) as cap:
+        for _ in cap:
+            n += 1
+    s = time.perf_counter() - t0
+    return {"packets": n, "seconds": round(s, 3), "packets_per_s": round(n / s)}
 
 
 def baseline(trace: Path, limit: int) -> dict:
@@ -121,8 +134,19 @@ def run_flowherd(trace: Path, workers: int, batch: int, engine: str) -> dict:
             t0 = time.perf_counter()
             submit(conn, make_queue(conn, "bench"), [str(trace)], "bench", settings)
             t_submit = time.perf_counter() - t0
-            st = follow(conn, "bench", poll=0.02, check=w.check)
+            merged_at: list[float] = []
+
+            def on_update(s: CaptureStatus) -> None:
+                if (
+                    not merged_at
+                    and s.total_batches is not None
+                    and s.batches_done == s.total_batches
+                ):
+                    merged_at.append(time.perf_counter())
+
+            st = follow(conn, "bench", on_update=on_update, poll=0.02, check=w.check)
             elapsed = time.perf_counter() - t0
+            report_s = elapsed - (merged_at[0] - t0) if merged_at else 0.0
             worker_rss = _peak_rss_kib(w.proc.pid)
         dissect_us = merge_us = 0
         q = make_queue(conn, "bench")
@@ -145,6 +169,7 @@ def run_flowherd(trace: Path, workers: int, batch: int, engine: str) -> dict:
             "flows": st.flows,
             "seconds": round(elapsed, 3),
             "submit_seconds": round(t_submit, 3),
+            "report_seconds": round(report_s, 3),
             "packets_per_s": round(st.packets / elapsed),
             "mb_per_s": round(st.bytes / elapsed / 1e6, 1),
             "producer_peak_rss_mib": round(
@@ -209,6 +234,8 @@ def main() -> None:
         f"baseline (seed_baseline.py, 1 process): {base['packets_per_s']:,.0f} packets/s "
         f"({base['packets']:,} packets in {base['seconds']} s)"
     )
+    reading = read_rate(trace)
+    print(f"producer read alone: {reading['packets_per_s']:,} records/s", flush=True)
     tshark = None
     if a.tshark:
         t0 = time.perf_counter()
@@ -230,7 +257,8 @@ def main() -> None:
             print(
                 f"flowherd {engine}, {n} worker(s): {r['packets_per_s']:,} packets/s, "
                 f"{r['mb_per_s']} MB/s, {r['ratio_to_baseline']}x baseline; {r['seconds']} s end "
-                f"to end (producer done after {r['submit_seconds']} s); worker time: dissect "
+                f"to end (producer done after {r['submit_seconds']} s, report {r['report_seconds']} s after "
+                f"the last merge); worker time: dissect "
                 f"{r['worker_dissect_s']} s, merge {r['worker_merge_s']} s; peak RSS producer "
                 f"{r['producer_peak_rss_mib']} MiB, worker {r['worker_peak_rss_mib']} MiB, "
                 f"Redis {r['redis_peak_mib']} MiB; {r['state']}",
@@ -242,6 +270,7 @@ def main() -> None:
                 "trace": str(trace),
                 "baseline": {k: base[k] for k in ("packets", "seconds", "packets_per_s")},
                 "tshark_seconds": tshark,
+                "producer_read": reading,
                 "flowherd": results,
             }
         )
