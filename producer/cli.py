@@ -23,7 +23,7 @@ from deploy.clitools import handle_errors, open_redis, redis_options, settings_f
 from deploy.queueing import make_queue
 from models.capture import CaptureState, CaptureStatus
 from producer.follow import LocalWorkers, follow
-from producer.resume import missing, ranges, resume, retry, settings_of
+from producer.resume import batches, missing, resume, retry, settings_of
 from producer.run import Progress as SubmitProgress
 from producer.run import ProgressFn
 from producer.sniff import sniff_command
@@ -168,7 +168,7 @@ def submit_cmd(
                 err, workers, lambda cb: resume(conn, files, cap_name, settings, cb)
             )
             prog = done.progress
-            resent = f"re-sent batches {ranges(done.resent)}" if done.resent else "re-sent none"
+            resent = f"re-sent {batches(done.resent)}" if done.resent else "re-sent none"
             summary = f"resumed {cap_name!r}: {resent}, sent {done.new} more; {done.total} batches"
         else:
             queue_ = make_queue(conn, settings.queue)
@@ -299,16 +299,16 @@ def retry_cmd(name: str, redis_url: str | None, queue: str) -> None:
     r = retry(conn, name, settings)
     parts = []
     if r.requeued:
-        parts.append(f"requeued failed batches {ranges(r.requeued)}")
+        parts.append(f"requeued failed {batches(r.requeued)}")
     if r.orphans:
-        parts.append(f"queued jobs for batches {ranges(r.orphans)}")
+        parts.append(f"queued jobs for {batches(r.orphans)}")
     if r.report:
         parts.append("queued the report")
     click.echo(f"{name}: " + ("; ".join(parts) if parts else "nothing to retry"))
     if r.lost:
         click.echo(
-            f"error: batches {ranges(r.lost)} of {name!r} were lost by Redis: "
-            f"`producer submit --resume {name} FILES...` sends them again",
+            f"error: {batches(r.lost)} of {name!r} {'was' if len(r.lost) == 1 else 'were'} "
+            f"lost by Redis; send again with `producer submit --resume {name} FILES...`",
             err=True,
         )
         sys.exit(1)

@@ -87,6 +87,11 @@ def ranges(seqs: Iterable[int]) -> str:
     return ", ".join(out)
 
 
+def batches(seqs: Sequence[int]) -> str:
+    """``"batch 3"`` or ``"batches 3, 7-9"``."""
+    return f"batch {seqs[0]}" if len(seqs) == 1 else f"batches {ranges(seqs)}"
+
+
 @dataclass(frozen=True)
 class Gaps:
     """The batches below ``upto`` that are neither merged nor queued."""
@@ -101,14 +106,16 @@ class Gaps:
     def describe(self, name: str) -> str:
         parts = []
         if self.lost:
-            parts.append(f"batches {ranges(self.lost)} were lost by Redis")
+            verb = "was" if len(self.lost) == 1 else "were"
+            parts.append(f"{batches(self.lost)} {verb} lost by Redis")
         if self.orphans:
-            parts.append(f"batches {ranges(self.orphans)} have no job")
+            verb = "has" if len(self.orphans) == 1 else "have"
+            parts.append(f"{batches(self.orphans)} {verb} no job")
         files = "" if not self.lost else " FILES..."
         how = f"`producer submit --resume {name}{files}`"
         if not self.lost:
             how += f" or `producer retry {name}`"
-        return "; ".join(parts) + f": {how} sends them again"
+        return "; ".join(parts) + f"; send again with {how}"
 
 
 def scan(conn: Redis, keys: RunKeys, upto: int) -> Gaps:

@@ -337,7 +337,7 @@ def test_lost_tail_after_the_producer_exited_is_resumed(
     assert res.exit_code == 0 and "submitting" in res.output.lower(), res.output
     res = invoke(["submit", "--resume", "tail", str(path), "--redis-url", server.url])
     assert res.exit_code == 0, res.output
-    assert f"re-sent batches {k}, sent 3 more; {total} batches" in res.output
+    assert f"re-sent batch {k}, sent 3 more; {total} batches" in res.output
     with LocalWorkers(server.url, settings.queue, 2) as w:
         st = follow_for(conn, "tail", 60, w)
     assert_exact(conn, "tail", st, truth)

@@ -68,7 +68,7 @@ def test_producer_killed_mid_submit_resumes_exactly(
         st = follow_for(conn, "k", 60, w)
     total = st.total_batches
     assert total == -(-st.packets // 200)
-    assert f"resumed 'k': re-sent batches 2, sent {total - 3} more; {total} batches" in res.output
+    assert f"resumed 'k': re-sent batch 2, sent {total - 3} more; {total} batches" in res.output
     assert_exact(conn, "k", st, truth)
 
 
@@ -128,7 +128,7 @@ def test_failed_batch_never_complete_until_retried(
         assert f"fh-{keys.run}-1" in res.output and "not a flowherd batch" in res.output
         conn.set(keys.batch(1), good)
         res = invoke(["retry", "f", "--redis-url", redis_url])
-        assert res.exit_code == 0 and res.output.strip() == "f: requeued failed batches 1"
+        assert res.exit_code == 0 and res.output.strip() == "f: requeued failed batch 1"
         st = follow_for(conn, "f", 30, w)
     assert_exact(conn, "f", st, truth)
     res = invoke(["retry", "f", "--redis-url", redis_url])
@@ -154,16 +154,17 @@ def test_lost_payload_needs_resume_and_gets_exactly_it(
         st = status(conn, "lp")
         assert st.state is CaptureState.FAILED and st.batches_failed == 1
         res = invoke(["status", "lp", *url])
-        assert "missing: batches 2 were lost by Redis" in res.output, res.output
+        assert "missing: batch 2 was lost by Redis" in res.output, res.output
         res = invoke(["status", "lp", "--json", *url])
-        assert "missing: batches 2 were lost by Redis" in res.output
+        assert "missing: batch 2 was lost by Redis" in res.output
         res = invoke(["retry", "lp", *url])
         assert res.exit_code == 1
-        assert "error: batches 2 of 'lp' were lost by Redis: `producer submit --resume lp" in (
-            res.output
+        assert (
+            "error: batch 2 of 'lp' was lost by Redis; send again with `producer submit --resume lp"
+            in (res.output)
         )
         res = invoke(["submit", "--resume", "lp", str(path), *url])
         assert res.exit_code == 0, res.output
-        assert f"re-sent batches 2, sent 0 more; {total} batches" in res.output
+        assert f"re-sent batch 2, sent 0 more; {total} batches" in res.output
         st = follow_for(conn, "lp", 30, w)
     assert_exact(conn, "lp", st, truth)
