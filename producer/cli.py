@@ -15,15 +15,16 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import click
-from redis import Redis
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
 from deploy.clitools import handle_errors, open_redis, redis_options, settings_from, setup_logging
 from deploy.queueing import make_queue
-from models.capture import CaptureState, CaptureStatus
-from producer.follow import LocalWorkers, follow
-from producer.resume import batches, missing, resume, retry, settings_of
+from models.capture import CaptureState
+from producer.follow import LocalWorkers, follow_with_progress
+from producer.gaps import batches, missing, settings_of
+from producer.resume import resume
+from producer.retry import retry
 from producer.run import Progress as SubmitProgress
 from producer.run import ProgressFn
 from producer.sniff import sniff_command
@@ -183,7 +184,7 @@ def submit_cmd(
         if not wait:
             click.echo(summary)
             sys.exit(1 if prog.warnings else 0)
-        st = _follow_with_progress(conn, cap_name, err, workers)
+        st = follow_with_progress(conn, cap_name, err, workers)
     finally:
         if workers:
             workers.stop()
@@ -233,29 +234,6 @@ def _with_progress(err: Console, workers: LocalWorkers | None, fn: Callable[[Pro
                 workers.check()
 
         return fn(update)
-
-
-def _follow_with_progress(
-    conn: Redis, name: str, err: Console, workers: LocalWorkers | None
-) -> CaptureStatus:
-    with Progress(
-        TextColumn("[bold]merging[/]"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} batches"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
-        task = bar.add_task("", total=None)
-        return follow(
-            conn,
-            name,
-            on_update=lambda st: bar.update(
-                task, completed=st.batches_done, total=st.total_batches
-            ),
-            check=workers.check if workers else None,
-        )
 
 
 @main.command("status", context_settings=HELP)

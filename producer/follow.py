@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 
 from redis import Redis
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from models.capture import CaptureState, CaptureStatus
 from models.errors import BackendError
@@ -81,3 +83,28 @@ def follow(
         if check:
             check()
         time.sleep(poll)
+
+
+def follow_with_progress(
+    conn: Redis, name: str, err: Console, workers: LocalWorkers | None
+) -> CaptureStatus:
+    """:func:`follow` with a "merging" progress bar on ``err`` (when it is a terminal), checking
+    the local workers (if any) are still alive."""
+    with Progress(
+        TextColumn("[bold]merging[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} batches"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("", total=None)
+        return follow(
+            conn,
+            name,
+            on_update=lambda st: bar.update(
+                task, completed=st.batches_done, total=st.total_batches
+            ),
+            check=workers.check if workers else None,
+        )

@@ -44,7 +44,7 @@ from deploy.queueing import make_queue
 from models.capture import CaptureState
 from models.keys import RunKeys
 from models.settings import Settings
-from producer.follow import LocalWorkers
+from producer.follow import LocalWorkers, follow_with_progress
 from producer.live import Counters, Limits, LiveSocket, Reader
 from producer.run import Progress as WriterProgress
 from producer.run import RunWriter, register
@@ -315,9 +315,7 @@ def sniff_command(
                 n, b = out.progress.packets, out.progress.batches
                 click.echo(f"captured {n} packets in {b} batches as {cap_name!r}")
                 sys.exit(0 if c.complete else 1)
-            from producer.cli import _follow_with_progress  # producer.cli imports this module
-
-            st = _follow_with_progress(conn, cap_name, err, workers)
+            st = follow_with_progress(conn, cap_name, err, workers)
         finally:
             if workers:
                 workers.stop()

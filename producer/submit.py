@@ -16,7 +16,8 @@ from models.errors import CaptureError
 from models.keys import RunKeys
 from models.settings import Settings
 from producer.capture import open_capture
-from producer.resume import feed, record_batching, resend
+from producer.gaps import record_batching
+from producer.resume import feed, resend
 from producer.run import Progress, ProgressFn, RunWriter, register
 
 
