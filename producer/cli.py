@@ -23,6 +23,7 @@ from deploy.queueing import make_queue
 from models.capture import CaptureState
 from producer.follow import LocalWorkers, follow_with_progress
 from producer.gaps import batches, missing, settings_of
+from producer.options import run_options
 from producer.resume import resume
 from producer.retry import retry
 from producer.run import Progress as SubmitProgress
@@ -43,6 +44,15 @@ def main() -> None:
 
     Without --redis-url (or FLOWHERD_REDIS_URL) everything runs on this machine: a private
     redis-server under $FLOWHERD_HOME and local worker processes are started for you.
+
+    \b
+    Examples:
+      producer submit trace.pcap.gz                   # analyse here, print the top flows
+      producer submit --engine fast --window 60 day1.pcapng
+      producer submit --redis-url redis://:PASS@queue-host/0 --name day1 a.pcap b.pcap
+      producer sniff -i eth0 -f 'tcp or udp' --window 10s --duration 5m
+      producer status day1
+      producer submit --resume day1 a.pcap b.pcap     # after the producer was killed
     """
 
 
@@ -50,63 +60,7 @@ def main() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("--name", help="Capture name (default: the first file's name without suffixes).")
 @click.option("--replace", is_flag=True, help="Overwrite an existing capture of that name.")
-@click.option(
-    "--wait/--no-wait",
-    default=None,
-    help="Follow processing to the end and print the top flows "
-    "[default: on with the private Redis, off with --redis-url].",
-)
-@click.option(
-    "-w",
-    "--workers",
-    "num_workers",
-    type=click.IntRange(1, 512),
-    default=os.cpu_count() or 1,
-    show_default="CPU count",
-    help="Local worker processes to start (private Redis only).",
-)
-@click.option(
-    "--top",
-    "top_n",
-    type=click.IntRange(1),
-    default=10,
-    show_default=True,
-    help="Flows to print at the end with --wait.",
-)
-@click.option(
-    "--batch-packets",
-    type=click.IntRange(1, 1_000_000),
-    envvar="FLOWHERD_BATCH_PACKETS",
-    help="Records per batch job [default: 2000 with --engine scapy, 16000 with fast].",
-)
-@click.option(
-    "--max-in-flight",
-    type=click.IntRange(1),
-    envvar="FLOWHERD_MAX_IN_FLIGHT",
-    help="Batches queued but not yet merged before reading pauses [default 32].",
-)
 @click.option("--compress/--no-compress", default=None, help="zlib-compress batch payloads.")
-@click.option(
-    "--engine",
-    type=click.Choice(["scapy", "fast"]),
-    envvar="FLOWHERD_ENGINE",
-    default=None,
-    help="How workers dissect: scapy (default), or fast: a header decoder for the common "
-    "stacks that hands anything else to scapy, frame by frame; same results, ~30x faster.",
-)
-@click.option(
-    "--window",
-    type=click.FloatRange(min=0.001),
-    metavar="SECONDS",
-    help="Also keep a flow table per tumbling window of SECONDS, aligned on packet timestamps "
-    "(see `reporter windows`, `reporter top --window`, `reporter persist`).",
-)
-@click.option(
-    "--keep",
-    "keep_windows",
-    type=click.IntRange(1),
-    help="Keep only the newest KEEP windows (bounds Redis memory of long captures).",
-)
 @click.option(
     "--resume",
     "resume_name",
@@ -115,7 +69,8 @@ def main() -> None:
     "lost batches): FILES must be its files, in the same order; only the batches Redis lacks "
     "are sent. The capture's own batch size, engine, windows and queue are used.",
 )
-@click.option("-v", "--verbose", count=True)
+@run_options
+@click.option("-v", "--verbose", count=True, help="-v: progress logs; -vv: debug.")
 @redis_options
 @handle_errors
 def submit_cmd(

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
-import re
 import signal
 import sys
 import threading
@@ -46,6 +44,7 @@ from models.keys import RunKeys
 from models.settings import Settings
 from producer.follow import LocalWorkers, follow_with_progress
 from producer.live import Counters, Limits, LiveSocket, Reader
+from producer.options import duration_option, run_options
 from producer.run import Progress as WriterProgress
 from producer.run import RunWriter, register
 from reporter.show import out_console, show_report, show_status
@@ -140,24 +139,6 @@ def _pump(w: RunWriter, rd: Reader, limits: Limits, on_progress: ProgressFn | No
             next_flush = now + interval
 
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``1.5``, ``500ms``, ``30s``, ``10m`` or ``2h``; ValueError unless positive."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", text)
-    if not m or float(m[1]) <= 0:
-        raise ValueError(f"{text!r} is not a duration such as 500ms, 30s, 10m or 1h")
-    return float(m[1]) * _UNITS[m[2] or "s"]
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    try:
-        return None if value is None else parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 def default_name(iface: str) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in f"sniff-{iface}-{stamp}")
@@ -188,19 +169,12 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
 @click.option("--name", help="Capture name [default: sniff-IFACE-UTCTIME].")
 @click.option("--replace", is_flag=True, help="Overwrite an existing capture of that name.")
 @click.option(
-    "--window",
-    callback=_duration,
-    metavar="DURATION",
-    help="Also keep flow tables per tumbling window (60s).",
-)
-@click.option("--keep", type=click.IntRange(1), help="Keep only the newest N windows.")
-@click.option(
-    "--duration", callback=_duration, metavar="DURATION", help="Stop after this long (10m)."
+    "--duration", callback=duration_option, metavar="DURATION", help="Stop after this long (10m)."
 )
 @click.option("-c", "--count", type=click.IntRange(1), help="Stop after N packets.")
 @click.option(
     "--flush-interval",
-    callback=_duration,
+    callback=duration_option,
     metavar="DURATION",
     default="1s",
     show_default=True,
@@ -222,33 +196,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
     metavar="MIB",
     help="Socket receive buffer: what absorbs bursts before the kernel drops.",
 )
-@click.option(
-    "--wait/--no-wait",
-    default=None,
-    help="Follow to the end and print the top flows "
-    "[default: on with the private Redis, off with --redis-url].",
-)
-@click.option(
-    "-w",
-    "--workers",
-    "num_workers",
-    type=click.IntRange(1, 512),
-    default=os.cpu_count() or 1,
-    show_default="CPU count",
-    help="Local worker processes to start (private Redis only).",
-)
-@click.option(
-    "--top",
-    "top_n",
-    type=click.IntRange(1),
-    default=10,
-    show_default=True,
-    help="Flows to print at the end with --wait.",
-)
-@click.option("--engine", type=click.Choice(["scapy", "fast"]), envvar="FLOWHERD_ENGINE")
-@click.option("--batch-packets", type=click.IntRange(1, 1_000_000), envvar="FLOWHERD_BATCH_PACKETS")
-@click.option("--max-in-flight", type=click.IntRange(1), envvar="FLOWHERD_MAX_IN_FLIGHT")
-@click.option("-v", "--verbose", count=True)
+@run_options
+@click.option("-v", "--verbose", count=True, help="-v: progress logs; -vv: debug.")
 @redis_options
 @handle_errors
 def sniff_command(
@@ -256,8 +205,6 @@ def sniff_command(
     bpf: str | None,
     name: str | None,
     replace: bool,
-    window: float | None,
-    keep: int | None,
     duration: float | None,
     count: int | None,
     flush_interval: float,
@@ -270,6 +217,8 @@ def sniff_command(
     engine: str | None,
     batch_packets: int | None,
     max_in_flight: int | None,
+    window: float | None,
+    keep_windows: int | None,
     verbose: int,
     redis_url: str | None,
     queue: str,
@@ -286,7 +235,7 @@ def sniff_command(
         redis_url,
         queue,
         window=window,
-        keep_windows=keep,
+        keep_windows=keep_windows,
         engine=engine,
         batch_packets=batch_packets,
         max_in_flight=max_in_flight,

@@ -30,7 +30,7 @@ from models.capture import CaptureInfo, CaptureState
 from models.errors import CaptureStateError
 from producer.cli import main
 from producer.follow import LocalWorkers, follow
-from producer.sniff import parse_duration
+from producer.options import parse_duration
 from reporter.store import run_of
 from reporter.views import uni_rows
 from tests.conftest import ROOT

@@ -1,0 +1,97 @@
+"""Options shared by ``producer submit`` and ``producer sniff``, and the duration parser."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``1.5``, ``500ms``, ``30s``, ``10m`` or ``2h``; ValueError unless positive."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", text)
+    if not m or float(m[1]) <= 0:
+        raise ValueError(f"{text!r} is not a duration such as 500ms, 30s, 10m or 1h")
+    return float(m[1]) * _UNITS[m[2] or "s"]
+
+
+def duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """click callback turning a duration option into seconds (a usage error when malformed)."""
+    try:
+        return None if value is None else parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_OPTIONS: list[Callable[[F], F]] = [
+    click.option(
+        "--wait/--no-wait",
+        default=None,
+        help="Follow processing to the end and print the top flows "
+        "[default: on with the private Redis, off with --redis-url].",
+    ),
+    click.option(
+        "-w",
+        "--workers",
+        "num_workers",
+        type=click.IntRange(1, 512),
+        default=os.cpu_count() or 1,
+        show_default="CPU count",
+        help="Local worker processes to start (private Redis only).",
+    ),
+    click.option(
+        "--top",
+        "top_n",
+        type=click.IntRange(1),
+        default=10,
+        show_default=True,
+        help="Flows to print at the end with --wait.",
+    ),
+    click.option(
+        "--engine",
+        type=click.Choice(["scapy", "fast"]),
+        envvar="FLOWHERD_ENGINE",
+        default=None,
+        help="How workers dissect: scapy (default), or fast: a header decoder for the common "
+        "stacks that hands anything else to scapy, frame by frame; same results, ~30x faster.",
+    ),
+    click.option(
+        "--batch-packets",
+        type=click.IntRange(1, 1_000_000),
+        envvar="FLOWHERD_BATCH_PACKETS",
+        help="Records per batch job [default: 2000 with --engine scapy, 16000 with fast].",
+    ),
+    click.option(
+        "--max-in-flight",
+        type=click.IntRange(1),
+        envvar="FLOWHERD_MAX_IN_FLIGHT",
+        help="Batches queued but not yet merged before reading pauses [default 32].",
+    ),
+    click.option(
+        "--window",
+        callback=duration_option,
+        metavar="DURATION",
+        help="Also keep a flow table per tumbling window of DURATION (60, 30s, 5m), aligned on "
+        "packet timestamps (see `reporter windows`, `reporter top --window`, `reporter persist`).",
+    ),
+    click.option(
+        "--keep",
+        "keep_windows",
+        type=click.IntRange(1),
+        help="Keep only the newest KEEP windows (bounds Redis memory of long captures).",
+    ),
+]
+
+
+def run_options(f: F) -> F:
+    """Add the options of a capture run: --wait, --workers, --top, --engine, --batch-packets,
+    --max-in-flight, --window, --keep."""
+    for opt in reversed(_OPTIONS):
+        f = opt(f)
+    return f
