@@ -25,13 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from redis import Redis  # noqa: E402
+from redis import Redis
 
-from producer.follow import LocalWorkers, follow  # noqa: E402
-from reporter import windows  # noqa: E402
-from reporter.store import run_of  # noqa: E402
-from reporter.views import uni_rows  # noqa: E402
-from tests.pipeline import table  # noqa: E402
+from producer.follow import LocalWorkers, follow
+from reporter import windows
+from reporter.store import run_of
+from reporter.views import uni_rows
+from tests.pipeline import table
 
 
 def frames(nflows: int, seed: int = 1) -> list[tuple[tuple, bytes]]:
