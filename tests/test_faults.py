@@ -138,3 +138,29 @@ def test_all_workers_killed_and_restarted_mid_capture(
         st = follow_for(conn, "all", 120, w)
     assert_exact(conn, "all", st, truth)
     print(f"all workers killed: complete {time.monotonic() - t0:.1f}s after new workers started")
+
+
+def test_oversized_payload_refused_before_reading(
+    conn: Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWHERD_MAX_PAYLOAD", "4096")
+    path = tmp_path / "big.pcap"
+    write_sample(path, flows=20, seed=2)
+    settings = settings_for(redis_url, batch_packets=200)
+    with LocalWorkers(redis_url, settings.queue, 1) as w:
+        keys, _ = submit(conn, make_queue(conn, settings.queue), [str(path)], "big", settings)
+        deadline = time.monotonic() + 30
+        while not status_failures(conn) and time.monotonic() < deadline:
+            w.check()
+            time.sleep(0.05)
+    failures = status_failures(conn)
+    assert failures and all("over the limit of 4096" in f for f in failures)
+    job = make_queue(conn, settings.queue).fetch_job(failures[0].split(":")[0])
+    assert job is not None and len(job.results()) == 1  # refused for good, not retried
+    assert not conn.exists(keys.flows)
+
+
+def status_failures(conn: Redis) -> list[str]:
+    from reporter.store import status
+
+    return status(conn, "big").failures

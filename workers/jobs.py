@@ -6,13 +6,15 @@ Jobs use the connection of the RQ job that runs them (no module-level clients).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import cast
 
+from redis import Redis
 from rq import get_current_job
 
 from deploy.queueing import enqueue_report, make_queue
-from models.batch import decode_batch
+from models.batch import MAX_BODY_BYTES, decode_batch
 from models.capture import BatchRef
 from models.errors import BatchError
 from models.keys import RunKeys
@@ -24,15 +26,39 @@ from workers.store import MergeStatus, merge_partial
 log = logging.getLogger(__name__)
 
 
+def max_payload_bytes() -> int:
+    """The largest batch payload (and decompressed body) a worker accepts: FLOWHERD_MAX_PAYLOAD
+    bytes, by default :data:`models.batch.MAX_BODY_BYTES` (256 MiB)."""
+    try:
+        return int(os.environ.get("FLOWHERD_MAX_PAYLOAD", MAX_BODY_BYTES))
+    except ValueError:
+        return MAX_BODY_BYTES
+
+
 def process_batch(ref_json: str) -> dict[str, int | str]:
-    """Process one batch exactly once. Raises :class:`BatchError` for a refused payload."""
+    """Process one batch exactly once. Raises :class:`BatchError` for a refused payload, and
+    then without RQ retries: a payload that is refused once is refused every time."""
     job = get_current_job()
     if job is None:
         raise BatchError("process_batch must run inside an RQ job")
-    conn = job.connection
+    try:
+        return _process(job.connection, ref_json, job.origin)
+    except BatchError:
+        job.retries_left = 0
+        raise
+
+
+def _process(conn: Redis, ref_json: str, origin: str) -> dict[str, int | str]:
     ref = BatchRef.model_validate_json(ref_json)
     keys = RunKeys(ref.run)
     t0 = time.perf_counter()
+    limit = max_payload_bytes()
+    size = int(conn.strlen(keys.batch(ref.seq)))
+    if size > limit:  # refused before it is read into memory
+        raise BatchError(
+            f"payload of batch {ref.seq} of run {ref.run} is {size} bytes, over the limit of "
+            f"{limit} (FLOWHERD_MAX_PAYLOAD)"
+        )
     payload = conn.get(keys.batch(ref.seq))
     if payload is None:
         if not conn.exists(keys.meta):
@@ -40,7 +66,7 @@ def process_batch(ref_json: str) -> dict[str, int | str]:
         if conn.sismember(keys.done, str(ref.seq)):
             return {"status": "duplicate"}
         raise BatchError(f"payload of batch {ref.seq} of run {ref.run} is missing")
-    records = list(decode_batch(cast(bytes, payload)))
+    records = list(decode_batch(cast(bytes, payload), max_body=limit))
     if len(records) != ref.packets:
         raise BatchError(
             f"batch {ref.seq} of run {ref.run} holds {len(records)} records, expected {ref.packets}"
@@ -52,7 +78,7 @@ def process_batch(ref_json: str) -> dict[str, int | str]:
     res = merge_partial(conn, keys, ref.seq, table, ref.keep_windows)
     t3 = time.perf_counter()
     if res.status is MergeStatus.LAST:
-        enqueue_report(make_queue(conn, job.origin), ref.run)
+        enqueue_report(make_queue(conn, origin), ref.run)
     log.info(
         "event=batch_merged run=%s seq=%d packets=%d flows=%d status=%s "
         "fetch_ms=%.1f dissect_ms=%.1f merge_ms=%.1f",
