@@ -141,26 +141,29 @@ def test_all_workers_killed_and_restarted_mid_capture(
 
 
 def test_oversized_payload_refused_before_reading(
-    conn: Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    conn: Redis,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    from rq.serializers import JSONSerializer
+
+    from deploy.queueing import FlowherdJob
+    from reporter.store import status
+    from workers.worker import FlowherdWorker
+
     monkeypatch.setenv("FLOWHERD_MAX_PAYLOAD", "4096")
     path = tmp_path / "big.pcap"
     write_sample(path, flows=20, seed=2)
-    settings = settings_for(redis_url, batch_packets=200)
-    with LocalWorkers(redis_url, settings.queue, 1) as w:
-        keys, _ = submit(conn, make_queue(conn, settings.queue), [str(path)], "big", settings)
-        deadline = time.monotonic() + 30
-        while not status_failures(conn) and time.monotonic() < deadline:
-            w.check()
-            time.sleep(0.05)
-    failures = status_failures(conn)
+    settings = settings_for(redis_url, batch_packets=200, max_in_flight=1000)
+    q = make_queue(conn, settings.queue)
+    keys, _ = submit(conn, q, [str(path)], "big", settings)
+    worker = FlowherdWorker([q], connection=conn, serializer=JSONSerializer, job_class=FlowherdJob)
+    with caplog.at_level("INFO", logger="rq"):
+        worker.work(burst=True)  # a real RQ worker, in this process, until the queue is empty
+    failures = status(conn, "big").failures
     assert failures and all("over the limit of 4096" in f for f in failures)
-    job = make_queue(conn, settings.queue).fetch_job(failures[0].split(":")[0])
-    assert job is not None and len(job.results()) == 1  # refused for good, not retried
+    assert len(failures) == int(conn.hget(keys.meta, "enqueued") or 0)
+    assert not [r for r in caplog.records if "retry" in r.getMessage()]  # refused for good
     assert not conn.exists(keys.flows)
-
-
-def status_failures(conn: Redis) -> list[str]:
-    from reporter.store import status
-
-    return status(conn, "big").failures
