@@ -16,7 +16,9 @@ class FlowherdJob(Job):
     """An RQ job that only ever calls flowherd's own job functions.
 
     Whoever can write to the queue cannot make a worker run anything else: the function name is
-    checked against :data:`models.keys.ALLOWED_JOBS` before it is imported.
+    checked against :data:`models.keys.ALLOWED_JOBS` before it is imported, and success,
+    failure and stop callbacks (which flowherd never sets, and which RQ would import and call
+    by name) are ignored.
     """
 
     @property
@@ -26,6 +28,18 @@ class FlowherdJob(Job):
                 f"refusing job {self.id}: function {self.func_name!r} is not a flowherd job"
             )
         return super().func
+
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
 
 
 def make_queue(conn: Redis, name: str) -> Queue:

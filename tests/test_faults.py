@@ -167,3 +167,28 @@ def test_oversized_payload_refused_before_reading(
     assert len(failures) == int(conn.hget(keys.meta, "enqueued") or 0)
     assert not [r for r in caplog.records if "retry" in r.getMessage()]  # refused for good
     assert not conn.exists(keys.flows)
+
+
+PWNED = Path("/tmp/flowherd-callback-ran")
+
+
+def mark_pwned(*args: object) -> None:
+    """A callback a hostile client would name: it must never run in a flowherd worker."""
+    PWNED.write_text("ran")
+
+
+def test_foreign_callbacks_never_run(conn: Redis, redis_url: str) -> None:
+    from rq import Callback
+
+    from models.keys import BATCH_JOB
+
+    PWNED.unlink(missing_ok=True)
+    settings = settings_for(redis_url)
+    q = make_queue(conn, settings.queue)
+    name = f"{__name__}.mark_pwned"
+    bad = q.enqueue_call(
+        BATCH_JOB, args=("not json",), on_failure=Callback(name), on_success=Callback(name)
+    )
+    with LocalWorkers(redis_url, settings.queue, 1):
+        assert _wait_done(bad) == "failed"
+    assert not PWNED.exists()
