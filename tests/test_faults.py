@@ -192,3 +192,38 @@ def test_foreign_callbacks_never_run(conn: Redis, redis_url: str) -> None:
     with LocalWorkers(redis_url, settings.queue, 1):
         assert _wait_done(bad) == "failed"
     assert not PWNED.exists()
+
+
+def test_batch_merged_but_not_marked_finished_counts_once(
+    conn: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    """The state a worker killed between its merge and RQ's bookkeeping leaves: the batch is
+    merged (payload deleted, done-marker set) but its job is still queued. Running the job again
+    changes nothing, and the capture completes with exact totals."""
+    from models.capture import BatchRef
+    from models.keys import batch_job_id
+    from workers.jobs import _process
+
+    path = tmp_path / "t.pcap"
+    write_sample(path, flows=40, seed=8)
+    ref_settings = settings_for(redis_url, batch_packets=300)
+    with LocalWorkers(redis_url, ref_settings.queue, 1) as w:
+        submit(conn, make_queue(conn, ref_settings.queue), [str(path)], "ref", ref_settings)
+        expected = follow(conn, "ref", poll=0.05, check=w.check)
+    settings = settings_for(redis_url, batch_packets=300)
+    q = make_queue(conn, settings.queue)
+    keys, _ = submit(conn, q, [str(path)], "half", settings)  # no workers yet: all queued
+    job = q.fetch_job(batch_job_id(keys.run, 0))
+    assert job is not None
+    ref = BatchRef.model_validate_json(job.args[0])
+    assert (
+        _process(conn, job.args[0], settings.queue)["status"] == "merged"
+    )  # the dying worker's merge
+    assert conn.get(keys.batch(ref.seq)) is None and conn.sismember(keys.done, "0")
+    with LocalWorkers(redis_url, settings.queue, 2) as w:
+        st = follow(conn, "half", poll=0.05, check=w.check)
+    assert job.get_status(refresh=True) == "finished"
+    assert job.return_value() == {"status": "duplicate"}
+    assert st.state is CaptureState.COMPLETE
+    assert (st.packets, st.bytes, st.flows) == (expected.packets, expected.bytes, expected.flows)
+    assert table(conn, "half") == table(conn, "ref")
