@@ -20,7 +20,6 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 
 from deploy.clitools import handle_errors, open_redis, redis_options, settings_from, setup_logging
 from deploy.queueing import make_queue
-from models.capture import CaptureState
 from producer.follow import LocalWorkers, follow_with_progress
 from producer.gaps import batches, missing, settings_of
 from producer.options import run_options
@@ -30,8 +29,8 @@ from producer.run import Progress as SubmitProgress
 from producer.run import ProgressFn
 from producer.sniff import sniff_command
 from producer.submit import default_name, submit
-from reporter.show import out_console, show_report, show_status
-from reporter.store import load_report, run_of, status
+from reporter.show import out_console, show_outcome, show_status
+from reporter.store import status
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 T = TypeVar("T")
@@ -143,17 +142,7 @@ def submit_cmd(
     finally:
         if workers:
             workers.stop()
-    report = load_report(conn, run_of(conn, cap_name))
-    out = out_console()
-    if report is not None:
-        show_report(out, report, top_n)
-    else:
-        show_status(out, st)
-    if st.state is not CaptureState.COMPLETE:
-        click.echo(
-            f"error: capture {cap_name!r} is {st.state.value}: see `producer status {cap_name}`",
-            err=True,
-        )
+    if not show_outcome(conn, cap_name, st, top_n):
         sys.exit(1)
     sys.exit(1 if prog.warnings else 0)
 

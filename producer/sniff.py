@@ -39,7 +39,6 @@ from rq import Queue
 
 from deploy.clitools import handle_errors, open_redis, redis_options, settings_from, setup_logging
 from deploy.queueing import make_queue
-from models.capture import CaptureState
 from models.keys import RunKeys
 from models.settings import Settings
 from producer.follow import LocalWorkers, follow_with_progress
@@ -47,8 +46,7 @@ from producer.live import Counters, Limits, LiveSocket, Reader
 from producer.options import duration_option, run_options
 from producer.run import Progress as WriterProgress
 from producer.run import RunWriter, register
-from reporter.show import out_console, show_report, show_status
-from reporter.store import load_report, run_of
+from reporter.show import show_outcome
 
 log = logging.getLogger(__name__)
 
@@ -268,16 +266,7 @@ def sniff_command(
         finally:
             if workers:
                 workers.stop()
-    report = load_report(conn, run_of(conn, cap_name))
-    if report is not None:
-        show_report(out_console(), report, top_n)
-    else:
-        show_status(out_console(), st)
-    if st.state is not CaptureState.COMPLETE:
-        click.echo(
-            f"error: capture {cap_name!r} is {st.state.value}: see `producer status {cap_name}`",
-            err=True,
-        )
+    if not show_outcome(conn, cap_name, st, top_n):
         sys.exit(1)
     sys.exit(0 if c.complete else 1)
 
@@ -308,7 +297,7 @@ def _sniff_with_progress(
 
         def update(p: WriterProgress, c: Counters) -> None:
             rate = c.captured / max(time.monotonic() - t0, 1e-3)
-            note = "(waiting for workers)" if p.waiting else ""
+            note = f"(waiting for {p.waiting_for or 'workers'})" if p.waiting else ""
             bar.update(
                 task,
                 packets=c.captured,
@@ -318,7 +307,7 @@ def _sniff_with_progress(
                 pd=c.producer_drops,
                 note=note,
             )
-            if workers and not stop.is_set():  # a Ctrl-C stops them too: restarted to follow
+            if workers and not stop.is_set():
                 workers.check()
 
         with _stop_on_signals(stop):

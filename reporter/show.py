@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from redis import Redis
 from rich.console import Console
 from rich.table import Table
 
-from models.capture import CaptureStatus
+from models.capture import CaptureState, CaptureStatus
 from models.report import Report
 from reporter.distribution import human_bytes
 from reporter.render import elephants_table, human_ts, rows_table, summary_table
+from reporter.store import load_report, run_of
 
 
 def out_console() -> Console:
@@ -46,6 +48,24 @@ def status_table(st: CaptureStatus) -> Table:
 
 def show_status(console: Console, st: CaptureStatus) -> None:
     console.print(status_table(st))
+
+
+def show_outcome(conn: Redis, name: str, st: CaptureStatus, n: int) -> bool:
+    """After following a capture: its report (or status when there is none) on standard output,
+    and one error line when it did not complete. True when it completed."""
+    report = load_report(conn, run_of(conn, name))
+    if report is not None:
+        show_report(out_console(), report, n)
+    else:
+        show_status(out_console(), st)
+    if st.state is not CaptureState.COMPLETE:
+        Console(stderr=True).print(
+            f"error: capture {name!r} is {st.state.value}: see `producer status {name}`",
+            highlight=False,
+            markup=False,
+        )
+        return False
+    return True
 
 
 def show_report(console: Console, report: Report, n: int = 10) -> None:
