@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from deploy.connect import connect, redact
 from deploy.local import ensure_local_redis
 from models.errors import FlowherdError
+from models.keys import DEFAULT_QUEUE
 from models.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,7 +30,7 @@ def redis_options(f: F) -> F:
     f = click.option(
         "--queue",
         envvar="FLOWHERD_QUEUE",
-        default="flowherd",
+        default=DEFAULT_QUEUE,
         show_default=True,
         help="RQ queue the batch jobs go to (workers must listen on the same one).",
     )(f)

@@ -17,9 +17,9 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-#: Lua-compatible layout of a flow's counters (see ``workers/merge.lua``).
+#: Lua-compatible layout of a flow's counters: ``workers/merge.lua`` reads and writes it as
+#: ``struct`` format ``<ddddc19c19c19c19BB``.
 VALUE = struct.Struct("<dddd19s19s19s19sBB")
-VALUE_LUA_FORMAT = "<ddddc19c19c19c19BB"
 #: Sentinels for a direction that has no packet yet: they lose every min/max comparison.
 NO_FIRST = 10**19 - 1
 NO_LAST = 0

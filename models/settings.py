@@ -13,6 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.capture import Engine
+from models.keys import DEFAULT_QUEUE
 
 
 def default_home() -> Path:
@@ -24,7 +25,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLOWHERD_", frozen=True, extra="ignore")
 
     redis_url: str | None = None
-    queue: str = Field("flowherd", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    queue: str = Field(DEFAULT_QUEUE, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     home: Path = Field(default_factory=default_home)
     batch_packets: int | None = Field(None, ge=1, le=1_000_000)
     batch_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=128 * 1024 * 1024)

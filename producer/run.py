@@ -287,11 +287,6 @@ class RunWriter:
         if b.count >= self._per_batch or b.size >= self.settings.batch_bytes:
             self.flush()
 
-    @property
-    def pending(self) -> int:
-        """Records added but not yet flushed into a batch."""
-        return self._builder.count
-
     def flush(self) -> None:
         """Enqueue the records added so far as batch ``seq`` and start a new one.
 
