@@ -8,10 +8,13 @@ running between commands (``workers local-redis stop`` ends it).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import logging
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +26,14 @@ from models.errors import BackendError
 
 log = logging.getLogger(__name__)
 _SOCK_MAX = 100  # sun_path is 108 bytes on Linux
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent exits (PR_SET_PDEATHSIG), so
+    local worker processes never outlive the command that started them."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)
 
 
 def socket_path(home: Path) -> Path:

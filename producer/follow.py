@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,18 +14,12 @@ from redis import Redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from deploy.local import die_with_parent
 from models.capture import CaptureState, CaptureStatus
 from models.errors import BackendError
 from reporter.store import status
 
 FINAL = (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED)
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux for SIGTERM when the parent exits (PR_SET_PDEATHSIG)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)
 
 
 class LocalWorkers:
@@ -40,7 +34,7 @@ class LocalWorkers:
             # its own session: a terminal's Ctrl-C reaches only us, and we stop the workers
             # cleanly after the last batch; they still end with us if we are killed
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     def check(self) -> None:
@@ -51,13 +45,22 @@ class LocalWorkers:
             raise BackendError(f"local workers exited with code {code}: {last}")
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Warm shutdown (SIGINT: each worker finishes its batch); after ``timeout`` seconds,
+        or if anything of the pool's process group is left, SIGKILL the whole group."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: only the pool's processes
+        self.proc.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # until the killed ones are reaped
+            try:
+                os.killpg(self.proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.02)
 
     def __enter__(self) -> LocalWorkers:
         return self

@@ -57,6 +57,8 @@ def test_worker_killed_mid_batch_recounted_once(
         t0 = time.monotonic()
         st = follow(conn, "killed", poll=0.1, check=w.check)
         recovered_in = time.monotonic() - t0
+    with pytest.raises(ProcessLookupError):  # nothing of the pool is left running
+        os.killpg(w.proc.pid, 0)
     assert st.state is CaptureState.COMPLETE, st
     assert table(conn, "killed") == table(conn, "ref")
     assert st.packets == follow(conn, "ref").packets

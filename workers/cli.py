@@ -61,6 +61,7 @@ def run(num: int, burst: bool, verbose: int, redis_url: str | None, queue: str) 
     conn, url, embedded = open_redis(settings)
     where = "private Redis" if embedded else redact(url)
     click.echo(f"starting {num} worker(s) on queue {queue!r} at {where}", err=True)
+    os.environ["FLOWHERD_DIE_WITH_PARENT"] = "1"  # the pool's workers end if the pool dies
     pool = WorkerPool(
         [queue],
         connection=conn,

@@ -21,6 +21,8 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.worker import SimpleWorker, WorkerStatus
 
+from deploy.local import die_with_parent
+
 log = logging.getLogger(__name__)
 
 #: seconds; environment FLOWHERD_HEARTBEAT and FLOWHERD_MAINTENANCE_INTERVAL override them
@@ -42,6 +44,8 @@ class FlowherdWorker(SimpleWorker):
             "maintenance_interval", _env_int("FLOWHERD_MAINTENANCE_INTERVAL", DEFAULT_MAINTENANCE)
         )
         super().__init__(*args, **kwargs)
+        if os.environ.get("FLOWHERD_DIE_WITH_PARENT") == "1":  # set by `workers run`
+            die_with_parent()  # a worker of a pool ends with its pool
         # the idle dequeue wakes up every worker_ttl - 15 s: often enough to run maintenance
         self.worker_ttl = max(self.maintenance_interval + 15, 16)
 
