@@ -29,7 +29,7 @@ from producer.run import Progress as SubmitProgress
 from producer.run import ProgressFn
 from producer.sniff import sniff_command
 from producer.submit import default_name, submit
-from reporter.show import out_console, show_outcome, show_status
+from reporter.show import err_console, out_console, show_outcome, show_status
 from reporter.store import status
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -110,7 +110,7 @@ def submit_cmd(
         window=window,
         keep_windows=keep_windows,
     )
-    err = Console(stderr=True)
+    err = err_console()
     conn, url, embedded = open_redis(settings)
     cap_name = resume_name or name or default_name(files)
     if resume_name:

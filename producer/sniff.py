@@ -46,7 +46,7 @@ from producer.live import Counters, Limits, LiveSocket, Reader
 from producer.options import duration_option, run_options
 from producer.run import Progress as WriterProgress
 from producer.run import RunWriter, register
-from reporter.show import show_outcome
+from reporter.show import err_console, show_outcome
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def sniff_command(
         max_in_flight=max_in_flight,
     )
     limits = Limits(count=count, duration=duration, flush_interval=flush_interval)
-    err = Console(stderr=True)
+    err = err_console()
     with LiveSocket(iface, bpf, promisc, snaplen, kernel_buffer << 20) as live:
         conn, url, embedded = open_redis(settings)
         cap_name = name or default_name(iface)

@@ -13,6 +13,12 @@ from reporter.render import elephants_table, human_ts, rows_table, summary_table
 from reporter.store import load_report, run_of
 
 
+def err_console() -> Console:
+    """Standard error for progress and warnings: a warning stays one line even when stderr is
+    not a terminal (rich would otherwise wrap it at 80 columns)."""
+    return Console(stderr=True, soft_wrap=True)
+
+
 def out_console() -> Console:
     """Standard output: the terminal's width on a TTY, wide enough for every column otherwise."""
     con = Console()
@@ -59,7 +65,7 @@ def show_outcome(conn: Redis, name: str, st: CaptureStatus, n: int) -> bool:
     else:
         show_status(out_console(), st)
     if st.state is not CaptureState.COMPLETE:
-        Console(stderr=True).print(
+        err_console().print(
             f"error: capture {name!r} is {st.state.value}: see `producer status {name}`",
             highlight=False,
             markup=False,
