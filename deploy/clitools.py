@@ -21,12 +21,59 @@ from deploy.local import ensure_local_redis
 from models.errors import FlowherdError
 from models.keys import DEFAULT_QUEUE
 from models.settings import Settings
+from store.backend import Store, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_META = "flowherd.backend"
+
+
+def remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Keep a backend option in the context for :func:`settings_from` (so commands need no
+    parameter of their own for it)."""
+    if value is not None:
+        ctx.meta.setdefault(_META, {})[param.name] = value
+    return value
+
+
+def _read_url_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            url = f.read().strip()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not url:
+        raise click.BadParameter(f"{path} is empty: it should hold one Redis URL")
+    return url
+
+
 def redis_options(f: F) -> F:
-    """``--redis-url`` and ``--queue``, both also read from the environment."""
+    """``--redis-url`` (or ``--redis-url-file``), ``--store-url`` (or ``--store-url-file``) and
+    ``--queue``, all also read from the environment."""
+    for opt, env, what in (
+        ("--store-url-file", "FLOWHERD_STORE_URL_FILE", "--store-url"),
+        ("--redis-url-file", "FLOWHERD_REDIS_URL_FILE", "--redis-url"),
+    ):
+        f = click.option(
+            opt,
+            envvar=env,
+            metavar="PATH",
+            expose_value=False,
+            callback=remember,
+            help=f"A file holding the {what} URL, so that no password shows in `ps` or the "
+            f"shell history [env {env}].",
+        )(f)
+    f = click.option(
+        "--store-url",
+        envvar="FLOWHERD_STORE_URL",
+        metavar="URL",
+        expose_value=False,
+        callback=remember,
+        help="Where captures and flow tables live: a Redis (redis://, rediss://, unix://) or a "
+        "Redis Cluster (redis+cluster://[user:password@]host:port[,host:port...], "
+        "rediss+cluster://). Default: the Redis of --redis-url [env FLOWHERD_STORE_URL].",
+    )(f)
     f = click.option(
         "--queue",
         envvar="FLOWHERD_QUEUE",
@@ -47,6 +94,18 @@ def redis_options(f: F) -> F:
 
 def settings_from(redis_url: str | None, queue: str, **overrides: Any) -> Settings:
     values = {k: v for k, v in overrides.items() if v is not None}
+    ctx = click.get_current_context(silent=True)
+    given = ctx.meta.get(_META, {}) if ctx is not None else {}
+    if redis_url is None and "redis_url_file" in given:
+        redis_url = _read_url_file(given["redis_url_file"])
+    store_url = given.get("store_url")
+    if store_url is None and "store_url_file" in given:
+        store_url = _read_url_file(given["store_url_file"])
+    if store_url is not None:
+        values.setdefault("store_url", store_url)
+    for k in ("shards", "wait_replicas"):
+        if k in given:
+            values.setdefault(k, given[k])
     return Settings(redis_url=redis_url, queue=queue, **values)
 
 
@@ -56,6 +115,16 @@ def open_redis(settings: Settings) -> tuple[Redis, str, bool]:
         return connect(settings.redis_url, settings.connect_timeout), settings.redis_url, False
     url = ensure_local_redis(settings.home)
     return connect(url, settings.connect_timeout), url, True
+
+
+def open_backend(settings: Settings) -> tuple[Store, str, bool]:
+    """(store, queue url, embedded): the queue Redis (or the private one, started on demand)
+    and the store beside it (``settings.store_url``, by default the queue's Redis)."""
+    conn, url, embedded = open_redis(settings)
+    store = open_store(conn, settings.store_url, settings.connect_timeout)
+    if not settings.store_url:
+        store = Store.single(conn, redact(url) if not embedded else "private Redis")
+    return store, url, embedded
 
 
 def setup_logging(verbose: int) -> None:

@@ -9,6 +9,12 @@ Layout (little endian)::
 The producer builds payloads with :class:`BatchBuilder`; workers read them with
 :func:`decode_batch`, which raises :class:`~models.errors.BatchError` for anything that is not a
 well-formed payload of a schema version this code understands. Nothing here is pickled.
+
+Every ``ts_ns`` satisfies ``0 <= ts_ns < TS_LIMIT`` (:data:`TS_LIMIT`: the flow store writes
+timestamps as 19-digit decimal strings and uses ``10**19 - 1`` as its "no packet yet" sentinel).
+The capture readers refuse records outside that range with a
+:class:`~models.errors.CaptureError`; :class:`BatchBuilder` and :func:`decode_batch` refuse them
+too, with a :class:`~models.errors.BatchError`, so none can reach the store.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from models.errors import BatchError
+from models.flows import NO_FIRST
 
 MAGIC = b"FHB1"
 SCHEMA_VERSION = 1
@@ -29,6 +36,8 @@ HEADER_SIZE = _HEADER.size
 RECORD_OVERHEAD = _RECORD.size
 #: Hard cap on a decoded body: a worker refuses larger payloads before touching them.
 MAX_BODY_BYTES = 256 * 1024 * 1024
+#: Timestamps are below this many nanoseconds (about the year 2286); see the module docstring.
+TS_LIMIT = NO_FIRST
 
 
 class RawRecord(NamedTuple):
@@ -58,7 +67,10 @@ class BatchBuilder:
         self.last_ts: int | None = None
 
     def add(self, rec: RawRecord) -> None:
+        """Append ``rec``; a timestamp outside ``0 <= ts_ns < TS_LIMIT`` is a BatchError."""
         ts = rec.ts_ns
+        if not 0 <= ts < TS_LIMIT:
+            raise BatchError(f"record timestamp {ts} ns is outside 0 <= ts_ns < {TS_LIMIT}")
         self._buf += _RECORD.pack(ts, rec.wire_len, rec.linktype, len(rec.data))
         self._buf += rec.data
         self.count += 1
@@ -134,6 +146,8 @@ def _records(body: bytes, count: int) -> Iterator[RawRecord]:
         if pos + RECORD_OVERHEAD > end:
             raise BatchError("batch body ends inside a record header")
         ts, wire, lt, cap = unpack(body, pos)
+        if ts >= TS_LIMIT:
+            raise BatchError(f"batch record timestamp {ts} ns is beyond the store's range")
         start = pos + RECORD_OVERHEAD
         pos = start + cap
         if pos > end:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.keys import NAME_RE
+from models.keys import MAX_SHARDS, NAME_RE
 
 SCHEMA_VERSION = 1
 
@@ -31,6 +31,10 @@ class BatchRef(_Frozen):
     engine: Engine = "scapy"
     window_ns: int = Field(0, ge=0)  # 0: no per-window tables
     keep_windows: int = Field(0, ge=0)  # 0: keep every window
+    shards: int = Field(1, ge=1, le=MAX_SHARDS)  # partitions of the flow table
+    store: str = Field("", max_length=64)  # the store's id ("": not checked)
+    #: replicas that must acknowledge each merge before the batch counts as merged (WAIT)
+    wait_replicas: int = Field(0, ge=0, le=16)
 
 
 class CaptureState(StrEnum):
@@ -54,6 +58,7 @@ class CaptureInfo(_Frozen):
     engine: Engine = "scapy"
     window_ns: int = 0
     keep_windows: int = 0
+    shards: int = Field(1, ge=1, le=MAX_SHARDS)
 
 
 class BucketCount(_Frozen):
@@ -83,6 +88,12 @@ class CaptureStatus(_Frozen):
     last_ns: int | None
     warnings: list[str] = []
     failures: list[str] = []
+    #: batches whose part is merged, per shard (the capture is merged when each equals
+    #: ``total_batches``)
+    parts_done: list[int] = []
+    #: "batch N shard S" for each part that the run counts as merged but its shard lacks (lost
+    #: by a failover before it reached a replica); ``producer submit --resume`` sends them again
+    lost_parts: list[str] = []
     #: seconds from submission to the report (complete) or to now
     elapsed_s: float = 0.0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import builtins
 import ipaddress
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -139,6 +140,12 @@ class FlowStats:
     def unpack(cls, raw: builtins.bytes) -> FlowStats:
         pa, ba, pb, bb, fa, la, fb, lb, ga, gb = VALUE.unpack(raw)
         return cls(int(pa), int(ba), int(pb), int(bb), int(fa), int(la), int(fb), int(lb), ga, gb)
+
+
+def shard_of(packed_key: bytes, shards: int) -> int:
+    """The shard of a conversation: CRC-32 of its packed canonical key, modulo ``shards``.
+    Both directions share the key, so a conversation lives in exactly one shard."""
+    return zlib.crc32(packed_key) % shards if shards > 1 else 0
 
 
 def addr_text(raw: bytes) -> str:

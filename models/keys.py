@@ -1,30 +1,107 @@
 """Every Redis key flowherd uses, named in this one module.
 
+Two Redis roles (see ``store.backend``): the *queue* Redis carries RQ's jobs and the raw batch
+payloads; the *store* (one Redis, or a Redis Cluster) carries the captures: their registry,
+state, flow tables and reports. With one Redis both roles share it.
+
 A capture *name* (what users type) maps to a *run id* (a fresh hex token per submission) in the
-hash :data:`CAPTURES`. Everything a run owns lives under ``fh:{<run>}:...``; the braces are a
-Redis Cluster hash tag, so one run's keys share a slot and its merge script may touch them all.
-Replacing a capture deletes the old run's keys; a late job of the old run finds no ``meta`` and
-changes nothing.
+hash :data:`CAPTURES`. A run's own keys live under ``fh:{<run>}:...``: the braces are a Redis
+Cluster hash tag, so they share one slot and a script may touch them together.
+
+A run's flow table is split into ``shards`` partitions by a hash of the canonical flow key
+(:func:`models.flows.shard_of`). Shard ``s`` keeps its part of the table (flows, ranking,
+totals, windows, its own done-marker set) under ``fh:{<tag>}:...`` with a tag of its own
+(:func:`shard_tag`), chosen so that a run's shards fall into evenly spaced cluster slots: with
+the usual contiguous slot ranges per master, every master holds ``shards / masters`` of them.
+The run's table is the sum of its shards' tables.
+
+Replacing a capture deletes the old run's keys; a late job of the old run finds no ``meta``
+(and no shard ``live`` marker) and changes nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 #: hash: capture name -> current run id
 CAPTURES = "fh:captures"
+#: string: a random id of this store, stamped into every batch job so that a worker writing to
+#: another store refuses it (instead of merging into the wrong Redis)
+STORE_ID = "fh:store-id"
 #: default RQ queue name for batch and report jobs
 DEFAULT_QUEUE = "flowherd"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+#: the largest number of shards a run may have
+MAX_SHARDS = 1024
+
+
+@functools.lru_cache(maxsize=4096)
+def shard_tag(run: str, shard: int, shards: int) -> str:
+    """The hash tag of one shard: ``<run>.<shard>.<n>`` with the smallest ``n`` whose cluster
+    slot lies in the ``shard``-th of ``shards`` equal slot ranges (deterministic, so every
+    process computes the same keys)."""
+    lo = shard * REDIS_CLUSTER_HASH_SLOTS // shards
+    hi = (shard + 1) * REDIS_CLUSTER_HASH_SLOTS // shards
+    n = 0
+    while True:
+        tag = f"{run}.{shard}.{n}"
+        if lo <= key_slot(tag.encode()) < hi:
+            return tag
+        n += 1
+
+
+class TableKeys:
+    """The keys of one flow table: a shard's whole-run part, or its part of one window."""
+
+    __slots__ = ("flows", "rank_bi", "totals")
+
+    def __init__(self, prefix: str) -> None:
+        #: hash: packed FlowKey -> packed FlowStats
+        self.flows = prefix + "flows"
+        #: zset: packed FlowKey scored by the conversation's bytes
+        self.rank_bi = prefix + "rank:bi"
+        #: hash: packet/byte totals, not-counted buckets, first/last timestamps, flows
+        self.totals = prefix + "totals"
+
+    def all(self) -> list[str]:
+        return [self.flows, self.rank_bi, self.totals]
+
+
+class ShardKeys(TableKeys):
+    """Keys of one shard of a run (all in the shard's slot)."""
+
+    __slots__ = ("done", "live", "prefix", "shard", "windows")
+
+    def __init__(self, run: str, shard: int, shards: int) -> None:
+        self.shard = shard
+        self.prefix = f"fh:{{{shard_tag(run, shard, shards)}}}:"
+        super().__init__(self.prefix)
+        #: string: exists while the run exists; a merge into a shard without it does nothing
+        self.live = self.prefix + "live"
+        #: set: sequence numbers of the batches whose part of this shard is merged
+        self.done = self.prefix + "done"
+        #: zset: window start (ns, as text) scored by start seconds; the windows kept
+        self.windows = self.prefix + "windows"
+
+    def window(self, start_ns: int | str) -> TableKeys:
+        """This shard's part of the window starting at ``start_ns``."""
+        return TableKeys(f"{self.prefix}w:{start_ns}:")
+
+    def fixed(self) -> list[str]:
+        return [self.live, self.done, self.windows, *self.all()]
 
 
 class RunKeys:
-    """Key names of one capture run."""
+    """Key names of one capture run with ``shards`` partitions (1 on a single Redis)."""
 
-    __slots__ = ("prefix", "run")
+    __slots__ = ("prefix", "run", "shards")
 
-    def __init__(self, run: str) -> None:
+    def __init__(self, run: str, shards: int = 1) -> None:
         self.run = run
+        self.shards = shards
         self.prefix = f"fh:{{{run}}}:"
 
     @property
@@ -34,27 +111,12 @@ class RunKeys:
 
     @property
     def meta(self) -> str:
-        """hash: state, total_batches, enqueued, failed, warnings; its existence = run is live"""
+        """hash: the run's mutable state (``models.state.CaptureMeta``); exists while it lives"""
         return self.prefix + "meta"
 
     @property
-    def flows(self) -> str:
-        """hash: packed FlowKey -> packed FlowStats"""
-        return self.prefix + "flows"
-
-    @property
-    def rank_bi(self) -> str:
-        """zset: packed FlowKey scored by the conversation's bytes"""
-        return self.prefix + "rank:bi"
-
-    @property
-    def totals(self) -> str:
-        """hash: packet/byte totals, not-counted buckets, first/last timestamps"""
-        return self.prefix + "totals"
-
-    @property
     def done(self) -> str:
-        """set: sequence numbers of merged batches (the exactly-once marker)"""
+        """set: sequence numbers of batches whose every shard part is merged"""
         return self.prefix + "done"
 
     @property
@@ -73,53 +135,66 @@ class RunKeys:
         return self.prefix + "warnings"
 
     @property
-    def windows(self) -> str:
-        """zset: window start (ns, as text) scored by start seconds; one per window kept"""
-        return self.prefix + "windows"
+    def lock(self) -> str:
+        """string: held by the one producer writing the run (submit, sniff, resume, retry)"""
+        return self.prefix + "lock"
 
-    def window_prefix(self, start_ns: int) -> str:
-        """prefix of one window's ``flows`` / ``rank:bi`` / ``totals`` (same layouts as the
-        run's own); built here and, identically, in ``workers/merge.lua``"""
-        return f"{self.prefix}w:{start_ns}:"
+    def shard(self, s: int) -> ShardKeys:
+        return ShardKeys(self.run, s, self.shards)
 
-    def window(self, start_ns: int) -> RunKeys:
-        """Keys of one window, usable wherever a run's flows/rank_bi/totals are read."""
-        wk = RunKeys(self.run)
-        wk.prefix = self.window_prefix(start_ns)
-        return wk
+    def all_shards(self) -> list[ShardKeys]:
+        return [self.shard(s) for s in range(self.shards)]
 
-    def batch(self, seq: int) -> str:
-        """string: the raw batch payload, deleted by the merge that consumes it"""
-        return f"{self.prefix}batch:{seq}"
-
-    def batch_pattern(self) -> str:
-        return f"{self.prefix}batch:*"
-
-    def patterns(self) -> list[str]:
-        """SCAN patterns of the run's variable keys (batch payloads, window tables)."""
-        return [self.batch_pattern(), f"{self.prefix}w:*"]
-
-    def all_fixed(self) -> list[str]:
+    def fixed(self) -> list[str]:
+        """The run-level keys (one slot)."""
         return [
             self.info,
             self.meta,
-            self.flows,
-            self.rank_bi,
-            self.totals,
             self.done,
             self.finalized,
             self.report,
             self.warnings,
-            self.windows,
+            self.lock,
         ]
+
+    def window_patterns(self) -> list[str]:
+        """SCAN patterns of the shards' window tables."""
+        return [f"{sk.prefix}w:*" for sk in self.all_shards()]
+
+
+class PayloadKeys:
+    """Keys of a run on the queue Redis: the raw batch payloads."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, run: str) -> None:
+        self.prefix = f"fh:{{{run}}}:"
+
+    def batch(self, seq: int) -> str:
+        """string: the raw batch payload, deleted once the batch is merged"""
+        return f"{self.prefix}batch:{seq}"
+
+    def pattern(self) -> str:
+        return f"{self.prefix}batch:*"
+
+
+def job_prefix(run: str) -> str:
+    """The prefix of every RQ job id of a run."""
+    return f"fh-{run}-"
 
 
 def batch_job_id(run: str, seq: int) -> str:
-    return f"fh-{run}-{seq}"
+    return f"{job_prefix(run)}{seq}"
 
 
 def report_job_id(run: str) -> str:
-    return f"fh-{run}-report"
+    return f"{job_prefix(run)}report"
+
+
+def seq_of_job(run: str, job_id: str) -> int | None:
+    """The batch sequence number of one of the run's batch job ids (None for anything else)."""
+    rest = job_id.removeprefix(job_prefix(run))
+    return int(rest) if rest != job_id and rest.isdigit() else None
 
 
 #: The only job functions a flowherd worker runs (enqueued by dotted path, never pickled).

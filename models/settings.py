@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLOWHERD_", frozen=True, extra="ignore")
 
     redis_url: str | None = None
+    #: where captures and flow tables live: ``redis://``, ``rediss://``, ``unix://`` or a Redis
+    #: Cluster (``redis+cluster://``, ``rediss+cluster://``); None: the Redis of ``redis_url``
+    store_url: str | None = None
+    #: partitions of each new run's flow table (None: 1 on one Redis, 16 on a cluster)
+    shards: int | None = Field(None, ge=1, le=1024)
+    #: replicas that must acknowledge every merge (Redis WAIT) before a batch counts as merged
+    wait_replicas: int = Field(0, ge=0, le=16)
     queue: str = Field(DEFAULT_QUEUE, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     home: Path = Field(default_factory=default_home)
     batch_packets: int | None = Field(None, ge=1, le=1_000_000)

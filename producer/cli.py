@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-from deploy.clitools import handle_errors, open_redis, redis_options, settings_from, setup_logging
+from deploy.clitools import handle_errors, open_backend, redis_options, settings_from, setup_logging
 from deploy.queueing import make_queue
 from producer.follow import LocalWorkers, follow_with_progress
 from producer.gaps import batches, missing, settings_of
@@ -30,7 +30,7 @@ from producer.run import ProgressFn
 from producer.sniff import sniff_command
 from producer.submit import default_name, submit
 from reporter.show import err_console, out_console, show_outcome, show_status
-from reporter.store import status
+from store.captures import run_of, status
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 T = TypeVar("T")
@@ -111,12 +111,12 @@ def submit_cmd(
         keep_windows=keep_windows,
     )
     err = err_console()
-    conn, url, embedded = open_redis(settings)
+    conn, url, embedded = open_backend(settings)
     cap_name = resume_name or name or default_name(files)
     if resume_name:
         settings = settings_of(conn, resume_name, settings)
     wait = embedded if wait is None else wait
-    workers = LocalWorkers(url, settings.queue, num_workers) if embedded else None
+    workers = LocalWorkers(url, settings.queue, num_workers, settings.store_url) if embedded else None
     try:
         if resume_name:
             done = _with_progress(
@@ -126,7 +126,7 @@ def submit_cmd(
             resent = f"re-sent {batches(done.resent)}" if done.resent else "re-sent none"
             summary = f"resumed {cap_name!r}: {resent}, sent {done.new} more; {done.total} batches"
         else:
-            queue_ = make_queue(conn, settings.queue)
+            queue_ = make_queue(conn.queue, settings.queue)
             _, prog = _with_progress(
                 err,
                 workers,
@@ -187,9 +187,9 @@ def _with_progress(err: Console, workers: LocalWorkers | None, fn: Callable[[Pro
 @handle_errors
 def status_cmd(name: str, as_json: bool, redis_url: str | None, queue: str) -> None:
     """Show the state of capture NAME: batches queued/done/failed, packets, bytes, warnings."""
-    conn, _, _ = open_redis(settings_from(redis_url, queue))
+    conn, _, _ = open_backend(settings_from(redis_url, queue))
     st = status(conn, name)
-    gaps = missing(conn, st)
+    gaps = missing(conn, run_of(conn, name), st)
     note = f"missing: {gaps.describe(name)}" if gaps else None
     if as_json:
         if note:
@@ -217,7 +217,7 @@ def retry_cmd(name: str, redis_url: str | None, queue: str) -> None:
     batches remain, or an error.
     """
     settings = settings_from(redis_url, queue)
-    conn, _, _ = open_redis(settings)
+    conn, _, _ = open_backend(settings)
     r = retry(conn, name, settings)
     parts = []
     if r.requeued:

@@ -10,14 +10,14 @@ import sys
 import time
 from collections.abc import Callable
 
-from redis import Redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from deploy.local import die_with_parent
 from models.capture import CaptureState, CaptureStatus
 from models.errors import BackendError
-from reporter.store import status
+from store.backend import Store
+from store.captures import status
 
 FINAL = (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED)
 
@@ -25,10 +25,13 @@ FINAL = (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED)
 class LocalWorkers:
     """``workers run -n N`` as a child process (started by command, not imported)."""
 
-    def __init__(self, url: str, queue: str, num: int) -> None:
+    def __init__(self, url: str, queue: str, num: int, store_url: str | None = None) -> None:
+        env = {**os.environ, "FLOWHERD_REDIS_URL": url}
+        if store_url:
+            env["FLOWHERD_STORE_URL"] = store_url
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "workers", "run", "-n", str(num), "--queue", queue],
-            env={**os.environ, "FLOWHERD_REDIS_URL": url},
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             # its own session: a terminal's Ctrl-C reaches only us, and we stop the workers
@@ -70,7 +73,7 @@ class LocalWorkers:
 
 
 def follow(
-    conn: Redis,
+    conn: Store,
     name: str,
     on_update: Callable[[CaptureStatus], None] | None = None,
     poll: float = 0.2,
@@ -78,18 +81,18 @@ def follow(
 ) -> CaptureStatus:
     """Poll ``name`` until it is complete, failed or aborted; return the final status."""
     while True:
-        st = status(conn, name)
+        st = status(conn, name, detail=False)
         if on_update:
             on_update(st)
         if st.state in FINAL:
-            return st
+            return status(conn, name)  # with the failures' reasons and any lost parts
         if check:
             check()
         time.sleep(poll)
 
 
 def follow_with_progress(
-    conn: Redis, name: str, err: Console, workers: LocalWorkers | None
+    conn: Store, name: str, err: Console, workers: LocalWorkers | None
 ) -> CaptureStatus:
     """:func:`follow` with a "merging" progress bar on ``err`` (when it is a terminal), checking
     the local workers (if any) are still alive."""

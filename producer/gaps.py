@@ -6,7 +6,8 @@ field ``batch_bytes``): reading the same files again cuts the same batches. Belo
 ``enqueued`` mark (its ``total_batches`` once closed) each batch is in one of four states
 (:func:`scan`)::
 
-    merged  its seq is in the done set (the merge deleted its payload in the same script)
+    merged  its seq is in the run's done set (every shard part merged; the payload is deleted
+            after that)
     queued  its payload and its RQ job exist (queued, running, waiting to retry, or failed)
     orphan  its payload exists, its job does not: the producer died between the two writes,
             or a Redis restart lost the enqueue (``appendfsync everysec`` after a host crash)
@@ -29,10 +30,11 @@ from rq.registry import FailedJobRegistry
 from deploy.queueing import FlowherdJob, enqueue_report, make_queue
 from models.capture import CaptureInfo, CaptureState, CaptureStatus
 from models.errors import CaptureError, CaptureStateError
-from models.keys import RunKeys, batch_job_id, report_job_id
+from models.keys import PayloadKeys, RunKeys, batch_job_id, report_job_id
 from models.settings import Settings
-from producer.run import close_run
-from reporter.store import run_of
+from models.state import CaptureMeta, MetaField
+from store.backend import Store
+from store.captures import batches_done, close_run, done_seqs, load, lost_parts, set_meta
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +54,17 @@ def fingerprint(path: str) -> str:
     return f"{size}:{hashlib.sha256(head).hexdigest()[:32]}"
 
 
-def record_batching(conn: Redis, keys: RunKeys, sources: Sequence[str], settings: Settings) -> None:
+def record_batching(
+    store: Store, keys: RunKeys, sources: Sequence[str], settings: Settings
+) -> None:
     """Store in the run's meta what a resume needs beyond :class:`CaptureInfo`: the byte limit
     of a batch and the fingerprints of the files. Must happen before the first batch."""
     fps = json.dumps([fingerprint(str(s)) for s in sources])
-    conn.hset(keys.meta, mapping={"batch_bytes": settings.batch_bytes, "fingerprints": fps})
+    set_meta(
+        store,
+        keys,
+        **{MetaField.BATCH_BYTES: settings.batch_bytes, MetaField.FINGERPRINTS: fps},
+    )
 
 
 def ranges(seqs: Iterable[int]) -> str:
@@ -87,52 +95,67 @@ class Gaps:
     upto: int
     orphans: tuple[int, ...] = ()
     lost: tuple[int, ...] = ()
+    #: batches counted as merged whose part in some shard was lost (a failover): sent again
+    #: whole, their other parts are recognised as merged
+    parts: tuple[int, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.orphans or self.lost)
+        return bool(self.orphans or self.lost or self.parts)
+
+    @property
+    def resend(self) -> tuple[int, ...]:
+        """Batches whose payload must be rebuilt from the files."""
+        return tuple(sorted(set(self.lost) | set(self.parts)))
 
     def describe(self, name: str) -> str:
         parts = []
         if self.lost:
             verb = "was" if len(self.lost) == 1 else "were"
             parts.append(f"{batches(self.lost)} {verb} lost by Redis")
+        if self.parts:
+            parts.append(f"{batches(self.parts)} lost shard parts in a failover")
         if self.orphans:
             verb = "has" if len(self.orphans) == 1 else "have"
             parts.append(f"{batches(self.orphans)} {verb} no job")
-        files = "" if not self.lost else " FILES..."
+        files = "" if not self.resend else " FILES..."
         how = f"`producer submit --resume {name}{files}`"
-        if not self.lost:
+        if not self.resend:
             how += f" or `producer retry {name}`"
         return "; ".join(parts) + f"; send again with {how}"
 
 
-def scan(conn: Redis, keys: RunKeys, upto: int) -> Gaps:
+def scan(store: Store, keys: RunKeys, upto: int) -> Gaps:
     """Classify the batches ``0 .. upto-1`` of a run (see the module docstring).
 
-    Each batch's done marker, payload and job are read in one MULTI, so a merge running
-    meanwhile cannot make a batch look lost.
+    A worker counts a batch as merged before it deletes the payload, so the payloads and jobs
+    are read (on the queue Redis) before the done set (on the store): a merge running meanwhile
+    cannot make a batch look lost.
     """
-    done = {int(m) for m in conn.smembers(keys.done)}
-    todo = [s for s in range(upto) if s not in done]
-    orphans: list[int] = []
-    lost: list[int] = []
+    pk = PayloadKeys(keys.run)
+    todo = [s for s in range(upto) if s not in done_seqs(store, keys)]
+    have: dict[int, tuple[bool, bool]] = {}
     for i in range(0, len(todo), _CHUNK):
         part = todo[i : i + _CHUNK]
-        with conn.pipeline(transaction=True) as p:
+        with store.queue.pipeline(transaction=False) as p:
             for s in part:
-                p.sismember(keys.done, str(s))
-                p.exists(keys.batch(s))
+                p.exists(pk.batch(s))
                 p.exists(FlowherdJob.key_for(batch_job_id(keys.run, s)))
             res = p.execute()
         for j, s in enumerate(part):
-            merged, payload, job = res[3 * j : 3 * j + 3]
-            if merged:
-                continue
-            if not payload:
-                lost.append(s)
-            elif not job:
-                orphans.append(s)
-    return Gaps(upto, tuple(orphans), tuple(lost))
+            have[s] = (bool(res[2 * j]), bool(res[2 * j + 1]))
+    done = done_seqs(store, keys) if todo else set()
+    orphans: list[int] = []
+    lost: list[int] = []
+    for s in todo:
+        if s in done:
+            continue
+        payload, job = have[s]
+        if not payload:
+            lost.append(s)
+        elif not job:
+            orphans.append(s)
+    parts = tuple(sorted(q for q in lost_parts(store, keys) if q < upto))
+    return Gaps(upto, tuple(orphans), tuple(lost), parts)
 
 
 def failed_registry(conn: Redis, queue: str) -> FailedJobRegistry:
@@ -143,18 +166,12 @@ def text(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-def load_run(conn: Redis, name: str) -> tuple[RunKeys, CaptureInfo, dict[str, str]]:
-    keys = run_of(conn, name)
-    raw = conn.get(keys.info)
-    if raw is None:
-        raise CaptureStateError(f"capture {name!r} has no record: submit it again with --replace")
-    info = CaptureInfo.model_validate_json(raw)
-    meta = {text(k): text(v) for k, v in conn.hgetall(keys.meta).items()}
-    return keys, info, meta
+def load_run(store: Store, name: str) -> tuple[RunKeys, CaptureInfo, CaptureMeta]:
+    return load(store, name)
 
 
 def check_sources(
-    name: str, info: CaptureInfo, meta: dict[str, str], sources: Sequence[str]
+    name: str, info: CaptureInfo, meta: CaptureMeta, sources: Sequence[str]
 ) -> None:
     """Refuse files other than the run's (by fingerprint; by file name for older runs)."""
     given = [str(s) for s in sources]
@@ -164,7 +181,7 @@ def check_sources(
             f"--resume {name}: the capture was submitted from {len(info.sources)} file(s) "
             f"({expect}), not {len(given)}: give the same files in the same order"
         )
-    fps = json.loads(meta["fingerprints"]) if "fingerprints" in meta else None
+    fps = json.loads(meta.fingerprints) if meta.fingerprints else None
     for i, (src, orig) in enumerate(zip(given, info.sources, strict=True)):
         same = (
             fingerprint(src) == fps[i]
@@ -178,52 +195,53 @@ def check_sources(
             )
 
 
-def run_settings(settings: Settings, info: CaptureInfo, meta: dict[str, str]) -> Settings:
+def run_settings(settings: Settings, info: CaptureInfo, meta: CaptureMeta) -> Settings:
     """``settings`` with the batching, engine, windows and queue the run was submitted with."""
     return settings.model_copy(
         update={
             "batch_packets": info.batch_packets,
-            "batch_bytes": int(meta.get("batch_bytes", settings.batch_bytes)),
+            "batch_bytes": meta.batch_bytes or settings.batch_bytes,
             "engine": info.engine,
             "window": info.window_ns / 1e9 if info.window_ns else None,
             "keep_windows": info.keep_windows or None,
             "queue": info.queue,
+            "shards": info.shards,
         }
     )
 
 
-def settings_of(conn: Redis, name: str, settings: Settings) -> Settings:
+def settings_of(store: Store, name: str, settings: Settings) -> Settings:
     """``settings`` with capture ``name``'s own batching, engine, windows and queue."""
-    _, info, meta = load_run(conn, name)
+    _, info, meta = load_run(store, name)
     return run_settings(settings, info, meta)
 
 
-def missing(conn: Redis, st: CaptureStatus) -> Gaps:
+def missing(store: Store, keys: RunKeys, st: CaptureStatus) -> Gaps:
     """The batches of a capture that are neither merged nor queued (for ``producer status``).
 
     While the capture is being submitted, its newest batch may have a payload and no job yet
     (the producer writes them one after the other): that one is not counted as an orphan.
     """
-    if st.state is CaptureState.COMPLETE:
+    if st.state is CaptureState.COMPLETE and not st.lost_parts:
         return Gaps(st.batches_done)
     upto = st.total_batches if st.total_batches is not None else st.batches_enqueued
-    gaps = scan(conn, RunKeys(st.run), upto)
+    gaps = scan(store, keys, upto)
     if st.total_batches is None and gaps.orphans and gaps.orphans[-1] == upto - 1:
-        return Gaps(upto, gaps.orphans[:-1], gaps.lost)
+        return Gaps(upto, gaps.orphans[:-1], gaps.lost, gaps.parts)
     return gaps
 
 
-def finish(conn: Redis, queue: Queue, keys: RunKeys, total: int) -> bool:
+def finish(store: Store, queue: Queue, keys: RunKeys, total: int) -> bool:
     """Close the run again; enqueue its report when every batch is merged and no report job
     is pending (it failed, or a Redis restart lost it). True when a report job was queued."""
-    if close_run(conn, keys, total) == 1:
+    if close_run(store, keys, total) == 1:
         enqueue_report(queue, keys.run)
         return True
-    if int(conn.scard(keys.done)) != total or conn.exists(keys.report):
+    if batches_done(store, keys) != total or store.kv.exists(keys.report):
         return False
     job = queue.fetch_job(report_job_id(keys.run))
     if job is not None and job.get_status() in ("queued", "started", "scheduled", "deferred"):
         return False
-    failed_registry(conn, queue.name).remove(report_job_id(keys.run))
+    failed_registry(store.queue, queue.name).remove(report_job_id(keys.run))
     enqueue_report(queue, keys.run)
     return True

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import click
 
+from deploy.clitools import remember
+
 F = TypeVar("F", bound=Callable[..., Any])
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -79,6 +81,24 @@ _OPTIONS: list[Callable[[F], F]] = [
         metavar="DURATION",
         help="Also keep a flow table per tumbling window of DURATION (60, 30s, 5m), aligned on "
         "packet timestamps (see `reporter windows`, `reporter top --window`, `reporter persist`).",
+    ),
+    click.option(
+        "--shards",
+        type=click.IntRange(1, 1024),
+        envvar="FLOWHERD_SHARDS",
+        expose_value=False,
+        callback=remember,
+        help="Partitions of the flow table, each merged by its own atomic step and spread over "
+        "a Redis Cluster's masters [default: 1 on one Redis, 16 on a cluster].",
+    ),
+    click.option(
+        "--wait-replicas",
+        type=click.IntRange(0, 16),
+        envvar="FLOWHERD_WAIT_REPLICAS",
+        expose_value=False,
+        callback=remember,
+        help="Replicas that must acknowledge every merge (Redis WAIT) before a batch counts as "
+        "merged: no merged batch is lost when a master fails [default 0: asynchronous].",
     ),
     click.option(
         "--keep",

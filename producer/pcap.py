@@ -2,7 +2,14 @@
 
 Both timestamp resolutions (magic ``a1b2c3d4``: microseconds, ``a1b23c4d``: nanoseconds) are read in
 either byte order. Timestamps become exact integer nanoseconds; a fraction field that is out of
-range (>= 1e6 or >= 1e9) is kept as it is, as libpcap does.
+range (>= 1e6 or >= 1e9) is kept as it is, as libpcap does. Unsigned 32-bit seconds and fraction
+keep every timestamp within ``0 <= ts_ns < 4.3e18``, inside the batch range
+(:data:`models.batch.TS_LIMIT`), so no classic pcap record is refused for its time.
+
+No record may hold more than :data:`MAX_RECORD` (262144) captured bytes, whatever the file's
+snaplen says: that is libpcap's and tcpdump's largest snaplen (libpcap refuses such records too).
+The buffer grows only by what was actually read, :data:`CHUNK` at a time, so a record header
+that claims more than the file holds costs no memory.
 
 This module parses bytes only; :mod:`producer.capture` opens files, undoes compression and hands
 it a ``read`` callable (see :data:`Read`).
@@ -29,13 +36,11 @@ MAGICS: dict[bytes, tuple[str, bool]] = {
     b"\xa1\xb2\x3c\x4d": (">", True),
 }
 HEADER_LEN = 24
-#: Bytes asked of ``read`` when the buffer runs dry (more when one record is bigger).
+#: Bytes asked of ``read`` each time the buffer runs dry (never more: see the module docstring).
 CHUNK = 1 << 20
-#: No record or block may claim more than this many bytes, whatever its header says.
-MAX_RECORD = 256 * 1024 * 1024
-#: A record may always be this long, even when the file's snaplen is smaller (libpcap's
-#: MAXIMUM_SNAPLEN): files with a wrong snaplen exist.
-MIN_CAP_LIMIT = 262144
+#: No record may hold more captured bytes than this (libpcap's MAXIMUM_SNAPLEN), whatever the
+#: file's snaplen says; a smaller snaplen is not enforced, since files with a wrong one exist.
+MAX_RECORD = 262144
 _LINKTYPE_MASK = 0x0FFFFFFF  # the upper 4 bits of the network field carry FCS information
 _G = 1_000_000_000
 
@@ -70,28 +75,24 @@ def parse_header(path: str, head: bytes) -> PcapHeader:
     return PcapHeader(endian, nano, snaplen, linktype)
 
 
-def cap_limit(snaplen: int) -> int:
-    """Largest captured length accepted for a record under ``snaplen``."""
-    return min(MAX_RECORD, max(snaplen, MIN_CAP_LIMIT))
-
-
 def pcap_records(
     path: str, header: PcapHeader, read: Read, buf: bytes
 ) -> Generator[RawRecord, None, int]:
     """Yield the records of a classic pcap stream whose first bytes are ``buf``.
 
     ``buf`` starts at stream offset 0 (the global header, already parsed into ``header``); the
-    rest of the stream comes from ``read``. Memory stays at about :data:`CHUNK` plus the largest
-    record. Returns the number of records yielded.
+    rest of the stream comes from ``read``. Memory stays below two :data:`CHUNK` s. Returns the
+    number of records yielded.
 
-    Raises :class:`CaptureError` for a record that claims more than :func:`cap_limit` bytes (the
-    file is corrupt or not really pcap), and :class:`TruncatedCaptureError` after the last
-    complete record when the stream ends inside a record.
+    Raises :class:`CaptureError` naming the record (1-based) and its byte offset for a record
+    that claims more than :data:`MAX_RECORD` captured bytes (the file is corrupt or not really
+    pcap), and :class:`TruncatedCaptureError` after the last complete record when the stream
+    ends inside a record.
     """
     unpack = struct.Struct(header.endian + "IIII").unpack_from
     frac_ns = 1 if header.nanosecond else 1000
     linktype = header.linktype
-    limit = cap_limit(header.snaplen)
+    limit = MAX_RECORD
     new = new_record
     rec_type = RawRecord
     base = 0  # stream offset of buf[0]
@@ -108,17 +109,16 @@ def pcap_records(
             yield new(rec_type, (sec * _G + frac * frac_ns, wire, linktype, buf[pos + 16 : end]))
             count += 1
             pos = end
-        need = 16
         if n - pos >= 16:
             cap = unpack(buf, pos)[2]
             if cap > limit:
                 raise CaptureError(
                     path,
-                    f"record at byte offset {base + pos} claims {cap} captured bytes "
-                    f"(more than the limit of {limit}): the file is corrupt",
+                    f"record {count + 1} at byte offset {base + pos} claims {cap} captured "
+                    f"bytes (more than the limit of {limit}): the file is corrupt",
                 )
-            need += cap
-        more = read(max(CHUNK, need - (n - pos)))
+        # What is left of the buffer is shorter than one record, so one chunk completes it.
+        more = read(CHUNK)
         if not more:
             if pos < n:
                 raise TruncatedCaptureError(path, base + pos, count)

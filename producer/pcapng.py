@@ -6,9 +6,20 @@ Enhanced Packet Blocks, Simple Packet Blocks and the obsolete Packet Blocks. Eve
 type is skipped, as the format requires. Each record carries the linktype of its own interface.
 
 Timestamps are exact integer nanoseconds: ``units * 10**9 // units_per_second + tsoffset * 10**9``
-(rounded down when the resolution is finer than a nanosecond or a power of two). A Simple Packet
-Block has no timestamp (tshark shows none); its record gets ``ts_ns == 0``. Its captured length is
-the smallest of its wire length, the snaplen of interface 0 and what the block holds.
+(rounded down when the resolution is finer than a nanosecond or a power of two; ``if_tsoffset``
+is a signed 64-bit number of seconds, so it may move timestamps back). A Simple Packet Block has
+no timestamp (tshark shows none); its record gets ``ts_ns == 0``. Its captured length is the
+smallest of its wire length, the snaplen of interface 0 and what the block holds.
+
+Limits: a timestamp outside ``0 <= ts_ns < 10**19 - 1`` (before 1970, say by a negative
+``if_tsoffset``, or after about 2286; :data:`models.batch.TS_LIMIT`, what the flow store can
+hold) is refused, not clamped or wrapped: the records are not what the file says, so the
+reader raises a one-line :class:`~models.errors.CaptureError` naming the file, the record
+number and the timestamp. A packet may hold at most :data:`~producer.pcap.MAX_RECORD` (262144)
+captured bytes and its block :data:`MAX_PACKET_BLOCK` bytes; any other block
+:data:`MAX_BLOCK` (16 MiB, libpcap's bounds). The buffer grows only by what was actually read,
+:data:`~producer.pcap.CHUNK` at a time, so a block length that claims more than the file holds
+costs no memory.
 """
 
 from __future__ import annotations
@@ -17,13 +28,19 @@ import struct
 from collections.abc import Generator
 from typing import NamedTuple
 
-from models.batch import RawRecord
+from models.batch import TS_LIMIT, RawRecord
 from models.errors import CaptureError, TruncatedCaptureError
 from producer.pcap import CHUNK, MAX_RECORD, Read, new_record
 
 MAGIC = b"\x0a\x0d\x0d\x0a"
+#: Largest packet block: an EPB holding MAX_RECORD bytes and 128 KiB of options (libpcap's
+#: MAX_BLOCKSIZE_FOR_SNAPLEN).
+MAX_PACKET_BLOCK = 32 + MAX_RECORD + 131072
+#: Largest block of any other type (libpcap's INITIAL_MAX_BLOCKSIZE).
+MAX_BLOCK = 16 * 1024 * 1024
 _SHB = 0x0A0D0D0A
 _IDB, _PB, _SPB, _EPB = 1, 2, 3, 6
+_PACKETS = (_EPB, _PB, _SPB)
 _BYTE_ORDER = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}
 _MIN_LEN = {_SHB: 28, _IDB: 20, _PB: 32, _SPB: 16, _EPB: 32}
 _NAMES = {
@@ -76,7 +93,7 @@ def _resolution(tsresol: int) -> tuple[int, int]:
     return 1, 10 ** (tsresol - 9)
 
 
-def _interface(path: str, order: _Order, buf: bytes, pos: int, base: int) -> _Iface:
+def _interface(at: _Where, order: _Order, buf: bytes, pos: int) -> _Iface:
     """Parse the whole IDB at ``buf[pos:]``; a malformed option is a CaptureError."""
     blen = order.u32.unpack_from(buf, pos + 4)[0]
     linktype, _, snaplen = order.idb.unpack_from(buf, pos + 8)
@@ -88,16 +105,11 @@ def _interface(path: str, order: _Order, buf: bytes, pos: int, base: int) -> _If
         if code == 0:
             break
         if o + 4 + olen > end:
-            raise _corrupt(
-                path,
-                _IDB,
-                base + pos,
-                f"has an option (code {code}) that runs past the end of the block",
-            )
+            raise at.corrupt(f"has an option (code {code}) that runs past the end of the block")
         if code == 9 and olen >= 1:
             tsresol = buf[o + 4]
         elif code == 14 and olen == 8:
-            offset = order.s64.unpack_from(buf, o + 4)[0]
+            offset = order.s64.unpack_from(buf, o + 4)[0]  # signed: "q"
         o += 4 + ((olen + 3) & ~3)
     mul, div = _resolution(tsresol)
     return _Iface(linktype, snaplen, mul, div, offset * _G)
@@ -111,11 +123,14 @@ def pcapng_records(path: str, read: Read, buf: bytes) -> Generator[RawRecord, No
     :data:`~producer.pcap.CHUNK` plus the largest block. Returns the number of records yielded.
 
     Raises :class:`CaptureError` for a block length that is not a multiple of 4, is below 12 or
-    the block type's minimum, exceeds 256 MiB or disagrees with the block's trailing copy; for a
-    bad byte-order magic, an unsupported major version, a malformed option, a packet that
-    overruns its block and a packet block naming an interface its section does not define.
-    Raises :class:`TruncatedCaptureError` after the last complete record when the stream ends
-    inside a block.
+    the block type's minimum, exceeds :data:`MAX_PACKET_BLOCK` (packet blocks) or
+    :data:`MAX_BLOCK` (others) or disagrees with the block's trailing copy; for a bad byte-order
+    magic, an unsupported major version, a malformed option, a packet that overruns its block or
+    holds more than :data:`~producer.pcap.MAX_RECORD` bytes, a packet block naming an interface
+    its section does not define, and a timestamp out of range (see the module docstring). An
+    error about a packet block names its record number (1-based, in the file). Raises
+    :class:`TruncatedCaptureError` after the last complete record when the stream ends inside a
+    block.
     """
     new = new_record
     rec_type = RawRecord
@@ -131,68 +146,80 @@ def pcapng_records(path: str, read: Read, buf: bytes) -> Generator[RawRecord, No
         while pos + 12 <= n:
             btype, blen = head(buf, pos)
             end = pos + blen
-            if btype != _EPB or end > n or blen < 32 or blen & 3 or u32(buf, end - 4)[0] != blen:
+            if (
+                btype != _EPB
+                or end > n
+                or blen < 32
+                or blen & 3
+                or blen > MAX_PACKET_BLOCK
+                or u32(buf, end - 4)[0] != blen
+            ):
                 break
             iid, hi, lo, cap, wire = epb(buf, pos + 8)
-            if cap > blen - 32 or iid >= n_ifaces:
+            if cap > blen - 32 or cap > MAX_RECORD or iid >= n_ifaces:
                 break
             lt, _, mul, div, off = ifaces[iid]
             ts = ((hi << 32) | lo) * mul // div + off
+            if not 0 <= ts < TS_LIMIT:
+                break
             yield new(rec_type, (ts, wire, lt, buf[pos + 28 : pos + 28 + cap]))
             count += 1
             pos = end
-        need = 12
         if n - pos >= 12:
             btype, blen = order.head.unpack_from(buf, pos)
             if btype == _SHB:
                 order = _section_order(path, buf, pos, base)
                 blen = order.u32.unpack_from(buf, pos + 4)[0]
-            if blen % 4 or blen < _MIN_LEN.get(btype, 12) or blen > MAX_RECORD:
-                raise _corrupt(path, btype, base + pos, f"has an impossible length {blen}")
-            need = blen
+            at = _Where(path, btype, base + pos, count + 1)
+            if blen % 4 or blen < _MIN_LEN.get(btype, 12):
+                raise at.corrupt(f"has an impossible length {blen}")
+            limit = MAX_PACKET_BLOCK if btype in _PACKETS else MAX_BLOCK
+            if blen > limit:
+                raise at.corrupt(
+                    f"has an impossible length {blen} (more than the limit of {limit})"
+                )
             end = pos + blen
             if end <= n:
                 if order.u32.unpack_from(buf, end - 4)[0] != blen:
-                    raise _corrupt(
-                        path,
-                        btype,
-                        base + pos,
-                        f"has a trailing length that differs from its leading length {blen}",
+                    raise at.corrupt(
+                        f"has a trailing length that differs from its leading length {blen}"
                     )
                 if btype in (_EPB, _PB):
                     if btype == _EPB:
                         iid, hi, lo, cap, wire = order.epb.unpack_from(buf, pos + 8)
                     else:
                         iid, _, hi, lo, cap, wire = order.pb.unpack_from(buf, pos + 8)
-                    if cap > blen - 32 or iid >= len(ifaces):
-                        raise _bad_packet(path, base + pos, cap, blen, iid, len(ifaces))
+                    if cap > blen - 32 or cap > MAX_RECORD or iid >= len(ifaces):
+                        raise at.bad_packet(cap, blen - 32, iid, len(ifaces))
                     lt, _, mul, div, off = ifaces[iid]
                     ts = ((hi << 32) | lo) * mul // div + off
+                    if not 0 <= ts < TS_LIMIT:
+                        raise at.bad_time(ts)
                     yield new(rec_type, (ts, wire, lt, buf[pos + 28 : pos + 28 + cap]))
                     count += 1
                 elif btype == _SPB:
                     if not ifaces:
-                        raise _corrupt(path, btype, base + pos, "comes before any interface")
+                        raise at.corrupt("comes before any interface")
                     wire = order.u32.unpack_from(buf, pos + 8)[0]
                     lt, snaplen = ifaces[0][:2]
                     cap = min(wire, blen - 16, snaplen or wire)
+                    if cap > MAX_RECORD:
+                        raise at.bad_packet(cap, blen - 16, 0, len(ifaces))
                     yield new(rec_type, (0, wire, lt, buf[pos + 12 : pos + 12 + cap]))
                     count += 1
                 elif btype == _IDB:
-                    ifaces.append(_interface(path, order, buf, pos, base))
+                    ifaces.append(_interface(at, order, buf, pos))
                 elif btype == _SHB:
                     major = order.opt.unpack_from(buf, pos + 12)[0]
                     if major != 1:
-                        raise _corrupt(
-                            path,
-                            btype,
-                            base + pos,
-                            f"has version {major}.x; only pcapng version 1 is supported",
+                        raise at.corrupt(
+                            f"has version {major}.x; only pcapng version 1 is supported"
                         )
                     ifaces = []
                 pos = end
                 continue
-        more = read(max(CHUNK, need - (n - pos)))
+        # Never ask for what a block claims: only for a chunk more of what is there.
+        more = read(CHUNK)
         if not more:
             if pos < n:
                 raise TruncatedCaptureError(path, base + pos, count)
@@ -207,22 +234,44 @@ def _section_order(path: str, buf: bytes, pos: int, base: int) -> _Order:
     endian = byte_order(buf[pos : pos + 12])
     if endian is None:
         magic = buf[pos + 8 : pos + 12].hex(" ")
-        raise _corrupt(path, _SHB, base + pos, f"has a bad byte-order magic {magic}")
+        raise _Where(path, _SHB, base + pos, 0).corrupt(f"has a bad byte-order magic {magic}")
     return _ORDERS[endian]
 
 
-def _corrupt(path: str, btype: int, offset: int, problem: str) -> CaptureError:
-    name = _NAMES.get(btype, f"type {btype:#x}")
-    return CaptureError(path, f"{name} block at byte offset {offset} {problem}: file is corrupt")
+class _Where(NamedTuple):
+    """A block of a file, to name it in an error: a packet block also by its record number."""
 
+    path: str
+    btype: int
+    offset: int
+    record: int  # the record a packet block would be (1-based)
 
-def _bad_packet(
-    path: str, offset: int, cap: int, blen: int, iid: int, defined: int
-) -> CaptureError:
-    if cap > blen - 32:
-        return _corrupt(path, _EPB, offset, f"claims {cap} captured bytes in {blen - 32}")
-    return CaptureError(
-        path,
-        f"packet block at byte offset {offset} refers to interface {iid}, but its section "
-        f"defines only {defined} interface(s)",
-    )
+    def __str__(self) -> str:
+        name = _NAMES.get(self.btype, f"type {self.btype:#x}")
+        block = f"{name} block at byte offset {self.offset}"
+        return f"record {self.record} ({block})" if self.btype in _PACKETS else block
+
+    def corrupt(self, problem: str) -> CaptureError:
+        return CaptureError(self.path, f"{self} {problem}: file is corrupt")
+
+    def bad_packet(self, cap: int, room: int, iid: int, defined: int) -> CaptureError:
+        if cap > room:
+            return self.corrupt(f"claims {cap} captured bytes in {room}")
+        if cap > MAX_RECORD:
+            return self.corrupt(
+                f"claims {cap} captured bytes (more than the limit of {MAX_RECORD})"
+            )
+        return CaptureError(
+            self.path,
+            f"{self} refers to interface {iid}, but its section defines only {defined} "
+            "interface(s)",
+        )
+
+    def bad_time(self, ts: int) -> CaptureError:
+        if ts < 0:
+            why = "before 1970-01-01 (a negative if_tsoffset?)"
+        else:
+            why = "which is 10**19 - 1 ns or later (after the year 2286)"
+        return CaptureError(
+            self.path, f"{self} has timestamp {ts} ns, {why}: flowherd cannot store it"
+        )

@@ -15,7 +15,6 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from redis import Redis
 from rq import Queue
 
 from deploy.queueing import make_queue
@@ -23,6 +22,7 @@ from models.batch import BatchBuilder
 from models.errors import CaptureError, CaptureStateError, TruncatedCaptureError
 from models.keys import RunKeys, batch_job_id
 from models.settings import Settings
+from models.state import CaptureMeta, MetaField, StoredState
 from producer.capture import open_capture
 from producer.gaps import (
     Gaps,
@@ -33,9 +33,10 @@ from producer.gaps import (
     ranges,
     run_settings,
     scan,
-    text,
 )
 from producer.run import Progress, ProgressFn, RunWriter
+from store.backend import Store
+from store.captures import RunLock, reopen, set_meta, warnings
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +47,20 @@ class _ResumeWriter(RunWriter):
 
     def __init__(
         self,
-        conn: Redis,
+        store: Store,
         queue: Queue,
         keys: RunKeys,
         settings: Settings,
         on_progress: ProgressFn | None,
         gaps: Gaps,
         start: int,
+        lock: RunLock | None = None,
     ) -> None:
-        super().__init__(conn, queue, keys, settings, on_progress)
+        super().__init__(store, queue, keys, settings, on_progress, lock)
         self.start = start
-        self.lost, self.orphans = set(gaps.lost), set(gaps.orphans)
+        self.lost, self.orphans = set(gaps.resend), set(gaps.orphans)
         self.resent: list[int] = []
-        self._failed = failed_registry(conn, queue.name)
+        self._failed = failed_registry(store.queue, queue.name)
 
     def _send(self, seq: int, b: BatchBuilder) -> None:
         if seq >= self.start:
@@ -104,7 +106,7 @@ def feed(
 
 
 def resend(
-    conn: Redis,
+    store: Store,
     queue: Queue,
     keys: RunKeys,
     sources: Sequence[str],
@@ -118,16 +120,17 @@ def resend(
     Reads the files again only when something is missing. Raises :class:`CaptureStateError`
     when the files no longer cut into ``upto`` batches (they changed while being read).
     """
-    gaps = scan(conn, keys, upto)
+    gaps = scan(store, keys, upto)
     if not gaps:
         return []
+    reopen(store, keys, gaps.parts)
     log.warning(
         "event=batches_missing run=%s lost=%s orphans=%s action=resend",
         keys.run,
         ranges(gaps.lost) or "-",
         ranges(gaps.orphans) or "-",
     )
-    w = _ResumeWriter(conn, queue, keys, settings, on_progress, gaps, upto)
+    w = _ResumeWriter(store, queue, keys, settings, on_progress, gaps, upto)
     feed(w, sources, on_progress, warned)
     if w.seq != upto:
         raise CaptureStateError(
@@ -148,7 +151,7 @@ class Resumed:
 
 
 def resume(
-    conn: Redis,
+    store: Store,
     sources: Sequence[str],
     name: str,
     settings: Settings,
@@ -162,29 +165,43 @@ def resume(
     than the capture's; :class:`CaptureError` for unreadable files (the run is then marked
     aborted, as by ``submit``).
     """
-    keys, info, meta = load_run(conn, name)
-    if meta.get("state") == "complete":
-        raise CaptureStateError(
-            f"capture {name!r} is complete: nothing to resume (use --replace to submit it again)"
-        )
+    keys, info, meta = load_run(store, name)
     for src in sources:
         with open_capture(src):
             pass
     check_sources(name, info, meta, sources)
-    rs = run_settings(settings, info, meta)
-    total = int(meta["total_batches"]) if "total_batches" in meta else None
-    start = total if total is not None else int(meta.get("enqueued", 0))
-    gaps = scan(conn, keys, start)
-    queue = make_queue(conn, info.queue)
+    with RunLock(store, keys, name) as lock:
+        return _resume(store, keys, info.queue, meta, sources, name, settings, on_progress, lock)
+
+
+def _resume(
+    store: Store,
+    keys: RunKeys,
+    queue_name: str,
+    meta: CaptureMeta,
+    sources: Sequence[str],
+    name: str,
+    settings: Settings,
+    on_progress: ProgressFn | None,
+    lock: RunLock,
+) -> Resumed:
+    rs = run_settings(settings, load_run(store, name)[1], meta)
+    total = meta.total_batches
+    start = meta.upto
+    gaps = scan(store, keys, start)
+    if meta.state is StoredState.COMPLETE and not gaps:
+        raise CaptureStateError(
+            f"capture {name!r} is complete: nothing to resume (use --replace to submit it again)"
+        )
+    queue = make_queue(store.queue, queue_name)
     if total is not None and not gaps:
-        finish(conn, queue, keys, total)
+        finish(store, queue, keys, total)
         return Resumed(keys, Progress(), (), 0, total)
-    with conn.pipeline() as p:
-        p.hset(keys.meta, "state", "processing" if total is not None else "submitting")
-        p.hdel(keys.meta, "error")
-        p.execute()
-    warned = {text(w) for w in conn.lrange(keys.warnings, 0, -1)}
-    w = _ResumeWriter(conn, queue, keys, rs, on_progress, gaps, start)
+    reopen(store, keys, gaps.parts)
+    state = StoredState.PROCESSING if total is not None else StoredState.SUBMITTING
+    set_meta(store, keys, **{MetaField.STATE: state, MetaField.ERROR: None})
+    warned = set(warnings(store, keys))
+    w = _ResumeWriter(store, queue, keys, rs, on_progress, gaps, start, lock)
     try:
         feed(w, sources, on_progress, warned)
         if w.seq < start or (total is not None and w.seq != total):

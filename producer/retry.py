@@ -7,15 +7,16 @@ import logging
 from dataclasses import dataclass
 from typing import cast
 
-from redis import Redis
-
 from deploy.queueing import enqueue_batch, make_queue
 from models.batch import decode_batch
-from models.capture import BatchRef
 from models.errors import CaptureStateError
-from models.keys import batch_job_id, report_job_id
+from models.keys import PayloadKeys, batch_job_id, report_job_id, seq_of_job
 from models.settings import Settings
+from models.state import StoredState
 from producer.gaps import failed_registry, finish, load_run, ranges, run_settings, scan
+from producer.run import batch_ref
+from store.backend import Store
+from store.captures import RunLock, failed_job_ids, is_done, store_id
 
 log = logging.getLogger(__name__)
 
@@ -30,60 +31,55 @@ class Retried:
     report: bool
 
 
-def retry(conn: Redis, name: str, settings: Settings) -> Retried:
+def retry(store: Store, name: str, settings: Settings) -> Retried:
     """Put the failed jobs of capture ``name`` back on its queue (their payloads are still in
     Redis, since only a merge deletes one), give orphan payloads a job, and queue the report
     if every batch is merged but no report is coming. Lost batches are only reported: they
     need ``producer submit --resume`` with the files. Raises :class:`CaptureStateError` for an
     unknown or complete capture.
     """
-    keys, info, meta = load_run(conn, name)
-    if meta.get("state") == "complete":
+    keys, info, meta = load_run(store, name)
+    if meta.state is StoredState.COMPLETE:
         raise CaptureStateError(f"capture {name!r} is complete: nothing to retry")
-    queue = make_queue(conn, info.queue)
-    reg = failed_registry(conn, info.queue)
-    prefix = f"fh-{keys.run}-"
-    requeued: list[int] = []
-    report = False
-    for jid in reg.get_job_ids():
-        if not jid.startswith(prefix):
-            continue
-        if jid == report_job_id(keys.run):
-            reg.requeue(jid)
-            report = True
-            continue
-        seq = int(jid[len(prefix) :])
-        if conn.exists(keys.batch(seq)):
-            reg.requeue(jid)
-            requeued.append(seq)
-        elif conn.sismember(keys.done, str(seq)):
-            reg.remove(jid)  # merged after all: the failure is stale
-    total = int(meta["total_batches"]) if "total_batches" in meta else None
-    gaps = scan(conn, keys, total if total is not None else int(meta.get("enqueued", 0)))
-    rs = run_settings(settings, info, meta)
-    for seq in gaps.orphans:
-        payload = conn.get(keys.batch(seq))
-        if payload is None:
-            continue
-        packets = len(list(decode_batch(cast(bytes, payload))))
-        ref = BatchRef(
-            run=keys.run,
-            seq=seq,
-            packets=packets,
-            engine=rs.engine,
-            window_ns=rs.window_ns,
-            keep_windows=rs.keep_windows or 0,
-        )
-        reg.remove(batch_job_id(keys.run, seq))
-        enqueue_batch(queue, ref, rs.job_timeout, rs.retries)
-    if total is not None and not report and not gaps.lost:
-        report = finish(conn, queue, keys, total)
+    with RunLock(store, keys, name):
+        conn = store.queue
+        pk = PayloadKeys(keys.run)
+        queue = make_queue(conn, info.queue)
+        reg = failed_registry(conn, info.queue)
+        requeued: list[int] = []
+        report = False
+        for jid in failed_job_ids(conn, info.queue, keys.run, limit=10**9):
+            if jid == report_job_id(keys.run):
+                reg.requeue(jid)
+                report = True
+                continue
+            seq = seq_of_job(keys.run, jid)
+            if seq is None:
+                continue
+            if conn.exists(pk.batch(seq)):
+                reg.requeue(jid)
+                requeued.append(seq)
+            elif is_done(store, keys, seq):
+                reg.remove(jid)  # merged after all: the failure is stale
+        total = meta.total_batches
+        gaps = scan(store, keys, meta.upto)
+        rs = run_settings(settings, info, meta)
+        sid = store_id(store)
+        for seq in gaps.orphans:
+            payload = conn.get(pk.batch(seq))
+            if payload is None:
+                continue
+            packets = len(list(decode_batch(cast(bytes, payload))))
+            reg.remove(batch_job_id(keys.run, seq))
+            enqueue_batch(queue, batch_ref(keys, seq, packets, rs, sid), rs.job_timeout, rs.retries)
+        if total is not None and not report and not gaps.resend:
+            report = finish(store, queue, keys, total)
     log.info(
         "event=retried run=%s requeued=%s orphans=%s lost=%s report=%s",
         keys.run,
         ranges(requeued) or "-",
         ranges(gaps.orphans) or "-",
-        ranges(gaps.lost) or "-",
+        ranges(gaps.resend) or "-",
         report,
     )
-    return Retried(tuple(sorted(requeued)), gaps.orphans, gaps.lost, report)
+    return Retried(tuple(sorted(requeued)), gaps.orphans, gaps.resend, report)

@@ -9,11 +9,9 @@ merge (or this close) triggers the report.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import TypeVar
 
 from redis import Redis
@@ -22,14 +20,23 @@ from rq import Queue
 
 from deploy.queueing import enqueue_batch, enqueue_report
 from models.batch import BatchBuilder, RawRecord
-from models.capture import BatchRef, CaptureInfo
-from models.errors import BackendError, CaptureStateError
-from models.keys import CAPTURES, NAME_RE, RunKeys
+from models.capture import BatchRef
+from models.errors import BackendError
+from models.keys import PayloadKeys, RunKeys
 from models.settings import Settings
-from reporter.store import failed_batches
+from models.state import MetaField, StoredState
+from store.backend import Store
+from store.captures import (
+    RunLock,
+    add_warning,
+    batches_done,
+    close_run,
+    failed_job_ids,
+    set_meta,
+    store_id,
+)
 
 log = logging.getLogger(__name__)
-_CLOSE = resources.files(__package__).joinpath("close.lua").read_text()
 
 
 @dataclass
@@ -63,75 +70,38 @@ MEMORY_RESERVE_BATCHES = 4
 MEMORY_STALL_S = 30.0
 
 
-def delete_run(conn: Redis, keys: RunKeys) -> None:
-    """Remove every key of a run. Queued jobs of the run then find it gone and do nothing."""
-    conn.delete(*keys.all_fixed())
-    for pattern in keys.patterns():
-        found = list(conn.scan_iter(pattern, count=1000))
-        for i in range(0, len(found), 1000):
-            conn.delete(*found[i : i + 1000])
-
-
-def register(
-    conn: Redis, name: str, sources: Sequence[str], settings: Settings, replace: bool
-) -> RunKeys:
-    """Create a new run for ``name``; refuse an existing name unless ``replace``."""
-    if not NAME_RE.match(name):
-        raise CaptureStateError(
-            f"invalid capture name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)"
-        )
-    keys = RunKeys(secrets.token_hex(8))
-    info = CaptureInfo(
-        name=name,
+def batch_ref(keys: RunKeys, seq: int, packets: int, s: Settings, store: str) -> BatchRef:
+    """The job argument of batch ``seq`` of a run written with settings ``s``."""
+    return BatchRef(
         run=keys.run,
-        sources=[str(s) for s in sources],
-        created_ns=time.time_ns(),
-        batch_packets=settings.packets_per_batch,
-        queue=settings.queue,
-        engine=settings.engine,
-        window_ns=settings.window_ns,
-        keep_windows=settings.keep_windows or 0,
+        seq=seq,
+        packets=packets,
+        engine=s.engine,
+        window_ns=s.window_ns,
+        keep_windows=s.keep_windows or 0,
+        shards=keys.shards,
+        store=store,
+        wait_replicas=s.wait_replicas,
     )
-    with conn.pipeline() as p:
-        p.set(keys.info, info.model_dump_json())
-        p.hset(keys.meta, mapping={"state": "submitting", "enqueued": 0})
-        p.execute()
-    if conn.hsetnx(CAPTURES, name, keys.run):
-        return keys
-    if not replace:
-        conn.delete(keys.info, keys.meta)
-        raise CaptureStateError(
-            f"a capture named {name!r} already exists: pass --replace to overwrite it, "
-            "or --name to choose another name"
-        )
-    old = conn.hget(CAPTURES, name)
-    conn.hset(CAPTURES, name, keys.run)
-    if old is not None:
-        delete_run(conn, RunKeys(old.decode() if isinstance(old, bytes) else old))
-    return keys
-
-
-def close_run(conn: Redis, keys: RunKeys, total_batches: int) -> int:
-    """Record that all ``total_batches`` are enqueued. Returns 1 when the caller must enqueue the
-    report (every batch was already merged), 0 otherwise, -1 if the run no longer exists."""
-    script = conn.register_script(_CLOSE)
-    return int(script(keys=[keys.done, keys.meta, keys.finalized], args=[total_batches]))
 
 
 class _Backpressure:
     """Blocks until fewer than ``limit`` batches of the run are enqueued but not merged."""
 
-    def __init__(self, conn: Redis, keys: RunKeys, queue: str, limit: int) -> None:
-        self.conn, self.keys, self.queue, self.limit = conn, keys, queue, limit
+    def __init__(self, store: Store, keys: RunKeys, queue: str, limit: int) -> None:
+        self.store, self.keys, self.queue, self.limit = store, keys, queue, limit
         self.failed = 0
         self._failed_checked = 0.0
 
     def in_flight(self, enqueued: int) -> int:
+        done = batches_done(self.store, self.keys)
         now = time.monotonic()
-        if now - self._failed_checked > 2.0:
-            self.failed = len(failed_batches(self.conn, self.queue, self.keys.run, limit=10**6))
+        # failures are looked up only while the window looks full, and at most every 2 s
+        if enqueued - done - self.failed >= self.limit and now - self._failed_checked > 2.0:
+            ids = failed_job_ids(self.store.queue, self.queue, self.keys.run, limit=self.limit)
+            self.failed = len(ids)
             self._failed_checked = now
-        return enqueued - int(self.conn.scard(self.keys.done)) - self.failed
+        return enqueued - done - self.failed
 
     def wait(self, enqueued: int, prog: Progress, on_progress: ProgressFn | None) -> None:
         delay = 0.005
@@ -266,20 +236,25 @@ class RunWriter:
 
     def __init__(
         self,
-        conn: Redis,
+        store: Store,
         queue: Queue,
         keys: RunKeys,
         settings: Settings,
         on_progress: ProgressFn | None = None,
+        lock: RunLock | None = None,
     ) -> None:
-        self.conn, self.queue, self.keys, self.settings = conn, queue, keys, settings
+        self.store, self.queue, self.keys, self.settings = store, queue, keys, settings
         self.on_progress = on_progress
         self.progress = Progress()
         self.seq = 0
+        self.lock = lock
         self._builder = BatchBuilder()
         self._per_batch = settings.packets_per_batch
-        self._bp = _Backpressure(conn, keys, settings.queue, settings.max_in_flight)
-        self._mem = _Memory(conn, lambda: self._bp.in_flight(self.seq))
+        self._payloads = PayloadKeys(keys.run)
+        self._store_id = store_id(store)
+        self._bp = _Backpressure(store, keys, settings.queue, settings.max_in_flight)
+        # payloads fill the queue Redis: that is the memory to watch
+        self._mem = _Memory(store.queue, lambda: self._bp.in_flight(self.seq))
 
     def add(self, rec: RawRecord) -> None:
         b = self._builder
@@ -311,29 +286,24 @@ class RunWriter:
     def _put(self, seq: int, b: BatchBuilder, enqueued: int, store: bool = True) -> None:
         """Store the payload of batch ``seq`` (unless not ``store``) and enqueue its job.
 
-        The payload and ``meta.enqueued = enqueued`` are written in one transaction, so Redis
-        never holds a payload beyond the ``enqueued`` mark; the mark is absolute, so a repeated
-        transaction (retried after a lost connection) changes nothing.
+        The payload is written before ``meta.enqueued = enqueued``, so the store never counts a
+        batch whose payload was not stored; the mark is absolute, so a repeated write (retried
+        after a lost connection) changes nothing.
         """
         prog, s, cb = self.progress, self.settings, self.on_progress
+        if self.lock is not None:
+            self.lock.renew()
         self._bp.wait(seq, prog, cb)
-        ref = BatchRef(
-            run=self.keys.run,
-            seq=seq,
-            packets=b.count,
-            engine=s.engine,
-            window_ns=s.window_ns,
-            keep_windows=s.keep_windows or 0,
-        )
+        ref = batch_ref(self.keys, seq, b.count, s, self._store_id)
         if store:
             payload = b.payload(s.compress)
             self._mem.room(len(payload), prog, cb)
 
             def put() -> None:
-                with self.conn.pipeline() as p:
-                    p.set(self.keys.batch(seq), payload)
-                    p.hset(self.keys.meta, "enqueued", enqueued)
-                    p.execute()
+                # payload first, then the mark: Redis never counts a batch it lacks the payload
+                # of (with one Redis both are one transaction)
+                self.store.queue.set(self._payloads.batch(seq), payload)
+                set_meta(self.store, self.keys, **{MetaField.ENQUEUED: enqueued})
 
             self._mem.call(put, prog, cb)
         self._mem.call(lambda: enqueue_batch(self.queue, ref, s.job_timeout, s.retries), prog, cb)
@@ -341,16 +311,16 @@ class RunWriter:
     def warn(self, message: str) -> None:
         """Attach a warning to the run (shown by status and every report)."""
         self.progress.warnings.append(message)
-        self.conn.rpush(self.keys.warnings, message)
+        add_warning(self.store, self.keys, message)
 
     def close(self) -> None:
         """Flush, record the total number of batches, and trigger the report if all are merged."""
         self.flush()
-        if close_run(self.conn, self.keys, self.seq) == 1:
+        if close_run(self.store, self.keys, self.seq) == 1:
             enqueue_report(self.queue, self.keys.run)
         if self.on_progress:
             self.on_progress(self.progress)
 
     def abort(self, message: str) -> None:
         """Mark the run aborted: it will never report itself complete."""
-        self.conn.hset(self.keys.meta, mapping={"state": "aborted", "error": message})
+        set_meta(self.store, self.keys, state=StoredState.ABORTED, error=message)

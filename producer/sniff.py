@@ -31,13 +31,12 @@ from dataclasses import dataclass
 from types import FrameType
 
 import click
-from redis import Redis
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rq import Queue
 
-from deploy.clitools import handle_errors, open_redis, redis_options, settings_from, setup_logging
+from deploy.clitools import handle_errors, open_backend, redis_options, settings_from, setup_logging
 from deploy.queueing import make_queue
 from models.keys import RunKeys
 from models.settings import Settings
@@ -45,8 +44,10 @@ from producer.follow import LocalWorkers, follow_with_progress
 from producer.live import Counters, Limits, LiveSocket, Reader
 from producer.options import duration_option, run_options
 from producer.run import Progress as WriterProgress
-from producer.run import RunWriter, register
+from producer.run import RunWriter
 from reporter.show import err_console, show_outcome
+from store.backend import Store
+from store.captures import RunLock, register, set_meta
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ ProgressFn = Callable[[WriterProgress, Counters], None]
 
 
 def sniff(
-    conn: Redis,
+    conn: Store,
     rq_queue: Queue,
     live: LiveSocket,
     name: str,
@@ -81,9 +82,29 @@ def sniff(
     """
     stop = stop or threading.Event()
     keys = register(conn, name, [f"live:{live.iface}"], settings, replace)
+    with RunLock(conn, keys, name) as lock:
+        return _sniff(conn, rq_queue, keys, live, settings, limits, stop, on_progress, lock)
+
+
+def _sniff(
+    conn: Store,
+    rq_queue: Queue,
+    keys: RunKeys,
+    live: LiveSocket,
+    settings: Settings,
+    limits: Limits,
+    stop: threading.Event,
+    on_progress: ProgressFn | None,
+    lock: RunLock,
+) -> Outcome:
     rd = Reader(live, limits, stop)
     w = RunWriter(
-        conn, rq_queue, keys, settings, (lambda p: on_progress(p, rd.c)) if on_progress else None
+        conn,
+        rq_queue,
+        keys,
+        settings,
+        (lambda p: on_progress(p, rd.c)) if on_progress else None,
+        lock,
     )
     thread = threading.Thread(target=rd.run, name="flowherd-sniff", daemon=True)
     thread.start()
@@ -103,7 +124,7 @@ def sniff(
     meta: dict[str, int] = {"producer_drops": c.producer_drops}
     if c.kernel_packets is not None:
         meta |= {"kernel_packets": c.kernel_packets, "kernel_drops": c.kernel_drops or 0}
-    conn.hset(keys.meta, mapping=meta)  # type: ignore[arg-type]
+    set_meta(conn, keys, **meta)
     w.close()
     log.info("event=sniff_closed run=%s %s", keys.run, c.summary())
     return Outcome(keys, w.progress, c)
@@ -241,10 +262,10 @@ def sniff_command(
     limits = Limits(count=count, duration=duration, flush_interval=flush_interval)
     err = err_console()
     with LiveSocket(iface, bpf, promisc, snaplen, kernel_buffer << 20) as live:
-        conn, url, embedded = open_redis(settings)
+        conn, url, embedded = open_backend(settings)
         cap_name = name or default_name(iface)
         wait = embedded if wait is None else wait
-        workers = LocalWorkers(url, settings.queue, num_workers) if embedded else None
+        workers = LocalWorkers(url, settings.queue, num_workers, settings.store_url) if embedded else None
         try:
             err.print(
                 escape(f"listening on {iface}, link type {live.linktype}, capture {cap_name!r}"),
@@ -272,7 +293,7 @@ def sniff_command(
 
 
 def _sniff_with_progress(
-    conn: Redis,
+    conn: Store,
     live: LiveSocket,
     name: str,
     settings: Settings,
@@ -311,6 +332,6 @@ def _sniff_with_progress(
                 workers.check()
 
         with _stop_on_signals(stop):
-            q = make_queue(conn, settings.queue)
+            q = make_queue(conn.queue, settings.queue)
             out = sniff(conn, q, live, name, settings, limits, stop, replace, update)
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from redis import Redis
 from rq import Queue
 
 from models.errors import CaptureError
@@ -18,7 +17,9 @@ from models.settings import Settings
 from producer.capture import open_capture
 from producer.gaps import record_batching
 from producer.resume import feed, resend
-from producer.run import Progress, ProgressFn, RunWriter, register
+from producer.run import Progress, ProgressFn, RunWriter
+from store.backend import Store
+from store.captures import RunLock, register
 
 
 def default_name(sources: Sequence[str]) -> str:
@@ -32,7 +33,7 @@ def default_name(sources: Sequence[str]) -> str:
 
 
 def submit(
-    conn: Redis,
+    store: Store,
     queue: Queue,
     sources: Sequence[str],
     name: str,
@@ -54,15 +55,16 @@ def submit(
     for src in sources:
         with open_capture(src):
             pass
-    keys = register(conn, name, sources, settings, replace)
-    record_batching(conn, keys, sources, settings)
-    w = RunWriter(conn, queue, keys, settings, on_progress)
-    try:
-        feed(w, sources, on_progress, ())
-        resend(conn, queue, keys, sources, settings, w.seq, on_progress, w.progress.warnings)
-        w.close()
-    except (CaptureError, KeyboardInterrupt) as exc:
-        msg = str(exc) if isinstance(exc, CaptureError) else "interrupted"
-        w.abort(f"submit aborted: {msg}")
-        raise
+    keys = register(store, name, sources, settings, replace)
+    with RunLock(store, keys, name) as lock:
+        record_batching(store, keys, sources, settings)
+        w = RunWriter(store, queue, keys, settings, on_progress, lock)
+        try:
+            feed(w, sources, on_progress, ())
+            resend(store, queue, keys, sources, settings, w.seq, on_progress, w.progress.warnings)
+            w.close()
+        except (CaptureError, KeyboardInterrupt) as exc:
+            msg = str(exc) if isinstance(exc, CaptureError) else "interrupted"
+            w.abort(f"submit aborted: {msg}")
+            raise
     return keys, w.progress

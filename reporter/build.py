@@ -1,16 +1,25 @@
-"""Build a capture's :class:`~models.report.Report` from its conversations (pure)."""
+"""Build a capture's :class:`~models.report.Report` from its conversations (pure).
+
+* :func:`stream_report`: in bounded memory, from stored ``(key, value)`` pairs read once (plus
+  a rescan in the rare case an exact cut needs it); what the report job and ``summary`` use;
+* :func:`make_report`: the same document from a table held in memory, the reference that
+  :func:`stream_report` is tested against.
+"""
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from models.capture import CaptureStatus
 from models.flows import FlowKey, FlowStats
 from models.report import ElephantRule, Report, Summary
-from reporter.distribution import share_of_top, share_top_fraction
-from reporter.elephants import DEFAULT_RULES, classify_all
+from reporter.distribution import share_of_top, share_top_fraction, top_fraction_count
+from reporter.elephants import DEFAULT_RULES, classify_all, classify_dist
+from reporter.packed import Pair
 from reporter.rank import top
+from reporter.sizes import Prefix
+from reporter.stream import TableScan, scan_table, uni_sizes
 from reporter.views import conv_row, uni_rows
 
 
@@ -22,7 +31,8 @@ def make_report(
     rules: Sequence[ElephantRule] = DEFAULT_RULES,
 ) -> Report:
     """Summarise every conversation of a run. Elephants are classified on unidirectional flows
-    (the 5-tuple view), as in the flow measurement literature."""
+    (the 5-tuple view), as in the flow measurement literature. Holds the whole table: use
+    :func:`stream_report` for anything that grows."""
     table = list(flows)
     sizes = [
         b for _, st in table for b, p in ((st.bytes_ab, st.pkts_ab), (st.bytes_ba, st.pkts_ba)) if p
@@ -57,5 +67,60 @@ def make_report(
         top_uni=top(unis, "bytes", n),
         top_bi=top(convs, "bytes", n),
         elephants=classify_all(sizes, rules),
+        warnings=status.warnings,
+    )
+
+
+def stream_report(
+    status: CaptureStatus,
+    rescan: Callable[[], Iterable[Pair]],
+    generated_ns: int,
+    n: int = 20,
+    rules: Sequence[ElephantRule] = DEFAULT_RULES,
+    scan: TableScan | None = None,
+) -> Report:
+    """:func:`make_report`'s document, field for field, in memory that does not grow with the
+    table.
+
+    ``rescan`` returns a fresh iterable of the run's stored ``(packed key, packed value)``
+    pairs (every shard's). The first pass is :func:`reporter.stream.scan_table` over it, unless
+    ``scan`` is given (e.g. the merged scans of the shards, with ``scan.n >= n``). Every number
+    is exact: the byte shares and elephant rules are cuts of the sorted sizes, answered from
+    the scan's size buckets and, when a cut falls inside a bucket of different sizes, from
+    further reads (:func:`reporter.sizes.resolve`: usually none or one, at most four).
+
+    Raises :class:`ValueError` when the table changes between reads (a capture still being
+    merged) or holds a record that is not a flow record.
+    """
+    if scan is None:
+        scan = scan_table(rescan(), n)
+    dist = scan.uni
+    shares = [Prefix(top_fraction_count(dist.n, 0.01)), Prefix(min(10, dist.n))]
+    elephants, (top1pct, top10) = classify_dist(
+        dist, rules, lambda: uni_sizes(rescan()), extra=shares
+    )
+    summary = Summary(
+        packets=status.packets,
+        bytes=status.bytes,
+        counted_packets=status.counted_packets,
+        counted_bytes=status.counted_bytes,
+        flows_uni=dist.n,
+        flows_bi=scan.flows_bi,
+        not_counted=status.not_counted,
+        first_ns=status.first_ns,
+        last_ns=status.last_ns,
+        share_top1pct_uni=top1pct.total / dist.total if dist.total else 0.0,
+        share_top10_uni=top10.total / dist.total if dist.total else 0.0,
+    )
+    complete = status.batches_failed == 0 and status.total_batches == status.batches_done
+    return Report(
+        name=status.name,
+        run=status.run,
+        generated_ns=generated_ns,
+        complete=complete,
+        summary=summary,
+        top_uni=scan.top_uni.rows()[:n],
+        top_bi=scan.top_bi.rows()[:n],
+        elephants=elephants,
         warnings=status.warnings,
     )

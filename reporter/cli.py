@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from deploy.clitools import handle_errors, open_redis, redis_options, settings_from
+from deploy.clitools import handle_errors, open_backend, redis_options, settings_from
 from models.errors import CaptureStateError
 from models.flows import ts_text
 from models.report import ConvRow, FlowRow
@@ -33,13 +33,8 @@ from reporter.render import (
     summary_table,
 )
 from reporter.show import out_console, show_status
-from reporter.store import (
-    iter_flows,
-    load_report,
-    names,
-    run_of,
-    status,
-)
+from store.captures import load_report, names, run_of, status
+from store.tables import iter_flows, table
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 FORMATS = click.Choice(["table", "json", "csv"])
@@ -66,8 +61,8 @@ def main() -> None:
 
 
 def _conn(redis_url: str | None, queue: str) -> Any:
-    conn, _, _ = open_redis(settings_from(redis_url, queue))
-    return conn
+    store, _, _ = open_backend(settings_from(redis_url, queue))
+    return store
 
 
 def _emit(rows: list[FlowRow] | list[ConvRow], fmt: str, title: str, direction: str) -> None:
@@ -156,11 +151,11 @@ def top_cmd(
     keys = run_of(conn, name)
     what = "conversations" if direction == "bi" else "flows"
     if which is None:
-        rows = top_rows(conn, keys, num, by, direction, p)  # type: ignore[arg-type]
+        rows = top_rows(conn, table(keys), num, by, direction, p)  # type: ignore[arg-type]
         _emit(rows, fmt, f"{name}: top {len(rows)} {what} by {by}", direction)  # type: ignore[arg-type]
         return
     per_window = [
-        (s, top_rows(conn, keys.window(s), num, by, direction, p))  # type: ignore[arg-type]
+        (s, top_rows(conn, table(keys, s), num, by, direction, p))  # type: ignore[arg-type]
         for s in windows.select(conn, keys, name, which)
     ]
     if fmt == "json":
@@ -191,7 +186,7 @@ def flows(name: str, direction: str, fmt: str, redis_url: str | None, queue: str
     (timestamps in epoch seconds with 9 decimals).
     """
     conn = _conn(redis_url, queue)
-    rows = top(all_rows(conn, run_of(conn, name), direction), "bytes", sys.maxsize)  # type: ignore[type-var]
+    rows = top(all_rows(conn, table(run_of(conn, name)), direction), "bytes", sys.maxsize)  # type: ignore[type-var]
     _emit(rows, fmt, f"{name}: {len(rows)} flows", direction)  # type: ignore[arg-type]
 
 
@@ -222,7 +217,7 @@ def summary(
     if report is None or rules or report.summary.packets != st.packets:
         import time
 
-        report = make_report(st, iter_flows(conn, keys), time.time_ns(), rules=chosen)
+        report = make_report(st, iter_flows(conn, table(keys)), time.time_ns(), rules=chosen)
     if as_json:
         click.echo(report.model_dump_json(indent=1))
         return
@@ -282,7 +277,7 @@ def hist(
         raise click.BadParameter(f"use one of {', '.join(PLOT_FORMATS)}", param_hint="--output")
     conn = _conn(redis_url, queue)
     keys = run_of(conn, name)
-    sizes = [r.bytes for r in all_rows(conn, keys, direction)]
+    sizes = [r.bytes for r in all_rows(conn, table(keys), direction)]
     if not sizes:
         raise CaptureStateError(f"capture {name!r} has no flows to plot")
     if timeline:

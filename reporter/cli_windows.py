@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 
 import click
-from redis import Redis
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from deploy.clitools import handle_errors, open_redis, redis_options, settings_from
+from deploy.clitools import handle_errors, open_backend, redis_options, settings_from
 from models.capture import CaptureStatus
 from models.flows import ts_text
 from models.keys import RunKeys
@@ -20,7 +19,9 @@ from reporter.distribution import human_bytes
 from reporter.query import top_rows
 from reporter.render import human_ts, proto_name, rows_table
 from reporter.show import out_console
-from reporter.store import run_of, status
+from store.backend import Store
+from store.captures import run_of, status
+from store.tables import table as run_table
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -32,7 +33,7 @@ HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @handle_errors
 def windows_cmd(name: str, as_json: bool, redis_url: str | None, queue: str) -> None:
     """List the tumbling windows of capture NAME with their totals."""
-    conn, _, _ = open_redis(settings_from(redis_url, queue))
+    conn, _, _ = open_backend(settings_from(redis_url, queue))
     keys = run_of(conn, name)
     rows = windows.summaries(conn, keys)
     if as_json:
@@ -61,7 +62,7 @@ def windows_cmd(name: str, as_json: bool, redis_url: str | None, queue: str) -> 
 @handle_errors
 def persist_cmd(name: str, num: int, as_json: bool, redis_url: str | None, queue: str) -> None:
     """Persistent elephants of capture NAME: the flows in the top NUM of the most windows."""
-    conn, _, _ = open_redis(settings_from(redis_url, queue))
+    conn, _, _ = open_backend(settings_from(redis_url, queue))
     keys = run_of(conn, name)
     windows.select(conn, keys, name, "all")  # a clear error when there are none
     flows = windows.persistent(conn, keys, num)
@@ -82,7 +83,7 @@ def persist_cmd(name: str, num: int, as_json: bool, redis_url: str | None, queue
 
 
 def _watch_view(
-    conn: Redis, keys: RunKeys, name: str, num: int, prev: tuple[float, int, int] | None
+    conn: Store, keys: RunKeys, name: str, num: int, prev: tuple[float, int, int] | None
 ) -> tuple[Group, tuple[float, int, int], CaptureStatus]:
     st = status(conn, name)
     now = time.monotonic()
@@ -99,10 +100,10 @@ def _watch_view(
     )
     ws = windows.starts(conn, keys)
     if ws:
-        rows = top_rows(conn, keys.window(ws[-1]), num, "bytes", "uni")
+        rows = top_rows(conn, run_table(keys, ws[-1]), num, "bytes", "uni")
         table = rows_table(rows, f"top {len(rows)} flows of the window starting {human_ts(ws[-1])}")  # type: ignore[arg-type]
     else:
-        rows = top_rows(conn, keys, num, "bytes", "uni")
+        rows = top_rows(conn, run_table(keys), num, "bytes", "uni")
         table = rows_table(rows, f"top {len(rows)} flows of the whole capture (no windows)")  # type: ignore[arg-type]
     return Group(head, table), (now, st.packets, st.bytes), st
 
@@ -120,7 +121,7 @@ def watch_cmd(
 ) -> None:
     """A view of capture NAME refreshed in place, like top: the current window's top flows,
     packets/s and bytes/s, and the workers' lag. Ctrl-C leaves; a finished capture exits."""
-    conn, _, _ = open_redis(settings_from(redis_url, queue))
+    conn, _, _ = open_backend(settings_from(redis_url, queue))
     keys = run_of(conn, name)
     con = out_console()
     view, prev, st = _watch_view(conn, keys, name, num, None)

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 from models.report import ElephantResult, ElephantRule
 from reporter.distribution import human_bytes
+from reporter.sizes import AtLeast, Cut, Prefix, Query, Reach, SizeDist, cut_sorted, resolve
 
 DEFAULT_RULES: tuple[ElephantRule, ...] = (
     ElephantRule(name="top10", kind="top_n", n=10),
@@ -144,73 +145,78 @@ def _threshold_3sigma(n: int, s: int, q: int) -> int:
     return -(-(s + r + 1) // n)
 
 
-def _selected(desc: Sequence[int], total: int, rule: ElephantRule) -> tuple[int, str]:
-    """How many of the largest flows ``rule`` selects, and the why for the description."""
-    n = len(desc)
+def plan(rule: ElephantRule, n: int, total: int, sumsq: int) -> tuple[Query, str]:
+    """What ``rule`` selects among ``n`` flows of ``total`` bytes (sum of squares ``sumsq``),
+    as a cut of the sizes sorted largest first, and the why for the description."""
     if rule.kind == "top_n":
         assert rule.n is not None
-        return min(rule.n, n), f"top {rule.n} by bytes"
+        return Prefix(min(rule.n, n)), f"top {rule.n} by bytes"
     if rule.kind == "threshold":
         if rule.bytes is not None:
-            limit = rule.bytes
-            why = f">= {human_bytes(limit)} each"
-        else:
-            assert rule.fraction is not None
-            f = _exact(rule.fraction)
-            limit = -(-f.numerator * total // f.denominator)  # ceil(fraction * total)
-            why = f">= {rule.fraction * 100:g}% of bytes each, i.e. >= {human_bytes(limit)}"
-            if total == 0:
-                return 0, why
-        return _count_at_least(desc, limit), why
+            return AtLeast(rule.bytes), f">= {human_bytes(rule.bytes)} each"
+        assert rule.fraction is not None
+        f = _exact(rule.fraction)
+        limit = -(-f.numerator * total // f.denominator)  # ceil(fraction * total)
+        why = f">= {rule.fraction * 100:g}% of bytes each, i.e. >= {human_bytes(limit)}"
+        return (AtLeast(limit) if total else Prefix(0)), why
     if rule.kind == "constant_load":
         assert rule.beta is not None
         b = _exact(rule.beta)
-        k, cum = 0, 0
-        while cum * b.denominator < b.numerator * total:
-            cum += desc[k]
-            k += 1
-        return k, f"constant load, beta={rule.beta:g}"
+        # the fewest largest flows whose bytes reach beta * total: an integer sum reaches it
+        # exactly when it reaches its ceiling
+        return Reach(-(-b.numerator * total // b.denominator)), f"constant load, beta={rule.beta:g}"
     if n == 0:
-        return 0, "larger than mean + 3 sigma"
-    q = sum(x * x for x in desc)
-    limit = _threshold_3sigma(n, total, q)
-    why = f"larger than mean + 3 sigma, i.e. >= {human_bytes(limit)}"
-    return _count_at_least(desc, limit), why
+        return Prefix(0), "larger than mean + 3 sigma"
+    limit = _threshold_3sigma(n, total, sumsq)
+    return AtLeast(limit), f"larger than mean + 3 sigma, i.e. >= {human_bytes(limit)}"
 
 
-def _count_at_least(desc: Sequence[int], limit: int) -> int:
-    lo, hi = 0, len(desc)
-    while lo < hi:  # first index whose size is below limit
-        mid = (lo + hi) // 2
-        if desc[mid] >= limit:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-def _result(desc: Sequence[int], total: int, rule: ElephantRule) -> ElephantResult:
-    k, why = _selected(desc, total, rule)
-    b = sum(desc[:k])
-    share = b / total if total else 0.0
+def _result(rule: ElephantRule, why: str, cut: Cut, n: int, total: int) -> ElephantResult:
+    k = cut.k
+    share = cut.total / total if total else 0.0
     verb = "flow carries" if k == 1 else "flows carry"
     return ElephantResult(
         rule=rule,
-        description=f"{k} {verb} {share * 100:.1f}% of bytes ({why}; {len(desc)} flows in all)",
+        description=f"{k} {verb} {share * 100:.1f}% of bytes ({why}; {n} flows in all)",
         flows=k,
-        bytes=b,
+        bytes=cut.total,
         share_of_bytes=share,
-        threshold_bytes=desc[k - 1] if k else 0,
+        threshold_bytes=cut.last,
     )
 
 
 def classify_all(sizes: Sequence[int], rules: Sequence[ElephantRule]) -> list[ElephantResult]:
-    """:func:`classify` under each rule in turn, sorting the sizes only once."""
+    """:func:`classify` under each rule in turn, sorting the sizes only once (in memory: the
+    reference for :func:`classify_dist`)."""
     if any(s < 0 for s in sizes):
         raise ValueError("flow sizes must be >= 0")
     desc = sorted(sizes, reverse=True)
-    total = sum(desc)
-    return [_result(desc, total, rule) for rule in rules]
+    n, total = len(desc), sum(desc)
+    sumsq = sum(x * x for x in desc) if any(r.kind == "mean_3sigma" for r in rules) else 0
+    out = []
+    for rule in rules:
+        q, why = plan(rule, n, total, sumsq)
+        out.append(_result(rule, why, cut_sorted(desc, q), n, total))
+    return out
+
+
+def classify_dist(
+    dist: SizeDist,
+    rules: Sequence[ElephantRule],
+    rescan: Callable[[], Iterable[int]] | None,
+    extra: Sequence[Query] = (),
+) -> tuple[list[ElephantResult], list[Cut]]:
+    """:func:`classify_all` from a :class:`~reporter.sizes.SizeDist` in bounded memory, exactly:
+    the same results for the same sizes. ``rescan`` returns the sizes again when a rule's cut
+    falls inside a bucket of different sizes (see :func:`reporter.sizes.resolve`). The cuts of
+    ``extra`` queries are resolved in the same rescans and returned second."""
+    plans = [plan(rule, dist.n, dist.total, dist.sumsq) for rule in rules]
+    cuts = resolve(dist, [q for q, _ in plans] + list(extra), rescan)
+    results = [
+        _result(rule, why, cut, dist.n, dist.total)
+        for rule, (_, why), cut in zip(rules, plans, cuts, strict=False)
+    ]
+    return results, cuts[len(rules) :]
 
 
 def classify(sizes: Sequence[int], rule: ElephantRule) -> ElephantResult:

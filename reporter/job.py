@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
+from redis import Redis
 from rq import get_current_job
 
-from models.keys import CAPTURES, RunKeys
+from models.keys import RunKeys
 from reporter.build import make_report
-from reporter.store import iter_flows, status
+from store.backend import Store, store_for_job
+from store.captures import load_info, name_of_run, status, store_report
+from store.tables import iter_flows, table
 
 log = logging.getLogger(__name__)
 
 
-def build_report_for(conn, run: str) -> str:  # type: ignore[no-untyped-def]
+def build_report_for(store: Store, run: str) -> str:
     """Compute and store the report of ``run``; mark the capture complete. Returns the state."""
-    keys = RunKeys(run)
-    name = next((k.decode() for k, v in conn.hgetall(CAPTURES).items() if v.decode() == run), None)
-    if name is None or not conn.exists(keys.meta):
+    name = name_of_run(store, run)
+    if name is None or not store.kv.exists(RunKeys(run).meta):
         return "stale"
-    st = status(conn, name)
-    report = make_report(st, iter_flows(conn, keys), time.time_ns())
-    with conn.pipeline() as p:
-        p.set(keys.report, report.model_dump_json())
-        if report.complete:
-            p.hset(keys.meta, mapping={"state": "complete", "completed_ns": time.time_ns()})
-        p.execute()
+    keys = RunKeys(run, load_info(store, RunKeys(run), name).shards)
+    st = status(store, name)
+    report = make_report(st, iter_flows(store, table(keys)), time.time_ns())
+    store_report(store, keys, report)
     log.info("event=report_stored run=%s name=%s flows=%d", run, name, report.summary.flows_uni)
     return "complete" if report.complete else "partial"
 
@@ -36,4 +36,6 @@ def build_report(run: str) -> str:
     job = get_current_job()
     if job is None:
         raise RuntimeError("build_report must run inside an RQ job")
-    return build_report_for(job.connection, run)
+    conn: Redis = job.connection
+    store = store_for_job(conn, os.environ.get("FLOWHERD_STORE_URL") or None)
+    return build_report_for(store, run)

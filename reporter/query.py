@@ -1,22 +1,20 @@
-"""Row queries over a run's table, or over one of its windows (same key layout)."""
+"""Row queries over a run's table, or over one of its windows (same layout, see store.tables)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from redis import Redis
-
-from models.keys import RunKeys
 from models.report import ConvRow, FlowRow
 from reporter.rank import RankBy, top
-from reporter.store import iter_flows, top_conversations, top_directions
 from reporter.views import conv_row, uni_row, uni_rows
+from store.backend import Store
+from store.tables import Table, iter_flows, top_conversations, top_directions
 
 Row = FlowRow | ConvRow
 
 
-def all_rows(conn: Redis, keys: RunKeys, direction: str) -> Iterator[Row]:
-    for key, st in iter_flows(conn, keys):
+def all_rows(store: Store, t: Table, direction: str) -> Iterator[Row]:
+    for key, st in iter_flows(store, t):
         if direction == "bi":
             yield conv_row(key, st)
         else:
@@ -24,16 +22,16 @@ def all_rows(conn: Redis, keys: RunKeys, direction: str) -> Iterator[Row]:
 
 
 def top_rows(
-    conn: Redis, keys: RunKeys, n: int, by: RankBy, direction: str, proto: int | None = None
+    store: Store, t: Table, n: int, by: RankBy, direction: str, proto: int | None = None
 ) -> list[Row]:
-    """The ``n`` largest rows. By bytes without a protocol filter this reads the ranking sorted
-    set (no scan); any other order scans the table."""
+    """The ``n`` largest rows. By bytes without a protocol filter this reads the shards'
+    ranking sorted sets (no scan); any other order scans the table."""
     if by == "bytes" and proto is None:
         if direction == "bi":
             return list(
-                top([conv_row(k, s) for k, s in top_conversations(conn, keys, n)], "bytes", n)
+                top([conv_row(k, s) for k, s in top_conversations(store, t, n)], "bytes", n)
             )
         return list(
-            top([uni_row(k, s, d) for k, s, d in top_directions(conn, keys, n)], "bytes", n)
+            top([uni_row(k, s, d) for k, s, d in top_directions(store, t, n)], "bytes", n)
         )
-    return list(top(all_rows(conn, keys, direction), by, n, proto))  # type: ignore[type-var]
+    return list(top(all_rows(store, t, direction), by, n, proto))  # type: ignore[type-var]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from redis import Redis
 from rich.console import Console
 from rich.table import Table
 
@@ -10,7 +9,8 @@ from models.capture import CaptureState, CaptureStatus
 from models.report import Report
 from reporter.distribution import human_bytes
 from reporter.render import elephants_table, human_ts, rows_table, summary_table
-from reporter.store import load_report, run_of
+from store.backend import Store
+from store.captures import load_report, run_of
 
 
 def err_console() -> Console:
@@ -49,6 +49,10 @@ def status_table(st: CaptureStatus) -> Table:
         t.add_row("[yellow]warning[/]", w)
     for f in st.failures:
         t.add_row("[red]failed batch[/]", f)
+    if st.parts_done:
+        t.add_row("parts per shard", " ".join(str(n) for n in st.parts_done))
+    for lost in st.lost_parts[:20]:
+        t.add_row("[red]lost part[/]", lost)
     return t
 
 
@@ -56,7 +60,7 @@ def show_status(console: Console, st: CaptureStatus) -> None:
     console.print(status_table(st))
 
 
-def show_outcome(conn: Redis, name: str, st: CaptureStatus, n: int) -> bool:
+def show_outcome(conn: Store, name: str, st: CaptureStatus, n: int) -> bool:
     """After following a capture: its report (or status when there is none) on standard output,
     and one error line when it did not complete. True when it completed."""
     report = load_report(conn, run_of(conn, name))

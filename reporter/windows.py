@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-from redis import Redis
-
-from models.capture import CaptureInfo
 from models.errors import CaptureStateError
-from models.flows import FlowStats
 from models.keys import RunKeys
 from models.report import FlowRow, PersistentFlow, WindowSummary
 from reporter.query import top_rows
-from reporter.store import top_directions
 from reporter.views import uni_row
+from store.backend import Store
+from store.captures import load_info
+from store.tables import get_flows, table, top_directions, totals, window_starts
 
 
-def starts(conn: Redis, keys: RunKeys) -> list[int]:
+def starts(conn: Store, keys: RunKeys) -> list[int]:
     """Start (ns) of every window kept, oldest first."""
-    members: list[bytes] = conn.zrange(keys.windows, 0, -1)  # type: ignore[assignment]
-    return sorted(int(m) for m in members)
+    return window_starts(conn, keys)
 
 
-def width_ns(conn: Redis, keys: RunKeys) -> int:
-    raw = conn.get(keys.info)
-    return CaptureInfo.model_validate_json(raw).window_ns if raw else 0
+def width_ns(conn: Store, keys: RunKeys) -> int:
+    try:
+        return load_info(conn, keys).window_ns
+    except CaptureStateError:
+        return 0
 
 
-def select(conn: Redis, keys: RunKeys, name: str, which: str) -> list[int]:
+def select(conn: Store, keys: RunKeys, name: str, which: str) -> list[int]:
     """``latest``, ``all``, or the window containing the epoch time ``which`` (seconds)."""
     ws = starts(conn, keys)
     if not ws:
@@ -49,12 +48,11 @@ def select(conn: Redis, keys: RunKeys, name: str, which: str) -> list[int]:
     return chosen
 
 
-def summaries(conn: Redis, keys: RunKeys) -> list[WindowSummary]:
+def summaries(conn: Store, keys: RunKeys) -> list[WindowSummary]:
     w = width_ns(conn, keys)
     out = []
     for s in starts(conn, keys):
-        raw: dict[bytes, bytes] = conn.hgetall(keys.window(s).totals)  # type: ignore[assignment]
-        tot = {k.decode(): int(v) for k, v in raw.items()}
+        tot = totals(conn, table(keys, s))
         out.append(
             WindowSummary(
                 start_ns=s,
@@ -83,37 +81,29 @@ def persistent_from(tops: dict[int, list[FlowRow]]) -> list[PersistentFlow]:
     return flows
 
 
-def persistent(conn: Redis, keys: RunKeys, n: int) -> list[PersistentFlow]:
+def persistent(conn: Store, keys: RunKeys, n: int) -> list[PersistentFlow]:
     """Persistent elephants: flows in the top ``n`` (by bytes, unidirectional) of most windows."""
     tops = {
-        s: [r for r in top_rows(conn, keys.window(s), n, "bytes", "uni") if isinstance(r, FlowRow)]
+        s: [r for r in top_rows(conn, table(keys, s), n, "bytes", "uni") if isinstance(r, FlowRow)]
         for s in starts(conn, keys)
     }
     return persistent_from(tops)
 
 
-def timeline(conn: Redis, keys: RunKeys, k: int) -> tuple[list[int], list[tuple[str, list[int]]]]:
+def timeline(conn: Store, keys: RunKeys, k: int) -> tuple[list[int], list[tuple[str, list[int]]]]:
     """Window starts, and for the ``k`` largest unidirectional flows of the whole capture their
     bytes in each window (label ``src:sport > dst:dport``)."""
-    cands = top_directions(conn, keys, k)
+    cands = top_directions(conn, table(keys), k)
     cands.sort(key=lambda c: -(c[1].bytes_ab if c[2] == 0 else c[1].bytes_ba))
     chosen = cands[:k]
     ws = starts(conn, keys)
     series: list[tuple[str, list[int]]] = []
-    packed = [key.pack() for key, _, _ in chosen]
-    per_window: list[list[bytes | None]] = [
-        conn.hmget(keys.window(s).flows, packed) if packed else []  # type: ignore[misc]
-        for s in ws
-    ]
+    per_window = [get_flows(conn, table(keys, s), [key for key, _, _ in chosen]) for s in ws]
     for i, (key, st, d) in enumerate(chosen):
         r = uni_row(key, st, d)
         values = []
         for vals in per_window:
-            raw = vals[i]
-            if raw is None:
-                values.append(0)
-            else:
-                w = FlowStats.unpack(raw)
-                values.append(w.bytes_ab if d == 0 else w.bytes_ba)
+            w = vals[i]
+            values.append(0 if w is None else (w.bytes_ab if d == 0 else w.bytes_ba))
         series.append((f"{r.src}:{r.sport} > {r.dst}:{r.dport}", values))
     return ws, series

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from store.backend import Store
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
@@ -74,6 +76,12 @@ def conn(redis_url: str) -> Iterator[Redis]:
 
 
 @pytest.fixture
+def store(conn: Redis) -> Store:
+    """The test Redis as both queue and store (``Store.single``)."""
+    return Store.single(conn)
+
+
+@pytest.fixture
 def shared() -> Path:
     if not (SHARED / "pcaps").is_dir():
         pytest.skip("../shared is not present")
@@ -85,3 +93,4 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWHERD_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FLOWHERD_REDIS_URL", raising=False)
     os.environ.setdefault("MPLBACKEND", "Agg")
+pytest_plugins = ["tests.cluster"]

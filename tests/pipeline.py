@@ -5,15 +5,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from redis import Redis
-
 from deploy.queueing import make_queue
 from models.capture import CaptureStatus
 from models.flows import FlowKey, FlowStats
 from models.settings import Settings
 from producer.follow import LocalWorkers, follow
 from producer.submit import submit
-from reporter.store import iter_flows, run_of
+from store.backend import Store
+from store.captures import run_of
+from store.tables import iter_flows
+from store.tables import table as run_table
 
 
 def settings_for(redis_url: str, queue: str | None = None, **kw: object) -> Settings:
@@ -21,11 +22,11 @@ def settings_for(redis_url: str, queue: str | None = None, **kw: object) -> Sett
 
 
 def run_capture(
-    conn: Redis, settings: Settings, sources: Sequence[str], name: str, workers: LocalWorkers
+    store: Store, settings: Settings, sources: Sequence[str], name: str, workers: LocalWorkers
 ) -> CaptureStatus:
-    queue = make_queue(conn, settings.queue)
+    queue = make_queue(store.queue, settings.queue)
     submit(
-        conn,
+        store,
         queue,
         list(sources),
         name,
@@ -33,8 +34,8 @@ def run_capture(
         replace=True,
         on_progress=lambda p: workers.check(),
     )
-    return follow(conn, name, poll=0.05, check=workers.check)
+    return follow(store, name, poll=0.05, check=workers.check)
 
 
-def table(conn: Redis, name: str) -> dict[FlowKey, FlowStats]:
-    return dict(iter_flows(conn, run_of(conn, name)))
+def table(store: Store, name: str) -> dict[FlowKey, FlowStats]:
+    return dict(iter_flows(store, run_table(run_of(store, name))))

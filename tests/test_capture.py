@@ -11,6 +11,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from hypothesis import strategies as st
 import producer.capture as capture_module
 from models.batch import RawRecord
 from models.errors import CaptureError, TruncatedCaptureError
+from models.flows import NO_FIRST
+from producer import pcapng
 from producer.capture import open_capture
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -282,7 +285,7 @@ def test_scapy_pcapng_round_trip(tmp_path: Path) -> None:
 def sample_files() -> dict[str, bytes]:
     recs = [(1700000000 + i, i * 7, 200 + i, bytes([i % 256]) * (i % 90)) for i in range(300)]
     ng = shb() + idb(tsresol=9) + idb(linktype=0)
-    ng += b"".join(epb("<", i % 2, 10**18 + i, bytes([i]) * (i % 50)) for i in range(256))
+    ng += b"".join(epb("<", i % 2, 1_700_000 * G + i, bytes([i]) * (i % 50)) for i in range(256))
     return {"pcap": pcap_bytes(recs), "pcapng": ng}
 
 
@@ -440,16 +443,24 @@ def test_pcap_absurd_caplen(tmp_path: Path) -> None:
     got, err = read_until_error(write(tmp_path, good + huge + bytes(64)))
     assert len(got) == 1
     assert type(err) is CaptureError
-    assert "record at byte offset 50 claims 4294967295 captured bytes" in str(err)
+    assert "record 2 at byte offset 50 claims 4294967295 captured bytes" in str(err)
 
 
-def test_pcap_caplen_limit_follows_snaplen(tmp_path: Path) -> None:
-    big = [(1, 0, 300_000, bytes(300_000))]
-    _, err = read_until_error(write(tmp_path, pcap_bytes(big, snaplen=65535)))
-    assert type(err) is CaptureError and "limit of 262144" in err.problem
-    assert read_all(write(tmp_path, pcap_bytes(big, snaplen=400_000))) == [
-        RawRecord(G, 300_000, 1, bytes(300_000))
+@pytest.mark.parametrize("snaplen", [65535, 400_000, 0xFFFFFFFF])
+def test_pcap_caplen_limit_whatever_the_snaplen(tmp_path: Path, snaplen: int) -> None:
+    """libpcap's largest snaplen (262144) bounds every record, whatever the header claims."""
+    ok = [(1, 0, 262_144, bytes(262_144))]
+    assert read_all(write(tmp_path, pcap_bytes(ok, snaplen=snaplen))) == [
+        RawRecord(G, 262_144, 1, bytes(262_144))
     ]
+    big = [(1, 0, 10, b"0123456789"), (2, 0, 300_000, bytes(262_145))]
+    path = write(tmp_path, pcap_bytes(big, snaplen=snaplen), "big.pcap")
+    got, err = read_until_error(path)
+    assert [r.data for r in got] == [b"0123456789"]
+    assert str(err) == (
+        f"{path}: record 2 at byte offset 50 claims 262145 captured bytes "
+        "(more than the limit of 262144): the file is corrupt"
+    )
 
 
 @pytest.mark.parametrize("cut", [5, 16, 30])  # inside the record header / its data
@@ -477,7 +488,7 @@ def test_pcapng_undefined_interface(tmp_path: Path) -> None:
     got, err = read_until_error(write(tmp_path, shb() + idb() + epb("<", 3, 1, b"x"), "u.ng"))
     assert got == []
     assert type(err) is CaptureError
-    assert "u.ng: packet block at byte offset" in str(err)
+    assert f"u.ng: record 1 (enhanced packet block at byte offset {len(shb() + idb())})" in str(err)
     assert "refers to interface 3, but its section defines only 1 interface(s)" in str(err)
 
 
@@ -517,6 +528,151 @@ def test_pcapng_option_running_past_its_block(tmp_path: Path) -> None:
     body = struct.pack("<HHI", 1, 0, 0) + struct.pack("<HH", 9, 200) + bytes(4)
     _, err = read_until_error(write(tmp_path, shb() + block("<", 1, body)))
     assert type(err) is CaptureError and "option (code 9)" in err.problem
+
+
+# ------------------------------------------------------------------ timestamps out of range
+
+
+def test_pcapng_negative_tsoffset_is_signed(tmp_path: Path) -> None:
+    """if_tsoffset is a signed 64-bit number of seconds (pcapng spec, section 4.2)."""
+    data = shb() + idb(tsresol=9, tsoffset=-100) + epb("<", 0, 1700000000 * G + 5, b"x")
+    assert read_all(write(tmp_path, data)) == [RawRecord((1700000000 - 100) * G + 5, 1, 1, b"x")]
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_pcapng_timestamp_before_1970_is_a_capture_error(tmp_path: Path, endian: str) -> None:
+    data = (
+        shb(endian)
+        + idb(endian, tsresol=9, tsoffset=-10)
+        + epb(endian, 0, 10 * G, b"at-0")  # exactly the epoch: fine
+        + epb(endian, 0, 10 * G - 1, b"before")
+        + epb(endian, 0, 20 * G, b"never-read")
+    )
+    path = write(tmp_path, data, "neg.pcapng")
+    got, err = read_until_error(path)
+    assert got == [RawRecord(0, 4, 1, b"at-0")]
+    assert type(err) is CaptureError
+    offset = len(shb() + idb(tsresol=9, tsoffset=-10) + epb("<", 0, 0, b"at-0"))
+    assert str(err) == (
+        f"{path}: record 2 (enhanced packet block at byte offset {offset}) has timestamp -1 ns, "
+        "before 1970-01-01 (a negative if_tsoffset?): flowherd cannot store it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("iface", "units", "ok"),
+    [
+        (idb(tsresol=9), NO_FIRST - 1, True),  # the largest timestamp the store holds
+        (idb(tsresol=9), NO_FIRST, False),
+        (idb(tsresol=9), 2**64 - 1, False),
+        (idb(tsresol=0), 2**40, False),  # seconds: 1.1e21 ns
+        (idb(tsresol=9, tsoffset=2**62), 0, False),
+    ],
+    ids=["largest", "sentinel", "u64-max", "seconds", "tsoffset"],
+)
+def test_pcapng_timestamp_beyond_the_store_range(
+    tmp_path: Path, iface: bytes, units: int, ok: bool
+) -> None:
+    data = shb() + iface + epb("<", 0, units, b"x")
+    path = write(tmp_path, data, "far.pcapng")
+    if ok:
+        assert [r.ts_ns for r in read_all(path)] == [units]
+        return
+    got, err = read_until_error(path)
+    assert got == [] and type(err) is CaptureError
+    where = f"record 1 (enhanced packet block at byte offset {len(shb() + iface)}) has timestamp"
+    assert str(err).startswith(f"{path}: {where}")
+    assert "is 10**19 - 1 ns or later (after the year 2286): flowherd cannot store it" in str(err)
+
+
+def test_pcapng_out_of_range_obsolete_packet_block(tmp_path: Path) -> None:
+    data = shb() + idb(tsoffset=-1) + old_pb("<", 0, 5, b"q")
+    _, err = read_until_error(write(tmp_path, data))
+    assert "record 1 (packet block at byte offset" in err.problem
+    assert "has timestamp -999995000 ns" in err.problem
+
+
+def test_pcap_timestamps_are_always_in_range(tmp_path: Path) -> None:
+    """Classic pcap cannot go out of range: u32 seconds and fraction stay below 4.3e18 ns."""
+    recs = [(0, 0, 1, b"a"), (0xFFFFFFFF, 0xFFFFFFFF, 1, b"b")]
+    got = read_all(write(tmp_path, pcap_bytes(recs, nano=True)))
+    assert [r.ts_ns for r in got] == [0, 0xFFFFFFFF * G + 0xFFFFFFFF]
+    assert got[1].ts_ns < NO_FIRST
+
+
+# ------------------------------------------------------------------ record size limits
+
+
+def _peak_while_reading(path: Path) -> tuple[int, CaptureError]:
+    tracemalloc.start()
+    try:
+        _, err = read_until_error(path)
+        return tracemalloc.get_traced_memory()[1], err
+    finally:
+        tracemalloc.stop()
+
+
+def test_pcap_claim_is_not_allocated_before_it_is_read(tmp_path: Path) -> None:
+    """A header of 16 bytes claiming 200 MB (under the old 256 MiB limit) costs no 200 MB."""
+    data = pcap_bytes([], snaplen=0xFFFFFFFF) + struct.pack("<IIII", 1, 0, 200 << 20, 200 << 20)
+    peak, err = _peak_while_reading(write(tmp_path, data + bytes(100), "claim.pcap"))
+    assert peak < 8 << 20, f"peak {peak} bytes"
+    assert type(err) is CaptureError and "record 1 at byte offset 24 claims 209715200" in str(err)
+
+
+def test_pcapng_block_claim_is_not_allocated_before_it_is_read(tmp_path: Path) -> None:
+    head = shb() + idb()
+    data = head + struct.pack("<II", 6, 200 << 20) + bytes(100)
+    peak, err = _peak_while_reading(write(tmp_path, data, "claim.pcapng"))
+    assert peak < 8 << 20, f"peak {peak} bytes"
+    assert type(err) is CaptureError
+    assert str(err) == (
+        f"{tmp_path / 'claim.pcapng'}: record 1 (enhanced packet block at byte offset "
+        f"{len(head)}) has an impossible length 209715200 (more than the limit of "
+        f"{pcapng.MAX_PACKET_BLOCK}): file is corrupt"
+    )
+
+
+def test_pcapng_growing_block_reads_only_what_is_there(tmp_path: Path) -> None:
+    """An unknown block may be large (up to 16 MiB, libpcap's bound), but a claim of 16 MiB
+    with 100 bytes behind it allocates no more than a read chunk or two."""
+    data = shb() + struct.pack("<II", 0x0BAD, 16 << 20) + bytes(100)
+    peak, err = _peak_while_reading(write(tmp_path, data))
+    assert peak < 8 << 20, f"peak {peak} bytes"
+    assert isinstance(err, TruncatedCaptureError)
+
+
+@pytest.mark.parametrize("kind", ["epb", "pb", "spb"])
+def test_pcapng_packet_over_the_record_limit(tmp_path: Path, kind: str) -> None:
+    big = bytes(262_145)
+    blocks = {
+        "epb": epb("<", 0, 1, big),
+        "pb": old_pb("<", 0, 1, big),
+        "spb": spb("<", len(big), big),
+    }
+    head = shb() + idb() + epb("<", 0, 1, b"ok")
+    path = write(tmp_path, head + blocks[kind] + epb("<", 0, 1, b"after"), "big.pcapng")
+    got, err = read_until_error(path)
+    assert [r.data for r in got] == [b"ok"]
+    assert type(err) is CaptureError
+    assert str(err).startswith(f"{path}: record 2 (")
+    assert f"at byte offset {len(head)}) claims 262145 captured bytes" in str(err)
+    assert str(err).endswith("(more than the limit of 262144): file is corrupt")
+    fits = {
+        "epb": epb("<", 0, 1, big[1:]),
+        "pb": old_pb("<", 0, 1, big[1:]),
+        "spb": spb("<", len(big) - 1, big[1:]),
+    }
+    assert [len(r.data) for r in read_all(write(tmp_path, head + fits[kind]))] == [2, 262_144]
+
+
+def test_pcapng_non_packet_block_over_16_mib(tmp_path: Path) -> None:
+    data = shb() + struct.pack("<II", 4, (16 << 20) + 4) + bytes(64)
+    _, err = read_until_error(write(tmp_path, data))
+    assert type(err) is CaptureError
+    assert f"has an impossible length {(16 << 20) + 4} (more than the limit of 16777216)" in (
+        err.problem
+    )
 
 
 # ------------------------------------------------------------------ fuzzing

@@ -17,6 +17,7 @@ from redis import Redis
 from models.capture import CaptureState
 from producer.follow import LocalWorkers
 from reporter.cli import main as reporter_main
+from store.backend import Store
 from tests.conftest import SHARED
 from tests.pipeline import run_capture, settings_for
 
@@ -39,13 +40,14 @@ def merged(redis_url: str) -> dict[tuple[str, str], object]:
         pytest.skip("../shared/pcaps is not present")
     conn = Redis.from_url(redis_url)
     conn.flushall()
+    store = Store.single(conn)
     out: dict[tuple[str, str], object] = {}
     for engine in ENGINES:
         settings = settings_for(redis_url, batch_packets=500, engine=engine)
         with LocalWorkers(redis_url, settings.queue, 2) as w:
             for name in CAPTURES:
                 path = str(SHARED / "pcaps" / name)
-                out[name, engine] = run_capture(conn, settings, [path], _cap(name, engine), w)
+                out[name, engine] = run_capture(store, settings, [path], _cap(name, engine), w)
     return out
 
 

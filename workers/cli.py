@@ -18,7 +18,7 @@ import click
 from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
-from deploy.clitools import handle_errors, open_redis, redis_options, settings_from, setup_logging
+from deploy.clitools import handle_errors, open_backend, redis_options, settings_from, setup_logging
 from deploy.connect import redact
 from deploy.local import ensure_local_redis, is_running, local_url, stop_local_redis
 from deploy.queueing import FlowherdJob
@@ -58,7 +58,10 @@ def run(num: int, burst: bool, verbose: int, redis_url: str | None, queue: str) 
     """
     setup_logging(verbose)
     settings = settings_from(redis_url, queue)
-    conn, url, embedded = open_redis(settings)
+    store, url, embedded = open_backend(settings)  # checks the store is reachable
+    conn = store.queue
+    if settings.store_url:  # the pool's worker processes build their store from it
+        os.environ["FLOWHERD_STORE_URL"] = settings.store_url
     where = "private Redis" if embedded else redact(url)
     click.echo(f"starting {num} worker(s) on queue {queue!r} at {where}", err=True)
     os.environ["FLOWHERD_DIE_WITH_PARENT"] = "1"  # the pool's workers end if the pool dies

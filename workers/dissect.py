@@ -12,8 +12,9 @@ DEBUG on this module's logger), so one bad packet cannot fail a batch.
 The flow key is the oracle's (``../shared/oracle/README.md``: TShark 4.0, IP defragmentation off),
 reproduced field for field:
 
-* the outermost IP header after the link layer (:mod:`workers.linktypes` finds it); tunnels are
-  not decapsulated and ICMP errors count under the outer ICMP flow;
+* the outermost IP header after the link layer (:func:`workers.linktypes.locate`, the link
+  walker both engines share, finds it); tunnels are not decapsulated and ICMP errors count
+  under the outer ICMP flow;
 * an IPv4 header is *malformed* -- the oracle counts the frame as non-IP -- when its version
   nibble is not 4, its header length is below 20, its total length is below the header length
   (0 is read as TCP segmentation offload: the captured bytes are the datagram), or it is cut
@@ -41,7 +42,7 @@ IP headers are read where tshark reads them partially (:mod:`workers.ipv4_option
 filter, no ``conf`` setting -- importing this module leaves scapy as it found it.
 
 Known divergences from tshark, on frames no capture of the corpus holds: an Ethernet pseudowire
-inside MPLS is told apart without tshark's OUI database (:func:`workers.framing.ethertype`); a
+inside MPLS is told apart without tshark's OUI database (:func:`workers.framing.pseudowire`); a
 few IPv4/IPv6 option dissectors are modelled by their declared length; and where tshark adds no
 outer ``ip.dst`` (a source route whose addresses do not fill its option) the oracle takes an
 inner IPv4 header's, while this module calls the header malformed.
@@ -59,7 +60,7 @@ from scapy.layers.inet6 import IPv6
 from workers.framing import IPV6, VJ_TCP
 from workers.ipv4_options import ipv4_options
 from workers.ipv6_extensions import ipv6_upper_layer
-from workers.linktypes import LINKTYPES
+from workers.linktypes import LINKTYPES, locate
 
 _log = logging.getLogger(__name__)
 
@@ -101,15 +102,13 @@ def dissect(linktype: int, data: bytes) -> PacketInfo | str:
     Never raises.
     """
     try:
-        demux = LINKTYPES.get(linktype)
-        if demux is None:
-            return UNSUPPORTED_LINKTYPE
-        span = demux(data)
+        span = locate(linktype, data)
         if span is None:
-            return NON_IP
-        if span.kind == IPV6:
-            return _ipv6(data[span.start : span.end])
-        return _ipv4(data[span.start : span.end], span.kind == VJ_TCP)
+            return NON_IP if linktype in LINKTYPES else UNSUPPORTED_LINKTYPE
+        kind, start, end = span
+        if kind == IPV6:
+            return _ipv6(data[start:end])
+        return _ipv4(data[start:end], kind == VJ_TCP)
     except Exception:  # a bad packet must never escape: it is counted instead
         _log.debug("event=dissect_error linktype=%d caplen=%d", linktype, len(data), exc_info=True)
         return DISSECT_ERROR

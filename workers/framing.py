@@ -1,56 +1,99 @@
-"""Link-layer framing inside a frame: the encapsulations between a capture's link header and IP.
+"""Encapsulations between a link header and IP: the table-driven half of the one link walker.
 
-Each function takes the frame, the offset of a header and the end of the bytes that header may
-use (an 802.3 or PPPoE length can end it before the frame does), and returns the
-:class:`NetSpan` of the IP header tshark would dissect next, or ``None`` when it finds none.
-They only read ``data``, never raise, and return ``None`` for a header too short for what
-tshark reads (it throws before it reaches an IP header). The dispatch follows TShark 4.0 (the
-oracle), checked frame by frame against it, including where scapy's bindings disagree:
+Both engines (:mod:`workers.dissect`, :mod:`workers.fastpath`) find the outermost IP header with
+:func:`workers.linktypes.locate`, which starts at a link type's entry in
+:data:`workers.linktypes.LINKTYPES` and continues through the tables of this module. Vocabulary:
 
-* ethertypes: IPv4 0x0800, IPv6 0x86dd, 802.1Q/802.1ad/QinQ 0x8100/0x88a8/0x9100 (scapy binds
-  neither 0x9100 nor, under SLL, 0x88a8), MPLS 0x8847/0x8848 (scapy binds 0x8847 only, and only
-  once ``scapy.contrib.mpls`` is loaded), PPPoE session 0x8864, 802.1ah 0x88e7 and transparent
+* a :data:`Span` ``(kind, start, end)``: the network dissector tshark would call (:data:`IPV4`,
+  :data:`IPV6` or :data:`VJ_TCP`) on ``data[start:end]``;
+* a :data:`Step` ``step(data, off, end) -> Span | None``: reads the header at ``data[off]``
+  (using no byte at or past ``end``: an 802.3 or PPPoE length can end it before the frame does)
+  and returns the span it leads to, or ``None`` where tshark finds no IP header. Steps only read
+  ``data``, never raise, and return ``None`` for a header too short for what tshark reads;
+* a :data:`Next`, what a table maps a protocol number to: a kind (an IP header starts right
+  here) or the step for the next header. Teaching the walker a protocol is one table entry.
+
+Header fields are read at the offsets of :mod:`workers.headers` (dpkt's names). The tables follow
+TShark 4.0 (the oracle), checked frame by frame against it, including where scapy's bindings
+disagree:
+
+* :data:`ETHERTYPES`: IPv4, IPv6, 802.1Q/802.1ad/QinQ 0x8100/0x88a8/0x9100 (scapy binds neither
+  0x9100 nor, under SLL, 0x88a8), MPLS 0x8847/0x8848 (scapy binds 0x8847 only, and only once
+  ``scapy.contrib.mpls`` is loaded), PPPoE session 0x8864, 802.1ah 0x88e7 and transparent
   Ethernet bridging 0x6558 (both carry a whole Ethernet frame); anything else carries no IP.
 * Ethernet: a type/length field >= 1536 is an ethertype, 1501-1535 carries nothing, <= 1500 is
   802.3: Cisco ISL, raw IPX, else 802.2 LLC bounded by the length, with SNAP (OUI 00-00-00 or
-  00-00-F8: an ethertype follows) or DSAP 0x06 carrying IPv4.
-* MPLS: labels up to the bottom of stack; a bottom label 14 (OAM alert) carries no IP; then the
-  first nibble says IPv4 (4) or IPv6 (6); a bottom label 13 (GAL) or nibble 1 starts an
-  associated channel whose channel type may be IPv4 or IPv6. Nibble 0 is an Ethernet
-  pseudowire, with or without a control word: tshark decides with its OUI database, which
-  :func:`_pseudowire` approximates. scapy would guess Ethernet for other nibbles too.
+  00-00-F8: an ethertype follows) or DSAP 0x06 carrying IPv4. A VLAN tag's type field likewise.
+* MPLS: labels up to the bottom of stack; a bottom label 14 (OAM alert) carries no IP, 13 (GAL)
+  an associated channel; otherwise the first payload nibble (:data:`MPLS_PAYLOADS`): IPv4 (4),
+  IPv6 (6), associated channel (1), whose channel type may be IPv4 or IPv6, or an Ethernet
+  pseudowire (0), with or without a control word: tshark decides with its OUI database, which
+  :func:`pseudowire` approximates. scapy would guess Ethernet for other nibbles too.
 * PPPoE session: the PPP payload is bounded by the PPPoE length, has no address/control bytes,
   whatever the PPPoE code (scapy binds PPP for code 0 only and ignores the length).
-* PPP: an 0xff address byte is followed by a control byte; a 0x0f/0x8f first byte is Cisco HDLC
-  (an ethertype follows). The protocol field may be compressed to one byte: 0x0021 IPv4,
-  0x0057 IPv6, 0x0281/0x0283 MPLS (scapy does not bind MPLS to PPP), 0x002f Van Jacobson
-  uncompressed TCP (an IPv4 header whose protocol byte holds a slot number: tshark counts TCP).
+* PPP (:data:`PPP_PROTOCOLS`): an 0xff address byte is followed by a control byte; a 0x0f/0x8f
+  first byte is Cisco HDLC (an ethertype follows). The protocol field may be compressed to one
+  byte: 0x0021 IPv4, 0x0057 IPv6, 0x0281/0x0283 MPLS (scapy does not bind MPLS to PPP), 0x002f
+  Van Jacobson uncompressed TCP (an IPv4 header whose protocol byte holds a slot number: tshark
+  counts TCP).
+* :data:`GRE_PROTOCOLS`: tshark's ``gre.proto`` table, not the whole ethertype table.
+
+Stacked tags and labels are walked in loops; nested frames (ISL, 802.1ah, bridging,
+pseudowires) recurse, at least 14 bytes of frame per level.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TypeAlias
 
-#: Network dissector tshark would call on a :class:`NetSpan`.
+from workers.headers import (
+    CHDLC,
+    ETHERNET,
+    ISL,
+    ITAG,
+    LLC,
+    MPLS,
+    PPPOE,
+    PW_CONTROL_WORD,
+    PWACH,
+    SNAP,
+    VLAN,
+)
+
+#: Network dissector tshark would call on a :data:`Span`.
 IPV4 = 4  # tshark's "ip": IPv4 when the version nibble is 4, otherwise a malformed IP header
 IPV6 = 6  # tshark's "ipv6": no IP header unless the version nibble is 6
 VJ_TCP = 0x2F  # PPP Van Jacobson uncompressed TCP: IPv4, protocol byte replaced by TCP
 
-_ETH_HEADER = 14
+#: ``(kind, start, end)``: tshark's network dissector ``kind`` gets ``data[start:end]``.
+Span: TypeAlias = tuple[int, int, int]
+#: ``step(data, off, end)``: the span the header at ``data[off]`` leads to; never raises.
+Step: TypeAlias = Callable[[bytes, int, int], "Span | None"]
+#: A table entry: an IP kind (the header starts here) or the step for the next header.
+Next: TypeAlias = "int | Step"
+
+_ETH_SIZE = ETHERNET.size
+_ETH_TYPE = ETHERNET.at("type")
+_VLAN_SIZE = VLAN.size
+_VLAN_TYPE = VLAN.at("type")
+_ISL_DA = ISL.at("da")
+_ISL_TYPE = ISL.at("_type_pri")
+_ISL_DA_FIRST = (0x01, 0x0C)  # 01-00-0c-00-00, or 0c-00-0c-00-00 for some devices
+_ISL_DA_REST = b"\x00\x0c\x00\x00"
 _LLC_SAP_SNAP = 0xAA
 _LLC_SAP_IP = 0x06
+_SNAP_OUI = SNAP.at("oui")
+_SNAP_TYPE = SNAP.at("type")
 _SNAP_ETHERTYPE_OUIS = (b"\x00\x00\x00", b"\x00\x00\xf8")
-_ISL_HEADER = 26
+_RAW_IPX = 0xFF  # an 802.3 frame starting ff-ff is Novell raw IPX, not LLC
+_MPLS_SIZE = MPLS.size
 _MPLS_LABEL_GAL = 13
 _MPLS_LABEL_OAM_ALERT = 14
-
-
-class NetSpan(NamedTuple):
-    """The network header tshark would dissect: its dissector and ``data[start:end]``."""
-
-    kind: int
-    start: int
-    end: int
+_PPPOE_LEN = PPPOE.at("len")
+_PPP_ADDRESS = 0xFF  # then a control byte
+_CHDLC_ADDRESSES = (0x0F, 0x8F)
+_CHDLC_TYPE = CHDLC.at("type")
 
 
 def u16(data: bytes, off: int) -> int:
@@ -58,111 +101,115 @@ def u16(data: bytes, off: int) -> int:
     return (data[off] << 8) | data[off + 1]
 
 
-def ethertype(data: bytes, off: int, end: int, etype: int) -> NetSpan | None:
-    """Dispatch on an ethertype (Ethernet II, VLAN, SNAP, SLL, NULL, Cisco HDLC)."""
-    if etype == 0x0800:
-        return NetSpan(IPV4, off, end)
-    if etype == 0x86DD:
-        return NetSpan(IPV6, off, end)
-    if etype in (0x8100, 0x88A8, 0x9100):
-        return _vlan(data, off, end)
-    if etype in (0x8847, 0x8848):
-        return _mpls(data, off, end)
-    if etype == 0x8864:
-        return _pppoe_session(data, off, end)
-    if etype == 0x88E7:  # 802.1ah I-tag, then a whole customer Ethernet frame
-        return ethernet(data, off + 4, end) if off + 4 <= end else None
-    if etype == 0x6558:
-        return ethernet(data, off, end)
-    return None
-
-
-def ethernet(data: bytes, off: int, end: int) -> NetSpan | None:
-    """An Ethernet header: an ethertype, or an 802.3 length (Cisco ISL, raw IPX, LLC)."""
-    if end - off < _ETH_HEADER:
+def follow(table: Mapping[int, Next], key: int, data: bytes, off: int, end: int) -> Span | None:
+    """Where ``table[key]`` leads from ``data[off:end]``; ``None`` when ``key`` is not in it."""
+    nxt = table.get(key)
+    if nxt is None:
         return None
-    etype = u16(data, off + 12)
+    if isinstance(nxt, int):
+        return nxt, off, end
+    return nxt(data, off, end)
+
+
+def ethernet(data: bytes, off: int, end: int) -> Span | None:
+    """An Ethernet header: an ethertype, or an 802.3 length (Cisco ISL, raw IPX, LLC)."""
+    if end - off < _ETH_SIZE:
+        return None
+    etype = (data[off + _ETH_TYPE] << 8) | data[off + _ETH_TYPE + 1]
     if etype >= 1536:
-        return ethertype(data, off + _ETH_HEADER, end, etype)
+        # follow(ETHERTYPES, ...) written out: this is every Ethernet frame's path
+        nxt = ETHERTYPES.get(etype)
+        if nxt is None:
+            return None
+        if isinstance(nxt, int):
+            return nxt, off + _ETH_SIZE, end
+        return nxt(data, off + _ETH_SIZE, end)
     if etype > 1500:
         return None
-    if data[off] in (0x01, 0x0C) and data[off + 1 : off + 5] == b"\x00\x0c\x00\x00":
-        # Cisco ISL: a 26-byte header, then the tagged frame (type nibble 0: Ethernet).
-        if end - off < _ISL_HEADER or data[off + 5] >> 4:
-            return None
-        return ethernet(data, off + _ISL_HEADER, end)
-    return _ieee8023(data, off + _ETH_HEADER, end, etype)
+    if data[off + _ISL_DA] in _ISL_DA_FIRST and data[off + 1 : off + 5] == _ISL_DA_REST:
+        return _isl(data, off, end)
+    return _ieee8023(data, off + _ETH_SIZE, end, etype)
 
 
-def _ieee8023(data: bytes, off: int, end: int, length: int) -> NetSpan | None:
+def _isl(data: bytes, off: int, end: int) -> Span | None:
+    """Cisco ISL: a 26-byte header, then the tagged frame (type nibble 0: Ethernet)."""
+    if end - off < ISL.size or data[off + _ISL_TYPE] >> 4:
+        return None
+    return ethernet(data, off + ISL.size, end)
+
+
+def _ieee8023(data: bytes, off: int, end: int, length: int) -> Span | None:
     """An 802.3 length field: raw IPX (0xffff) or 802.2 LLC, bounded by the length."""
-    if end - off >= 2 and data[off] == 0xFF and data[off + 1] == 0xFF:
+    if end - off >= 2 and data[off] == _RAW_IPX and data[off + 1] == _RAW_IPX:
         return None
     return llc(data, off, min(end, off + length))
 
 
-def _vlan(data: bytes, off: int, end: int) -> NetSpan | None:
-    """An 802.1Q/802.1ad tag: TCI, then an ethertype or an 802.3 length."""
-    if end - off < 4:
+def vlan(data: bytes, off: int, end: int) -> Span | None:
+    """A stack of 802.1Q/802.1ad tags, each with an ethertype or an 802.3 length."""
+    while True:
+        if end - off < _VLAN_SIZE:
+            return None
+        etype = u16(data, off + _VLAN_TYPE)
+        off += _VLAN_SIZE
+        if etype <= 1500:
+            return _ieee8023(data, off, end, etype)
+        nxt = ETHERTYPES.get(etype)
+        if nxt is not vlan:
+            break
+    if nxt is None:
         return None
-    etype = u16(data, off + 2)
-    if etype <= 1500:
-        return _ieee8023(data, off + 4, end, etype)
-    return ethertype(data, off + 4, end, etype)
+    if isinstance(nxt, int):
+        return nxt, off, end
+    return nxt(data, off, end)
 
 
-def llc(data: bytes, off: int, end: int) -> NetSpan | None:
+def _itag(data: bytes, off: int, end: int) -> Span | None:
+    """An 802.1ah I-tag, then a whole customer Ethernet frame."""
+    return ethernet(data, off + ITAG.size, end) if off + ITAG.size <= end else None
+
+
+def llc(data: bytes, off: int, end: int) -> Span | None:
     """An 802.2 LLC header: SNAP with an ethertype, or the IP SAP for I and UI frames."""
-    if end - off < 3:
+    if end - off < LLC.size:
         return None
     dsap, ssap, control = data[off], data[off + 1], data[off + 2]
     # U-format control fields are one byte, I- and S-format ones two.
-    hdr = off + 3 if control & 0x03 == 0x03 else off + 4
+    hdr = off + LLC.size if control & 0x03 == 0x03 else off + LLC.size + 1
     if dsap == _LLC_SAP_SNAP and ssap == _LLC_SAP_SNAP:
-        if end - hdr < 5 or data[hdr : hdr + 3] not in _SNAP_ETHERTYPE_OUIS:
+        if end - hdr < SNAP.size or data[hdr + _SNAP_OUI : hdr + 3] not in _SNAP_ETHERTYPE_OUIS:
             return None
-        return ethertype(data, hdr + 5, end, u16(data, hdr + 3))
+        return follow(ETHERTYPES, u16(data, hdr + _SNAP_TYPE), data, hdr + SNAP.size, end)
     is_info = control & 0x01 == 0
     is_ui = control & 0xEF == 0x03
     if dsap == _LLC_SAP_IP and (is_info or is_ui) and hdr < end:
-        return NetSpan(IPV4, hdr, end)
+        return IPV4, hdr, end
     return None
 
 
-def _mpls(data: bytes, off: int, end: int) -> NetSpan | None:
-    """An MPLS label stack, then what its bottom label and first payload nibble announce."""
+def mpls(data: bytes, off: int, end: int) -> Span | None:
+    """An MPLS label stack, then what its bottom label or first payload nibble announces."""
     while True:
-        if end - off < 4:
+        if end - off < _MPLS_SIZE:
             return None
-        label = (data[off] << 12) | (data[off + 1] << 4) | (data[off + 2] >> 4)
-        bottom = data[off + 2] & 0x01
-        off += 4
-        if bottom:
+        entry = off
+        off += _MPLS_SIZE
+        if data[entry + 2] & 0x01:  # bottom of stack
             break
+    label = (data[entry] << 12) | (data[entry + 1] << 4) | (data[entry + 2] >> 4)
     if label == _MPLS_LABEL_OAM_ALERT or off >= end:
         return None
-    nibble = data[off] >> 4
-    if label == _MPLS_LABEL_GAL or nibble == 1:
-        return _associated_channel(data, off, end)
-    if nibble == 4:
-        return NetSpan(IPV4, off, end)
-    if nibble == 6:
-        return NetSpan(IPV6, off, end)
-    if nibble == 0:
-        return _pseudowire(data, off, end)
-    return None
+    if label == _MPLS_LABEL_GAL:
+        return pwach(data, off, end)
+    return follow(MPLS_PAYLOADS, data[off] >> 4, data, off, end)
 
 
-def _associated_channel(data: bytes, off: int, end: int) -> NetSpan | None:
+def pwach(data: bytes, off: int, end: int) -> Span | None:
     """A pseudowire associated channel header: its channel type may be IPv4 or IPv6."""
-    if end - off < 4:
+    if end - off < PWACH.size:
         return None
-    channel = u16(data, off + 2)
-    if channel == 0x0021:
-        return NetSpan(IPV4, off + 4, end)
-    if channel == 0x0057:
-        return NetSpan(IPV6, off + 4, end)
-    return None
+    channel = u16(data, off + PWACH.at("channel_type"))
+    return follow(PWACH_CHANNEL_TYPES, channel, data, off + PWACH.size, end)
 
 
 def _looks_like_ethernet(data: bytes, off: int, end: int) -> bool:
@@ -171,29 +218,30 @@ def _looks_like_ethernet(data: bytes, off: int, end: int) -> bool:
     tshark consults its manufacturer database; without it, an all-zero OUI (what a pseudowire
     control word looks like) is taken as unknown and any other OUI as known.
     """
+    dst, src = off + ETHERNET.at("dst"), off + ETHERNET.at("src")
     return (
-        end - off >= _ETH_HEADER
-        and data[off : off + 3] != b"\x00\x00\x00"
-        and data[off + 6 : off + 9] != b"\x00\x00\x00"
+        end - off >= _ETH_SIZE
+        and data[dst : dst + 3] != b"\x00\x00\x00"
+        and data[src : src + 3] != b"\x00\x00\x00"
     )
 
 
-def _pseudowire(data: bytes, off: int, end: int) -> NetSpan | None:
+def pseudowire(data: bytes, off: int, end: int) -> Span | None:
     """Ethernet over MPLS: without a control word when it looks like Ethernet, else with one."""
     if _looks_like_ethernet(data, off, end):
         return ethernet(data, off, end)
-    return ethernet(data, off + 4, end)
+    return ethernet(data, off + PW_CONTROL_WORD.size, end)
 
 
-def _pppoe_session(data: bytes, off: int, end: int) -> NetSpan | None:
+def pppoe_session(data: bytes, off: int, end: int) -> Span | None:
     """A PPPoE session header, then PPP bounded by its payload length."""
-    if end - off < 6:
+    if end - off < PPPOE.size:
         return None
-    payload_end = min(end, off + 6 + u16(data, off + 4))
-    return _ppp_protocol(data, off + 6, payload_end)
+    payload_end = min(end, off + PPPOE.size + u16(data, off + _PPPOE_LEN))
+    return ppp_protocol(data, off + PPPOE.size, payload_end)
 
 
-def _ppp_protocol(data: bytes, off: int, end: int) -> NetSpan | None:
+def ppp_protocol(data: bytes, off: int, end: int) -> Span | None:
     """A PPP protocol field, possibly compressed to one byte (low bit set), then its payload."""
     if off >= end:
         return None
@@ -203,35 +251,54 @@ def _ppp_protocol(data: bytes, off: int, end: int) -> NetSpan | None:
         protocol, off = u16(data, off), off + 2
     else:
         return None
-    if protocol == 0x0021:
-        return NetSpan(IPV4, off, end)
-    if protocol == 0x0057:
-        return NetSpan(IPV6, off, end)
-    if protocol in (0x0281, 0x0283):
-        return _mpls(data, off, end)
-    if protocol == 0x002F:
-        return NetSpan(VJ_TCP, off, end)
-    return None
+    return follow(PPP_PROTOCOLS, protocol, data, off, end)
 
 
-def ppp_hdlc(data: bytes, off: int, end: int) -> NetSpan | None:
+def ppp_hdlc(data: bytes, off: int, end: int) -> Span | None:
     """PPP with optional HDLC address/control bytes, or Cisco HDLC (tshark's ``ppp_hdlc``)."""
     if off >= end:
         return None
     first = data[off]
-    if first == 0xFF:
-        return _ppp_protocol(data, off + 2, end)
-    if first in (0x0F, 0x8F):
-        if end - off < 4:
+    if first == _PPP_ADDRESS:
+        return ppp_protocol(data, off + 2, end)
+    if first in _CHDLC_ADDRESSES:
+        if end - off < CHDLC.size:
             return None
-        return ethertype(data, off + 4, end, u16(data, off + 2))
-    return _ppp_protocol(data, off, end)
+        return follow(ETHERTYPES, u16(data, off + _CHDLC_TYPE), data, off + CHDLC.size, end)
+    return ppp_protocol(data, off, end)
 
 
-def gre_protocol(data: bytes, off: int, end: int, protocol: int) -> NetSpan | None:
-    """A GRE protocol type (tshark's ``gre.proto`` table: not the whole ethertype table)."""
-    if protocol in (0x0800, 0x86DD, 0x6558, 0x8847, 0x8848):
-        return ethertype(data, off, end, protocol)
-    if protocol == 0x880B:
-        return ppp_hdlc(data, off, end)
-    return None
+#: Ethertype -> what follows (Ethernet II, VLAN, SNAP, SLL, NULL, Cisco HDLC).
+ETHERTYPES: dict[int, Next] = {
+    0x0800: IPV4,
+    0x86DD: IPV6,
+    0x8100: vlan,
+    0x88A8: vlan,
+    0x9100: vlan,
+    0x8847: mpls,
+    0x8848: mpls,
+    0x8864: pppoe_session,
+    0x88E7: _itag,
+    0x6558: ethernet,
+}
+#: First nibble after the bottom MPLS label -> what follows.
+MPLS_PAYLOADS: dict[int, Next] = {0: pseudowire, 1: pwach, 4: IPV4, 6: IPV6}
+#: Associated channel type (a PPP DLL protocol number) -> what follows.
+PWACH_CHANNEL_TYPES: dict[int, Next] = {0x0021: IPV4, 0x0057: IPV6}
+#: PPP protocol -> what follows.
+PPP_PROTOCOLS: dict[int, Next] = {
+    0x0021: IPV4,
+    0x0057: IPV6,
+    0x0281: mpls,
+    0x0283: mpls,
+    0x002F: VJ_TCP,
+}
+#: GRE protocol type -> what follows (under SLL's ARPHRD_IPGRE).
+GRE_PROTOCOLS: dict[int, Next] = {
+    0x0800: IPV4,
+    0x86DD: IPV6,
+    0x6558: ethernet,
+    0x8847: mpls,
+    0x8848: mpls,
+    0x880B: ppp_hdlc,
+}

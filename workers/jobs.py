@@ -1,6 +1,8 @@
 """The batch job: fetch a payload, dissect, fold, merge once; enqueue the report after the last.
 
-Jobs use the connection of the RQ job that runs them (no module-level clients).
+Jobs use the connection of the RQ job that runs them for the queue and the payload, and the
+worker's store (``FLOWHERD_STORE_URL``, set by ``workers run --store-url``; by default the
+queue's Redis) for the flow tables, built once per worker process.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ import os
 import time
 from typing import cast
 
-from redis import Redis
 from rq import get_current_job
 
 from deploy.queueing import enqueue_report, make_queue
 from models.batch import MAX_BODY_BYTES, decode_batch
 from models.capture import BatchRef
 from models.errors import BatchError
-from models.keys import RunKeys
+from models.keys import PayloadKeys, RunKeys
+from store.backend import Store, store_for_job
+from store.captures import is_done, store_id
 from workers.aggregate import fold, fold_windows
 from workers.dissect import dissect
 from workers.fastpath import dissect_fast
@@ -42,28 +45,37 @@ def process_batch(ref_json: str) -> dict[str, int | str]:
     if job is None:
         raise BatchError("process_batch must run inside an RQ job")
     try:
-        return _process(job.connection, ref_json, job.origin)
+        store = store_for_job(job.connection, os.environ.get("FLOWHERD_STORE_URL") or None)
+        return _process(store, ref_json, job.origin)
     except BatchError:
         job.retries_left = 0
         raise
 
 
-def _process(conn: Redis, ref_json: str, origin: str) -> dict[str, int | str]:
+def _process(store: Store, ref_json: str, origin: str) -> dict[str, int | str]:
     ref = BatchRef.model_validate_json(ref_json)
-    keys = RunKeys(ref.run)
+    conn = store.queue
+    keys = RunKeys(ref.run, ref.shards)
+    payload_key = PayloadKeys(ref.run).batch(ref.seq)
+    if ref.store and ref.store != store_id(store):
+        raise BatchError(
+            f"batch {ref.seq} of run {ref.run} belongs to another store than this worker's "
+            f"({store.where or 'the queue Redis'}): start the workers with the producer's "
+            "--store-url"
+        )
     t0 = time.perf_counter()
     limit = max_payload_bytes()
-    size = int(conn.strlen(keys.batch(ref.seq)))
+    size = int(conn.strlen(payload_key))
     if size > limit:  # refused before it is read into memory
         raise BatchError(
             f"payload of batch {ref.seq} of run {ref.run} is {size} bytes, over the limit of "
             f"{limit} (FLOWHERD_MAX_PAYLOAD)"
         )
-    payload = conn.get(keys.batch(ref.seq))
+    payload = conn.get(payload_key)
     if payload is None:
-        if not conn.exists(keys.meta):
+        if not store.kv.exists(keys.meta):
             return {"status": "stale"}
-        if conn.sismember(keys.done, str(ref.seq)):
+        if is_done(store, keys, ref.seq):
             return {"status": "duplicate"}
         raise BatchError(f"payload of batch {ref.seq} of run {ref.run} is missing")
     records = list(decode_batch(cast(bytes, payload), max_body=limit))
@@ -75,7 +87,9 @@ def _process(conn: Redis, ref_json: str, origin: str) -> dict[str, int | str]:
     fn = dissect_fast if ref.engine == "fast" else dissect
     table = fold_windows(records, fn, ref.window_ns) if ref.window_ns else fold(records, fn)
     t2 = time.perf_counter()
-    res = merge_partial(conn, keys, ref.seq, table, ref.keep_windows)
+    res = merge_partial(store, keys, ref.seq, table, ref.keep_windows, ref.wait_replicas)
+    if res.status is not MergeStatus.STALE:
+        conn.delete(payload_key)  # only once every part is merged and the batch counted
     t3 = time.perf_counter()
     if res.status is MergeStatus.LAST:
         enqueue_report(make_queue(conn, origin), ref.run)

@@ -1,13 +1,15 @@
 """Link types: where, in a captured frame of a given LINKTYPE_*, the outermost IP header starts.
 
-:func:`locate_ip` maps ``(linktype, frame bytes)`` to a :class:`~workers.framing.NetSpan` (which
-network dissector the oracle's tshark would call, and the slice of the frame it would hand to
-it) or ``None`` when tshark would find no IP header. The flow key needs nothing from link-layer
-headers but that location, so they are walked from their type and length fields here and in
-:mod:`workers.framing`, never turned into scapy objects; :mod:`workers.dissect` runs scapy on the
-network and transport headers. Per link type, following TShark 4.0:
+:func:`locate` is the one link walker of both engines: it maps ``(linktype, frame bytes)`` to a
+:data:`~workers.framing.Span` (which network dissector the oracle's tshark would call, and the
+slice of the frame it would hand to it), or ``None`` when tshark would find no IP header or the
+link type is not in :data:`LINKTYPES`. It starts at the link type's entry of :data:`LINKTYPES`
+and continues through the tables of :mod:`workers.framing`; headers are read at the offsets of
+:mod:`workers.headers`, never turned into scapy objects. Supporting a new link type is one
+entry here: a :data:`~workers.framing.Next` (a step reading its header, or an IP kind).
+Per link type, following TShark 4.0:
 
-* Ethernet (1): see :mod:`workers.framing`.
+* Ethernet (1): :func:`workers.framing.ethernet`.
 * NULL (0): the address family in the capturing host's byte order, normalised as tshark does
   (either byte order, IRIX/UNICOS 16-bit variants); 2 is IPv4, 24/28/30 IPv6, above 1500 an
   ethertype; 0xff03 first is PPP. scapy's ``Loopback`` reads little-endian only.
@@ -20,152 +22,141 @@ network and transport headers. Per link type, following TShark 4.0:
   offset 0 or 6, ten zero bytes before IPv4), then the version nibble. scapy maps 14 nowhere
   on Linux. 228 is IPv4 and 229 IPv6 whatever the version nibble says.
 
-Every demultiplexer only reads the frame and never raises.
+Every step only reads the frame and never raises.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 
 from workers.framing import (
+    ETHERTYPES,
+    GRE_PROTOCOLS,
     IPV4,
     IPV6,
-    NetSpan,
+    Next,
+    Span,
     ethernet,
-    ethertype,
-    gre_protocol,
+    follow,
     llc,
     ppp_hdlc,
     u16,
 )
+from workers.headers import LOOPBACK, SLL, SLL2
 
 _ARPHRD_IPGRE = 778
 _ARPHRD_NETLINK = 824
-_BSD_AF_INET = 2
-_BSD_AF_INET6 = frozenset((24, 28, 30))
+_LOOPBACK_SIZE = LOOPBACK.size
+_ISDN_FAKE_MAC = 6  # Linux ISDN: a 6-byte fake MAC address before PPP in HDLC
+_ISDN_LINK_DOWN = b"\x00" * 10  # ISDN with the link down: ten zero bytes before IPv4
+_TSHARK_RAW_MIN = 8  # below 8 bytes tshark's raw IP heuristics throw
 
 
-def _cooked(data: bytes, off: int, hatype: int, protocol: int) -> NetSpan | None:
-    """The payload of a Linux cooked header (SLL or SLL2)."""
-    end = len(data)
-    if hatype == _ARPHRD_NETLINK:
+def _is_ppp_in_hdlc(data: bytes, off: int) -> bool:
+    """An ff-03 address/control pair at ``data[off]`` (the caller has checked it is there)."""
+    return data[off] == 0xFF and data[off + 1] == 0x03
+
+
+def _cooked(data: bytes, off: int, end: int, hrd: int, protocol: int) -> Span | None:
+    """The payload of a Linux cooked header (SLL or SLL2) with ARPHRD_ type ``hrd``."""
+    if hrd == _ARPHRD_NETLINK:
         return None
     if protocol > 1536:
-        if hatype == _ARPHRD_IPGRE:
-            return gre_protocol(data, off, end, protocol)
-        return ethertype(data, off, end, protocol)
-    if protocol == 0x0003:
-        return ethernet(data, off, end)
-    if protocol == 0x0004:
-        return llc(data, off, end)
-    if protocol == 0x0007:
+        table = GRE_PROTOCOLS if hrd == _ARPHRD_IPGRE else ETHERTYPES
+        return follow(table, protocol, data, off, end)
+    return follow(COOKED_PROTOCOLS, protocol, data, off, end)
+
+
+def sll(data: bytes, off: int, end: int) -> Span | None:
+    """A Linux cooked v1 header (LINKTYPE_LINUX_SLL)."""
+    if end - off < SLL.size:
+        return None
+    hrd, protocol = u16(data, off + SLL.at("hrd")), u16(data, off + SLL.at("ethtype"))
+    return _cooked(data, off + SLL.size, end, hrd, protocol)
+
+
+def sll2(data: bytes, off: int, end: int) -> Span | None:
+    """A Linux cooked v2 header (LINKTYPE_LINUX_SLL2)."""
+    if end - off < SLL2.size:
+        return None
+    hrd, protocol = u16(data, off + SLL2.at("hrd")), u16(data, off + SLL2.at("ethtype"))
+    return _cooked(data, off + SLL2.size, end, hrd, protocol)
+
+
+def null(data: bytes, off: int, end: int) -> Span | None:
+    """A BSD loopback header in the capturing host's byte order (LINKTYPE_NULL), or PPP."""
+    if end - off < 2:
+        return None
+    if _is_ppp_in_hdlc(data, off):
         return ppp_hdlc(data, off, end)
-    return None
-
-
-def _link_ethernet(data: bytes) -> NetSpan | None:
-    return ethernet(data, 0, len(data))
-
-
-def _link_ppp(data: bytes) -> NetSpan | None:
-    return ppp_hdlc(data, 0, len(data))
-
-
-def _link_null(data: bytes) -> NetSpan | None:
-    end = len(data)
-    if end < 2:
+    if end - off < _LOOPBACK_SIZE:
         return None
-    if data[0] == 0xFF and data[1] == 0x03:
-        return ppp_hdlc(data, 0, end)
-    if end < 4:
-        return None
-    family = int.from_bytes(data[:4], "little")  # tshark reads it in x86 host order
+    raw = data[off : off + _LOOPBACK_SIZE]
+    family = int.from_bytes(raw, "little")  # tshark reads it in x86 host order
     if family & 0xFFFF0000:
         if family & 0xFF000000 == 0 and family & 0x00FF0000 < 0x00060000:
             family >>= 16  # IRIX / UNICOS 16-bit family in the upper half
         else:
-            family = int.from_bytes(data[:4], "big")
+            family = int.from_bytes(raw, "big")
     elif family & 0xFF == 0 and family & 0xFF00 < 0x0600:
         family = ((family & 0xFF) << 8) | (family >> 8)  # byte-swapped 16-bit family
+    off += _LOOPBACK_SIZE
     if family > 1500:
-        return ethertype(data, 4, end, family & 0xFFFF)
-    return _address_family(family, end)
+        return follow(ETHERTYPES, family & 0xFFFF, data, off, end)
+    return follow(BSD_FAMILIES, family, data, off, end)
 
 
-def _address_family(family: int, end: int) -> NetSpan | None:
-    if family == _BSD_AF_INET:
-        return NetSpan(IPV4, 4, end)
-    if family in _BSD_AF_INET6:
-        return NetSpan(IPV6, 4, end)
-    return None
-
-
-def _link_loop(data: bytes) -> NetSpan | None:
-    if len(data) < 4:
+def loop(data: bytes, off: int, end: int) -> Span | None:
+    """A BSD loopback header in network byte order (LINKTYPE_LOOP)."""
+    if end - off < _LOOPBACK_SIZE:
         return None
-    return _address_family(int.from_bytes(data[:4], "big"), len(data))
+    family = int.from_bytes(data[off : off + _LOOPBACK_SIZE], "big")
+    return follow(BSD_FAMILIES, family, data, off + _LOOPBACK_SIZE, end)
 
 
-def _link_raw(data: bytes) -> NetSpan | None:
-    end = len(data)
-    if end < 2:
+def raw(data: bytes, off: int, end: int) -> Span | None:
+    """Raw IP (LINKTYPE_RAW) with tshark's PPP and ISDN heuristics, then the version nibble."""
+    if end - off < 2:
         return None
-    if data[0] == 0xFF and data[1] == 0x03:
-        return ppp_hdlc(data, 0, end)
-    if end < 8:
+    if _is_ppp_in_hdlc(data, off):
+        return ppp_hdlc(data, off, end)
+    if end - off < _TSHARK_RAW_MIN:
         return None
-    if data[6] == 0xFF and data[7] == 0x03:  # Linux ISDN: fake MAC address, then PPP
-        return ppp_hdlc(data, 6, end)
-    if data[:10] == b"\x00" * 10:  # ISDN link down: ten zero bytes, then IPv4
-        return NetSpan(IPV4, 10, end)
-    nibble = data[0] >> 4
-    if nibble == 4:
-        return NetSpan(IPV4, 0, end)
-    if nibble == 6:
-        return NetSpan(IPV6, 0, end)
-    return None
+    if _is_ppp_in_hdlc(data, off + _ISDN_FAKE_MAC):
+        return ppp_hdlc(data, off + _ISDN_FAKE_MAC, end)
+    if data[off : off + len(_ISDN_LINK_DOWN)] == _ISDN_LINK_DOWN:
+        return IPV4, off + len(_ISDN_LINK_DOWN), end
+    return follow(IP_VERSIONS, data[off] >> 4, data, off, end)
 
 
-def _link_sll(data: bytes) -> NetSpan | None:
-    if len(data) < 16:
-        return None
-    return _cooked(data, 16, u16(data, 2), u16(data, 14))
+#: BSD address family (NULL, LOOP) -> what follows: AF_INET, and the BSDs' AF_INET6 values.
+BSD_FAMILIES: dict[int, Next] = {2: IPV4, 24: IPV6, 28: IPV6, 30: IPV6}
+#: Linux pseudo-protocol of a cooked header (<= 1536) -> what follows.
+COOKED_PROTOCOLS: dict[int, Next] = {0x0003: ethernet, 0x0004: llc, 0x0007: ppp_hdlc}
+#: IP version nibble of a raw IP frame -> its dissector.
+IP_VERSIONS: dict[int, Next] = {4: IPV4, 6: IPV6}
 
-
-def _link_sll2(data: bytes) -> NetSpan | None:
-    if len(data) < 20:
-        return None
-    return _cooked(data, 20, u16(data, 8), u16(data, 0))
-
-
-def _link_ipv4(data: bytes) -> NetSpan | None:
-    return NetSpan(IPV4, 0, len(data))
-
-
-def _link_ipv6(data: bytes) -> NetSpan | None:
-    return NetSpan(IPV6, 0, len(data))
-
-
-#: LINKTYPE_* value -> demultiplexer. Anything else is an unsupported link type.
-LINKTYPES: dict[int, Callable[[bytes], NetSpan | None]] = {
-    0: _link_null,
-    1: _link_ethernet,
-    9: _link_ppp,
-    12: _link_raw,
-    14: _link_raw,
-    50: _link_ppp,
-    101: _link_raw,
-    108: _link_loop,
-    113: _link_sll,
-    228: _link_ipv4,
-    229: _link_ipv6,
-    276: _link_sll2,
+#: LINKTYPE_* value -> what the frame starts with. Anything else is an unsupported link type.
+LINKTYPES: dict[int, Next] = {
+    0: null,
+    1: ethernet,
+    9: ppp_hdlc,
+    12: raw,
+    14: raw,
+    50: ppp_hdlc,
+    101: raw,
+    108: loop,
+    113: sll,
+    228: IPV4,
+    229: IPV6,
+    276: sll2,
 }
 
 
-def locate_ip(linktype: int, data: bytes) -> NetSpan | None:
-    """Where tshark would find the outermost IP header of ``data``; ``None``: it finds none.
+def locate(linktype: int, data: bytes, linktypes: Mapping[int, Next] = LINKTYPES) -> Span | None:
+    """Where tshark would find the outermost IP header of ``data``, captured with ``linktype``.
 
-    Raises ``KeyError`` for a ``linktype`` not in :data:`LINKTYPES`; never raises otherwise.
+    ``None``: it finds none, or ``linktype`` is not in ``linktypes`` (tell the two apart with
+    ``linktype in linktypes``). Never raises for a table of well-behaved steps.
     """
-    return LINKTYPES[linktype](data)
+    return follow(linktypes, linktype, data, 0, len(data))

@@ -1,25 +1,59 @@
--- Merge one batch's partial flow tables into a capture run, atomically and exactly once.
+-- Merge one shard's part of a batch into a run, atomically and exactly once per (batch, shard).
 --
--- KEYS: 1 done (set)  2 flows (hash)  3 rank:bi (zset)  4 totals (hash)
---       5 batch payload (string)  6 meta (hash)  7 finalized (string)  8 windows (zset)
--- ARGV: 1 batch seq  2 run key prefix ("fh:{run}:")  3 windows to keep (0: all)
---       4.. one table for the whole run, then one per window, each as:
---           window start ns ("" for the whole run) | packed flows (u8 keylen | key | stats,
---           see models/flows.py) | first ts (19 digits) | last ts | n | n field, increment pairs
--- A window's keys are the run's, under the prefix "<run prefix>w:<start>:" (models/keys.py);
--- they share the run's hash tag, so the script stays within one cluster slot.
--- Returns {status, new_flows}: status -1 = run no longer exists (replaced), 0 = batch already
--- merged (nothing changed), 1 = merged, 2 = merged and this was the last batch of the capture.
-if redis.call('EXISTS', KEYS[6]) == 0 then return {-1, 0} end
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
-  redis.call('DEL', KEYS[5])
-  return {0, 0}
+-- KEYS: 1 live (string)  2 done (set)  3 flows (hash)  4 rank:bi (zset)  5 totals (hash)
+--       6 windows (zset), then flows/rank:bi/totals of each window of the batch (ARGV order),
+--       then flows/rank:bi/totals of each window that retention may drop (ARGV 5.. order)
+-- ARGV: 1 batch seq  2 windows to keep (0: all)  3 windows in the batch  4 windows declared
+--       for dropping, then their starts; then one table for the whole part, then one per window,
+--       each as: window start ns ("" for the whole part) | packed flows (u8 keylen | key |
+--       stats, see models/flows.py) | first ts (19 digits) | last ts | n | n field, increment
+--       pairs
+-- Every key the script touches is in KEYS, all in the shard's hash tag (one cluster slot).
+-- Returns {status, new_flows}: status -1 = the run no longer exists (replaced), 0 = this part
+-- was merged before (nothing changed), 1 = merged; or {-2, 0, start...}: retention must drop
+-- windows that were not declared (nothing changed: call again declaring them).
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return {0, 0} end
+
+local keep, nwin, ndrop = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local tables = {}
+local i = 5 + ndrop
+while i <= #ARGV do
+  local np = tonumber(ARGV[i + 4])
+  local pairs_ = {}
+  for j = 1, 2 * np do pairs_[j] = ARGV[i + 4 + j] end
+  tables[#tables + 1] = {start = ARGV[i], data = ARGV[i + 1], first = ARGV[i + 2],
+                         last = ARGV[i + 3], pairs = pairs_}
+  i = i + 5 + 2 * np
 end
+
+-- retention: which windows remain beyond the newest `keep` once this batch's are added
+local drop = {}
+if keep > 0 and nwin > 0 then
+  local score = {}
+  local cur = redis.call('ZRANGE', KEYS[6], 0, -1, 'WITHSCORES')
+  for j = 1, #cur, 2 do score[cur[j]] = tonumber(cur[j + 1]) end
+  for w = 2, #tables do score[tables[w].start] = tonumber(tables[w].start) / 1e9 end
+  local list = {}
+  for s, sc in pairs(score) do list[#list + 1] = {s, sc} end
+  table.sort(list, function(a, b) return a[2] < b[2] end)
+  local declared = {}
+  for j = 1, ndrop do declared[ARGV[4 + j]] = 6 + 3 * nwin + 3 * (j - 1) end
+  local missing = {-2, 0}
+  for j = 1, #list - keep do
+    local s = list[j][1]
+    if declared[s] then drop[#drop + 1] = {s, declared[s]} else missing[#missing + 1] = s end
+  end
+  if #missing > 2 then return missing end
+end
+
+redis.call('SADD', KEYS[2], ARGV[1])
 
 local FMT = '<ddddc19c19c19c19BB'
 local NOFIRST = '9999999999999999999'
 
-local function merge_table(flows, rank, totals, data, first, last, pairs)
+local function merge_table(flows, rank, totals, t)
+  local data = t.data
   local n = #data
   local pos = 1
   local new_flows = 0
@@ -44,50 +78,28 @@ local function merge_table(flows, rank, totals, data, first, last, pairs)
     end
     redis.call('HSET', flows, k, struct.pack(FMT, pa, ba, pb, bb, fa, la, fb, lb, ga, gb))
   end
-  for i = 1, #pairs, 2 do
-    redis.call('HINCRBY', totals, pairs[i], pairs[i + 1])
+  local p = t.pairs
+  for j = 1, #p, 2 do
+    redis.call('HINCRBY', totals, p[j], p[j + 1])
   end
   if new_flows > 0 then redis.call('HINCRBY', totals, 'flows', new_flows) end
-  if first ~= NOFIRST then  -- a table with packets
+  if t.first ~= NOFIRST then  -- a part carrying the batch's packet totals
     local f = redis.call('HGET', totals, 'first_ns')
-    if (not f) or first < f then redis.call('HSET', totals, 'first_ns', first) end
+    if (not f) or t.first < f then redis.call('HSET', totals, 'first_ns', t.first) end
     local l = redis.call('HGET', totals, 'last_ns')
-    if (not l) or last > l then redis.call('HSET', totals, 'last_ns', last) end
+    if (not l) or t.last > l then redis.call('HSET', totals, 'last_ns', t.last) end
   end
   return new_flows
 end
 
-local prefix, keep = ARGV[2], tonumber(ARGV[3])
-local new_flows = 0
-local i = 4
-while i <= #ARGV do
-  local start, data, first, last, np = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
-  local pairs = {}
-  for j = 1, 2 * np do pairs[j] = ARGV[i + 4 + j] end
-  i = i + 5 + 2 * np
-  if start == '' then
-    new_flows = merge_table(KEYS[2], KEYS[3], KEYS[4], data, first, last, pairs)
-  else
-    local w = prefix .. 'w:' .. start .. ':'
-    merge_table(w .. 'flows', w .. 'rank:bi', w .. 'totals', data, first, last, pairs)
-    redis.call('ZADD', KEYS[8], tonumber(start) / 1e9, start)
-  end
+local new_flows = merge_table(KEYS[3], KEYS[4], KEYS[5], tables[1])
+for w = 2, #tables do
+  local base = 6 + 3 * (w - 2)
+  merge_table(KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], tables[w])
+  redis.call('ZADD', KEYS[6], tonumber(tables[w].start) / 1e9, tables[w].start)
 end
-
-if keep > 0 then  -- retention: drop the oldest windows beyond the newest `keep`
-  local extra = redis.call('ZCARD', KEYS[8]) - keep
-  if extra > 0 then
-    for _, old in ipairs(redis.call('ZRANGE', KEYS[8], 0, extra - 1)) do
-      local w = prefix .. 'w:' .. old .. ':'
-      redis.call('DEL', w .. 'flows', w .. 'rank:bi', w .. 'totals')
-      redis.call('ZREM', KEYS[8], old)
-    end
-  end
-end
-
-redis.call('DEL', KEYS[5])
-local total = redis.call('HGET', KEYS[6], 'total_batches')
-if total and tonumber(total) == redis.call('SCARD', KEYS[1]) then
-  if redis.call('SET', KEYS[7], '1', 'NX') then return {2, new_flows} end
+for _, d in ipairs(drop) do
+  redis.call('DEL', KEYS[d[2] + 1], KEYS[d[2] + 2], KEYS[d[2] + 3])
+  redis.call('ZREM', KEYS[6], d[1])
 end
 return {1, new_flows}

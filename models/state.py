@@ -1,0 +1,65 @@
+"""The mutable state of a capture run, as its ``meta`` hash holds it (``RunKeys.meta``).
+
+Field names live here and in the two Lua scripts of ``store/`` that write them atomically
+(``close.lua`` and ``finish.lua`` name ``total_batches`` and ``state``). Everything else reads
+and writes the hash through ``store.captures`` with these models.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StoredState(StrEnum):
+    """What the ``state`` field holds. ``failed`` is never stored: a run is failed while one of
+    its batch jobs sits in RQ's failed registry (``store.captures.status`` derives it)."""
+
+    SUBMITTING = "submitting"
+    PROCESSING = "processing"
+    COMPLETE = "complete"
+    ABORTED = "aborted"
+
+
+class MetaField:
+    """Names of the ``meta`` hash's fields."""
+
+    STATE = "state"
+    ENQUEUED = "enqueued"  # batches whose payload is stored (an absolute mark)
+    TOTAL = "total_batches"  # set when the producer closed the run
+    BATCH_BYTES = "batch_bytes"  # the byte limit of a batch (resume recuts the same batches)
+    FINGERPRINTS = "fingerprints"  # JSON list of the source files' fingerprints
+    ERROR = "error"  # why the run was aborted
+    COMPLETED_NS = "completed_ns"  # when the report was stored
+
+
+class CaptureMeta(BaseModel):
+    """The ``meta`` hash, parsed. Unknown fields are ignored (an older or newer writer)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    state: StoredState = StoredState.SUBMITTING
+    enqueued: int = Field(0, ge=0)
+    total_batches: int | None = Field(None, ge=0)
+    batch_bytes: int | None = None
+    fingerprints: str | None = None
+    error: str | None = None
+    completed_ns: int | None = None
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> CaptureMeta:
+        def s(v: bytes | str) -> str:
+            return v.decode() if isinstance(v, bytes) else v
+
+        return cls.model_validate({s(k): s(v) for k, v in raw.items()})
+
+    @property
+    def closed(self) -> bool:
+        """Every batch is enqueued (the producer closed the run)."""
+        return self.total_batches is not None
+
+    @property
+    def upto(self) -> int:
+        """Batches below this mark exist (``total_batches`` once closed, else ``enqueued``)."""
+        return self.total_batches if self.total_batches is not None else self.enqueued

@@ -1,0 +1,99 @@
+"""Fast reading of flow records in their stored form: ``(packed key, packed value)`` pairs.
+
+Redis keeps a conversation as the bytes of :meth:`models.flows.FlowKey.pack` (field) and
+:meth:`models.flows.FlowStats.pack` (value, layout :data:`models.flows.VALUE`). The streaming
+consumers (:mod:`reporter.export`, :mod:`reporter.stream`) read those bytes directly instead of
+building models per flow; this module holds the shared pieces. Pure: no I/O.
+
+Contracts: :func:`split_key` raises :class:`ValueError` for bytes that are not a packed key
+(as :meth:`FlowKey.unpack` does); :class:`AddrText` answers exactly what
+:func:`models.flows.addr_text` answers, as ASCII bytes.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from models.flows import NO_FIRST, VALUE, addr_text
+
+#: One stored record: (packed key, packed value), as HSCAN returns it.
+Pair = tuple[bytes, bytes]
+
+KEY4 = struct.Struct("<x4s4sBHH")
+KEY6 = struct.Struct("<x16s16sBHH")
+#: The four counters at the head of a packed value: pkts_ab, bytes_ab, pkts_ba, bytes_ba.
+COUNTS = struct.Struct("<dddd")
+#: A direction without packets has ``first == NO_FIRST``; as stored (19 digits).
+NO_FIRST_TEXT = b"%019d" % NO_FIRST
+MINUS = 45  # b"-"[0]: a negative timestamp, which the fast paths hand to the model code
+ZERO = 48  # b"0"[0]
+
+__all__ = [
+    "COUNTS",
+    "KEY4",
+    "KEY6",
+    "MINUS",
+    "NO_FIRST_TEXT",
+    "VALUE",
+    "ZERO",
+    "AddrText",
+    "Pair",
+    "split_key",
+    "ts_bytes",
+]
+
+
+def split_key(raw: bytes) -> tuple[bytes, bytes, int, int, int]:
+    """``(a_addr, b_addr, proto, a_port, b_port)`` of a packed key; :class:`ValueError` if it
+    is not one."""
+    n = len(raw)
+    if n == 14 and raw[0] == 4:
+        return KEY4.unpack(raw)  # type: ignore[return-value]
+    if n == 38 and raw[0] == 16:
+        return KEY6.unpack(raw)  # type: ignore[return-value]
+    raise ValueError(f"not a packed flow key: {raw!r}")
+
+
+def ts_bytes(stored: bytes) -> bytes:
+    """A stored 19-digit nanosecond timestamp as :func:`models.flows.ts_text` writes it."""
+    if stored[0] == MINUS:
+        from models.flows import ts_text
+
+        return ts_text(int(stored)).encode()
+    return b"%d.%s" % (int(stored[:10]), stored[10:])
+
+
+class AddrText:
+    """Address bytes (4 or 16) to their text (as ASCII bytes), with a bounded cache.
+
+    ``inet_ntop`` for speed; IPv6 addresses that it prints with an embedded IPv4 part go
+    through :func:`models.flows.addr_text` (Python's ``ipaddress``), whose output is the
+    contract. The cache holds at most ``size`` addresses and is emptied when full: memory is
+    bounded whatever the number of distinct addresses.
+    """
+
+    __slots__ = ("cache", "size")
+
+    def __init__(self, size: int = 1 << 16) -> None:
+        self.size = size
+        self.cache: dict[bytes, bytes] = {}
+
+    def __call__(self, raw: bytes) -> bytes:
+        text = self.cache.get(raw)
+        if text is None:
+            text = self.miss(raw)
+        return text
+
+    def miss(self, raw: bytes) -> bytes:
+        """Compute, cache and return the text of ``raw`` (the slow half of ``__call__``)."""
+        if len(raw) == 4:
+            s = socket.inet_ntop(socket.AF_INET, raw)
+        else:
+            s = socket.inet_ntop(socket.AF_INET6, raw)
+            if "." in s:
+                s = addr_text(raw)
+        if len(self.cache) >= self.size:
+            self.cache.clear()
+        text = self.cache[raw] = s.encode("ascii")
+        return text

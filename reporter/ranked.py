@@ -1,0 +1,124 @@
+"""Every flow of a table largest first, in bounded memory (an external merge sort).
+
+The order is :func:`reporter.rank.sort_key` by bytes: bytes descending, then packets
+descending, then the key's text as the oracle compares it; the oracle's ``.uni.csv`` and
+``.bi.csv`` files are in this order. Two rows tie only when they have the same key text (the
+two directions of a conversation whose endpoints are equal); those two are ordered by their
+line text here, and by input order in :func:`reporter.rank.top`.
+
+Memory: at most ``run_rows`` rows are held at once. Larger tables are cut into sorted runs of
+``run_rows`` rows, written to a temporary directory (about the output's size on disk, removed
+afterwards) and merged. Lines are those of :mod:`reporter.export`, byte for byte.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
+from typing import TextIO
+
+from reporter.export import (
+    BI_CSV,
+    BI_JSON,
+    CHUNK,
+    UNI_CSV,
+    UNI_JSON,
+    Format,
+    View,
+    bi_fields,
+    uni_fields,
+    write_lines,
+)
+from reporter.packed import AddrText, Pair, ts_bytes
+
+#: Rows sorted in memory before a run is spilled to disk.
+RUN_ROWS = 100_000
+_BIG = 10**20 - 1  # 20-digit complements sort descending counts ascending as text
+
+
+def _records(pairs: Iterable[Pair], view: View, fmt: Format) -> Iterator[bytes]:
+    """``<sort key>\\0<line>\\n`` per row; plain byte order of records is the ranking."""
+    addr = AddrText()
+    csv = fmt == "csv"
+    if view == "uni":
+        for s, d, p, sp, dp, pk, by, f, la, g in uni_fields(pairs, addr):
+            ft, lt = ts_bytes(f), ts_bytes(la)
+            line = (
+                UNI_CSV % (s, d, p, sp, dp, pk, by, ft, lt)
+                if csv
+                else UNI_JSON % (s, d, p, sp, dp, pk, by, int(f), int(la), g, ft, lt) + b"\n"
+            )
+            yield b"%020d%020d('%s', '%s', %d, %d, %d)\0%s" % (
+                _BIG - int(by), _BIG - int(pk), s, d, p, sp, dp, line)  # fmt: skip
+    else:
+        for p, a, ap, b, bp, pab, bab, pba, bba, f, la in bi_fields(pairs, addr):
+            pk, by = pab + pba, bab + bba
+            ft, lt = ts_bytes(f), ts_bytes(la)
+            if csv:
+                line = BI_CSV % (p, a, ap, b, bp, pab, bab, pba, bba, pk, by, ft, lt)
+            else:
+                line = BI_JSON % (
+                    p, a, ap, b, bp, pab, bab, pba, bba, pk, by, int(f), int(la), ft, lt
+                ) + b"\n"  # fmt: skip
+            yield b"%020d%020d[%d, '%s', %d, '%s', %d]\0%s" % (
+                _BIG - int(by), _BIG - int(pk), p, a, ap, b, bp, line)  # fmt: skip
+
+
+def _lines(records: Iterable[bytes], csv: bool) -> Iterator[list[bytes]]:
+    out: list[bytes] = []
+    for r in records:
+        line = r[r.index(b"\0") + 1 :]
+        out.append(line if csv else line[:-1])
+        if len(out) >= CHUNK:
+            yield out
+            out = []
+    yield out
+
+
+def ranked_chunks(
+    pairs: Iterable[Pair],
+    view: View,
+    fmt: Format,
+    run_rows: int = RUN_ROWS,
+    tmpdir: str | None = None,
+) -> Iterator[list[bytes]]:
+    """The lines of :func:`reporter.export.chunks`, largest row first (see the module
+    docstring). Raises :class:`ValueError` for ``run_rows < 1``."""
+    if run_rows < 1:
+        raise ValueError(f"run_rows must be >= 1, not {run_rows}")
+    csv = fmt == "csv"
+    with ExitStack() as stack:
+        runs: list[str] = []
+        buf: list[bytes] = []
+        for rec in _records(pairs, view, fmt):
+            buf.append(rec)
+            if len(buf) >= run_rows:
+                if not runs:
+                    d = stack.enter_context(tempfile.TemporaryDirectory(dir=tmpdir))
+                buf.sort()
+                runs.append(os.path.join(d, f"run{len(runs)}"))
+                with open(runs[-1], "wb") as fh:
+                    fh.writelines(buf)
+                buf = []
+        buf.sort()
+        if not runs:
+            yield from _lines(buf, csv)
+            return
+        files = [stack.enter_context(open(path, "rb", buffering=1 << 16)) for path in runs]
+        yield from _lines(heapq.merge(buf, *files), csv)
+
+
+def write_rows_ranked(
+    pairs: Iterable[Pair],
+    out: TextIO,
+    view: View = "uni",
+    fmt: Format = "csv",
+    run_rows: int = RUN_ROWS,
+    tmpdir: str | None = None,
+) -> int:
+    """Write every row of ``pairs`` to ``out`` largest first, as
+    :func:`reporter.export.write_rows` writes them in table order; returns the row count."""
+    return write_lines(ranked_chunks(pairs, view, fmt, run_rows, tmpdir), out, view, fmt)
