@@ -91,7 +91,9 @@ class LocalCluster:
                 proc.kill()
 
 
-def _start_node(folder: Path, port: int, password: str | None, host: str) -> subprocess.Popen[bytes]:
+def _start_node(
+    folder: Path, port: int, password: str | None, host: str
+) -> subprocess.Popen[bytes]:
     exe = shutil.which("redis-server")
     if exe is None:
         raise BackendError("redis-server is not installed: run scripts/install.sh")
@@ -165,19 +167,19 @@ def start_cluster(
         if res.returncode != 0:
             raise BackendError(f"redis-cli --cluster create failed: {res.stdout[-500:]}")
         _wait(
-            lambda: all(
-                cl.client(p).cluster("info")["cluster_state"] == "ok" for p in ports
-            ),
+            lambda: all(cl.client(p).cluster("info")["cluster_state"] == "ok" for p in ports),
             timeout,
             "the cluster did not reach state ok",
         )
         if replicas:
             _wait(
-                lambda: len(cl.masters()) == masters
-                and all(
-                    cl.client(p).info("replication").get("master_link_status") == "up"
-                    for p in ports
-                    if p not in cl.masters()
+                lambda: (
+                    len(cl.masters()) == masters
+                    and all(
+                        cl.client(p).info("replication").get("master_link_status") == "up"
+                        for p in ports
+                        if p not in cl.masters()
+                    )
                 ),
                 timeout,
                 "the replicas did not sync",

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(32, ge=1, le=100_000)
     job_timeout: int = Field(600, ge=1)
     retries: int = Field(3, ge=0, le=100)
+    #: largest batch payload (and decompressed body) a worker accepts, in bytes; the default
+    #: and maximum are models.batch.MAX_BODY_BYTES (256 MiB)
+    max_payload: int = Field(256 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     compress: bool = False
     engine: Engine = "scapy"
     #: tumbling window in seconds for per-window flow tables (None: whole capture only)
@@ -46,6 +49,11 @@ class Settings(BaseSettings):
     #: keep only the newest N windows (None: all); bounds Redis memory of endless captures
     keep_windows: int | None = Field(None, ge=1)
     connect_timeout: float = Field(10.0, ge=0)
+    #: seconds a batch's heartbeat lives: a killed worker's batch is re-queued within about
+    #: heartbeat + maintenance_interval seconds
+    heartbeat: int = Field(20, ge=1, le=3600)
+    #: seconds between a worker's runs of RQ's registry maintenance (what re-queues them)
+    maintenance_interval: int = Field(15, ge=1, le=3600)
 
     @property
     def window_ns(self) -> int:

@@ -1,7 +1,7 @@
 """``producer``: submit traces to flowherd and follow them.
 
 producer submit trace.pcap                  # private Redis + local workers, prints top flows
-producer submit --redis-url redis://host/0 --name day1 a.pcap.gz b.pcapng
+FLOWHERD_REDIS_URL_FILE=/etc/flowherd/redis-url producer submit --name day1 a.pcap.gz b.pcapng
 producer status day1
 producer submit --resume day1 a.pcap.gz b.pcapng   # after the producer was killed
 producer retry day1                                # re-run failed batches
@@ -42,13 +42,16 @@ def main() -> None:
     """flowherd producer: read packet traces as raw records and queue them for the workers.
 
     Without --redis-url (or FLOWHERD_REDIS_URL) everything runs on this machine: a private
-    redis-server under $FLOWHERD_HOME and local worker processes are started for you.
+    redis-server under $FLOWHERD_HOME and local worker processes are started for you. A shared
+    Redis with a password: keep its URL in a file only you can read and name that file with
+    FLOWHERD_REDIS_URL_FILE (or --redis-url-file), so the password shows neither in `ps` nor
+    in the shell history.
 
     \b
     Examples:
       producer submit trace.pcap.gz                   # analyse here, print the top flows
       producer submit --engine fast --window 60 day1.pcapng
-      producer submit --redis-url redis://:PASS@queue-host/0 --name day1 a.pcap b.pcap
+      FLOWHERD_REDIS_URL_FILE=/etc/flowherd/redis-url producer submit --name day1 a.pcap b.pcap
       producer sniff -i eth0 -f 'tcp or udp' --window 10s --duration 5m
       producer status day1
       producer submit --resume day1 a.pcap b.pcap     # after the producer was killed

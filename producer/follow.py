@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from typing import IO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,10 +22,45 @@ from store.backend import Store
 from store.captures import status
 
 FINAL = (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED)
+#: Bytes of the local workers' stderr kept, for the message when they exit; the rest is read
+#: and dropped as it comes, so the pool never blocks on a full pipe.
+STDERR_TAIL = 64 * 1024
+
+
+class _Drain(threading.Thread):
+    """Reads a pipe to its end in the background, keeping only its last ``keep`` bytes."""
+
+    def __init__(self, pipe: IO[bytes], keep: int) -> None:
+        super().__init__(name="local-workers-stderr", daemon=True)
+        self._pipe = pipe
+        self._keep = keep
+        self._tail = bytearray()
+        self._lock = threading.Lock()
+        self.total = 0  # bytes read so far
+        self.start()
+
+    def run(self) -> None:
+        read = getattr(self._pipe, "read1", self._pipe.read)
+        with self._pipe:
+            while chunk := read(65536):
+                with self._lock:
+                    self.total += len(chunk)
+                    self._tail += chunk
+                    if len(self._tail) > self._keep:
+                        del self._tail[: len(self._tail) - self._keep]
+
+    def tail(self) -> bytes:
+        with self._lock:
+            return bytes(self._tail)
 
 
 class LocalWorkers:
-    """``workers run -n N`` as a child process (started by command, not imported)."""
+    """``workers run -n N`` as a child process (started by command, not imported).
+
+    Its stderr is read continuously by a background thread, which keeps the last
+    :data:`STDERR_TAIL` bytes (:meth:`stderr_tail`) for the message of :meth:`check`: however
+    much the pool writes, it never blocks on the pipe, and memory stays bounded.
+    """
 
     def __init__(self, url: str, queue: str, num: int, store_url: str | None = None) -> None:
         env = {**os.environ, "FLOWHERD_REDIS_URL": url}
@@ -39,12 +76,25 @@ class LocalWorkers:
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
+        assert self.proc.stderr is not None
+        self._stderr = _Drain(self.proc.stderr, STDERR_TAIL)
+
+    @property
+    def stderr_bytes(self) -> int:
+        """Bytes the pool has written to its stderr so far."""
+        return self._stderr.total
+
+    def stderr_tail(self) -> str:
+        """The last (at most :data:`STDERR_TAIL`) bytes of the pool's stderr."""
+        return self._stderr.tail().decode(errors="replace")
 
     def check(self) -> None:
+        """Raise :class:`BackendError` with the last line of its stderr if the pool exited."""
         code = self.proc.poll()
         if code is not None:
-            err = (self.proc.stderr.read() if self.proc.stderr else b"").decode(errors="replace")
-            last = err.strip().splitlines()[-1] if err.strip() else ""
+            self._stderr.join(2)  # the rest of what it wrote, up to its end
+            err = self.stderr_tail().strip()
+            last = err.splitlines()[-1] if err else ""
             raise BackendError(f"local workers exited with code {code}: {last}")
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -62,8 +112,9 @@ class LocalWorkers:
             try:
                 os.killpg(self.proc.pid, 0)
             except (ProcessLookupError, PermissionError):
-                return
+                break
             time.sleep(0.02)
+        self._stderr.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> LocalWorkers:
         return self

@@ -34,67 +34,33 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-Arr = npt.NDArray[Any]
+from producer.mawi_frames import (
+    DNS,
+    DOWNLOAD,
+    ICMP,
+    INTERACTIVE,
+    PROTO,
+    QUIC,
+    STAMP,
+    UPLOAD,
+    Arr,
+    K,
+    kinds,
+    row_width,
+    templates,
+)
+
 BASE_NS = 1_704_085_200 * 10**9  # 2024-01-01 05:00 UTC: 14:00 JST, when MAWI's daily sample starts
 ALPHA = 1.1  # Pareto shape of packets per flow: the lower, the heavier the tail
 MICE = 0.35  # the share of TCP/UDP flows that are one packet (scans, probes, lost handshakes)
-SLICE_PACKETS = 1 << 16  # packets per time slice, on average
+SLICE_PACKETS = 1 << 15  # packets per time slice, on average
 _G = 10**9
 _U64 = np.uint64
-_K = 8  # frame templates (kinds of packet) per flow
-
-# Profiles: (protocol, [(direction, TCP flags, TCP options, payload)], prefix, body, tail).
-# Direction 0 is client -> server. A payload < 0 is one of the flow's sizes (-1 request, -2 full
-# segment, -3 message); options 1 are a SYN's (MSS, SACK, timestamps, window scale), 2
-# timestamps. The kinds of packet k: the prefix, the body repeated, then the tail (when the flow
-# is long enough). Every prefix goes client, then server: a flow of n > 1 packets has two
-# unidirectional flows.
-_SYN, _SYNACK, _ACK_C = (0, 0x02, 1, 0), (1, 0x12, 1, 0), (0, 0x10, 2, 0)
-_FINS = ((0, 0x11, 2, 0), (1, 0x11, 2, 0))
-_PROFILES = [
-    (6, [_SYN, _SYNACK, _ACK_C, (0, 0x18, 2, -1), (1, 0x10, 2, -2), *_FINS],
-     (0, 1, 2, 3), (4, 4, 2), (5, 6)),  # download
-    (6, [_SYN, _SYNACK, _ACK_C, (0, 0x18, 2, -1), (0, 0x10, 2, -2), (1, 0x10, 2, 0), *_FINS],
-     (0, 1, 2, 3), (4, 4, 5), (6, 7)),  # upload
-    (6, [_SYN, _SYNACK, _ACK_C, (0, 0x18, 2, -3), (1, 0x18, 2, -3), *_FINS],
-     (0, 1, 2), (3, 4), (5, 6)),  # interactive
-    (17, [(0, 0, 0, -1), (1, 0, 0, -3)], (0, 1), (0, 1), ()),  # dns
-    (17, [(0, 0, 0, 1252), (1, 0, 0, 1252), (1, 0, 0, -2), (0, 0, 0, -1)],
-     (0, 1), (2, 2, 2, 3), ()),  # quic
-    (1, [(0, 0, 0, 56), (1, 0, 0, 56)], (0, 1), (0, 1), ()),  # icmp echo
-]  # fmt: skip
-DOWNLOAD, UPLOAD, INTERACTIVE, DNS, QUIC, ICMP = range(6)
-
-
-def _table(col: int, pad: int = 0) -> Arr:
-    return np.array([[k[col] for k in p[1]] + [pad] * (_K - len(p[1])) for p in _PROFILES])
-
-
-def _pattern(part: int, width: int) -> tuple[Arr, Arr]:
-    seqs = [p[part] for p in _PROFILES]
-    return np.array([list(s) + [0] * (width - len(s)) for s in seqs]), np.array(
-        list(map(len, seqs))
-    )
-
-
-_KDIR, _KFLAGS, _KOPT, _KPAY = (_table(c) for c in range(4))
-(_PRE, _LP), (_BODY, _LB), (_TAIL, _LT) = _pattern(2, 4), _pattern(3, 4), _pattern(4, 2)
-_OPTS = (
-    b"",
-    bytes.fromhex("020405b40402080a000000000000000001030307"),
-    bytes.fromhex("0101080a0000000000000000"),
-)
-_OPTLEN = np.array([len(o) for o in _OPTS])
-_ETH = np.frombuffer(bytes.fromhex(  # [direction][ipv6]: two routers of a backbone link
-    "0016c8a0b0020016c8a0b0010800" "0016c8a0b0020016c8a0b00186dd"
-    "0016c8a0b0010016c8a0b0020800" "0016c8a0b0010016c8a0b00286dd"
-), np.uint8).reshape(2, 2, 14)  # fmt: skip
 
 
 class TraceSpec(BaseModel):
@@ -231,85 +197,6 @@ class _Flows:
         return _Flows({k: np.concatenate([v, other.c[k]]) for k, v in self.c.items()})
 
 
-def _frames(spec: TraceSpec, f: dict[str, Arr]) -> tuple[Arr, Arr, Arr, Arr]:
-    """Frame templates of new flows ``f``: (records (B, K, 8 + snaplen) uint8 = caplen, orig_len
-    and the captured bytes; wire lengths (B, K); directions (B, K); caplens (B, K))."""
-    prof, v6, proto = f["prof"], f["v6"], f["proto"]
-    b, snap = len(prof), spec.snaplen
-    d, pay, opt = _KDIR[prof], _KPAY[prof], _KOPT[prof]
-    payload = np.where(pay >= 0, pay, np.take_along_axis(f["sizes"], np.clip(-pay - 1, 0, 2), 1))
-    l4 = np.where((proto == 6)[:, None], 20 + _OPTLEN[opt], 8)
-    wire = np.maximum(14 + np.where(v6, 40, 20)[:, None] + l4 + payload, 60)  # Ethernet pads
-    cap = np.minimum(wire, snap)
-    rows = np.arange(b * _K)
-    fl = np.repeat(np.arange(b), _K)  # row -> flow
-    dr, l4r, pl = d.ravel(), l4.ravel(), payload.ravel()
-    buf = np.zeros((b * _K, max(snap, 96)), np.uint8)
-    buf[:, :14] = _ETH[dr, v6[fl].astype(int)]
-    cli, srv, ports = f["cli"][fl], f["srv"][fl], f["ports"][fl]
-    src, dst = np.where(dr[:, None] == 0, cli, srv), np.where(dr[:, None] == 0, srv, cli)
-    sp, dp = (
-        np.where(dr == 0, ports[:, 0], ports[:, 1]),
-        np.where(dr == 0, ports[:, 1], ports[:, 0]),
-    )
-    ttl, isn = f["ttl"][fl, dr], f["isn"][fl]
-    pr = proto[fl]
-    for fam6 in (False, True):
-        r = rows[v6[fl] == fam6]
-        if not r.size:
-            continue
-        if fam6:
-            _put(buf, r, 14, 0x6000_0000 | (src[r, 1] & _U64(0xFFFFF)) ^ dr[r].astype(_U64), 4)
-            _put(buf, r, 18, l4r[r] + pl[r], 2)
-            buf[r, 20], buf[r, 21] = np.where(pr[r] == 1, 58, pr[r]), ttl[r]
-            for col, half in ((22, src[r, 0]), (30, src[r, 1]), (38, dst[r, 0]), (46, dst[r, 1])):
-                _put(buf, r, col, half, 8)
-        else:
-            _put(buf, r, 14, 0x4500, 2)
-            _put(buf, r, 16, 20 + l4r[r] + pl[r], 2)
-            _put(buf, r, 20, 0x4000, 2)
-            buf[r, 22], buf[r, 23] = ttl[r], pr[r]
-            _put(buf, r, 26, src[r, 1], 4)
-            _put(buf, r, 30, dst[r, 1], 4)
-            h = buf[r, 14:34].astype(np.uint32)
-            s = (h[:, 0::2] * 256 + h[:, 1::2]).sum(1)
-            s = (s & 0xFFFF) + (s >> 16)
-            _put(buf, r, 24, ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF, 2)
-        off = 54 if fam6 else 34
-        tu = r[pr[r] != 1]
-        _put(buf, tu, off, sp[tu], 2)
-        _put(buf, tu, off + 2, dp[tu], 2)
-        t = r[pr[r] == 6]
-        if t.size:
-            flags, o = _KFLAGS[prof].ravel()[t], opt.ravel()[t]
-            _put(buf, t, off + 4, isn[t, dr[t]], 4)
-            _put(buf, t, off + 8, np.where(flags == 0x02, 0, isn[t, 1 - dr[t]]), 4)
-            buf[t, off + 12], buf[t, off + 13] = (20 + _OPTLEN[o]) << 2, flags
-            _put(buf, t, off + 14, np.where(dr[t] == 0, 64240, 65160), 2)
-            for code in (1, 2):
-                opts = np.frombuffer(_OPTS[code], np.uint8)
-                buf[t[o == code], off + 20 : off + 20 + len(opts)] = opts
-        u = r[pr[r] == 17]
-        _put(buf, u, off + 4, 8 + pl[u], 2)
-        _put(buf, u, off + 6, (sp[u] * 40503 + 1) & 0xFFFF, 2)  # unverifiable: payload is cut
-        c = r[pr[r] == 1]
-        buf[c, off] = np.where(dr[c] == 0, 128, 129) if fam6 else np.where(dr[c] == 0, 8, 0)
-        _put(buf, c, off + 2, (isn[c, 0] * 40503 + 1) & 0xFFFF, 2)
-        _put(buf, c, off + 4, f["ports"][fl[c], 0], 2)  # echo identifier, sequence 1
-        _put(buf, c, off + 6, 1, 2)
-    recs = np.zeros((b * _K, 8 + snap), np.uint8)
-    recs[:, :8] = np.stack([cap.ravel(), wire.ravel()], 1).astype("<u4").view(np.uint8)
-    recs[:, 8:] = buf[:, :snap]
-    return recs.reshape(b, _K, 8 + snap), wire, d, cap
-
-
-def _put(buf: Arr, rows: Arr, off: int, val: Arr | int, size: int) -> None:
-    """Write ``val`` big-endian into columns ``off .. off+size`` of rows ``rows`` of ``buf``."""
-    v = np.asarray(val).astype(_U64)
-    for j in range(size):
-        buf[rows, off + j] = (v >> _U64(8 * (size - 1 - j))) & _U64(0xFF)
-
-
 def _new_flows(spec: TraceSpec, i: Arr, start: Arr, cap: int, xm: float, end: int) -> _Flows:
     """Flows ``i`` starting at ``start`` (ns from the trace's start): every choice a hash of i."""
 
@@ -325,7 +212,7 @@ def _new_flows(spec: TraceSpec, i: Arr, start: Arr, cap: int, xm: float, end: in
     n = np.where(roll < 0.03, icmp_n, n).astype(np.int64)
     tcp = np.select([u(6) < 0.1, u(6) < 0.25], [UPLOAD, INTERACTIVE], DOWNLOAD)
     prof = np.select([roll < 0.03, roll < 0.2], [ICMP, np.where(n <= 6, DNS, QUIC)], tcp)
-    proto = np.array([p[0] for p in _PROFILES])[prof]
+    proto = PROTO[prof]
     srv_i = np.where(prof == ICMP, 0x10000 | low, np.floor(65536 * u(7) ** 4).astype(_U64))
     hi = np.where(v6, np.array([0x20010DB8C0000000, 0x20010DB850000000], _U64)[:, None], 0)
     lo_c = np.where(v6, host << _U64(4) | _U64(1), _U64(0x0A000000) | host)  # 10.0.0.0/12
@@ -360,10 +247,10 @@ def _new_flows(spec: TraceSpec, i: Arr, start: Arr, cap: int, xm: float, end: in
         "isn": np.floor(np.stack([u(16), u(17)], 1) * 2**32).astype(_U64),
         "sizes": sizes,
     }
-    recs, wire, d, caps = _frames(spec, cols)
+    recs, wire, d, caps = templates(cols, spec.snaplen)
     cols = {k: cols[k] for k in ("i", "start", "n", "gap", "prof", "v6", "proto")}
-    zero = np.zeros(len(i), np.int64)
-    cols.update(recs=recs, wire=wire, dir=d, cap=caps, sent=zero, c2s=zero, s2c=zero.copy())
+    cols.update(recs=recs, wire=wire, dir=d, cap=caps)
+    cols.update({k: np.zeros(len(i), np.int64) for k in ("sent", "c2s", "s2c")})
     return _Flows(cols)
 
 
@@ -378,15 +265,6 @@ def _starts(spec: TraceSpec, span: int, block: int = 1 << 16) -> Iterator[tuple[
         yield i, np.minimum(np.floor(-np.expm1(lr) * span), span - 1).astype(np.int64)
 
 
-def _kinds(prof: Arr, n: Arr, k: Arr) -> Arr:
-    """The kind of packet ``k`` of flows of profile ``prof`` and ``n`` packets."""
-    lp, lb, lt = _LP[prof], _LB[prof], _LT[prof]
-    lt = np.where(n - lp > 2 * lt, lt, 0)  # no FIN pair on a flow with hardly a body
-    tail = _TAIL[prof, np.clip(k - (n - lt), 0, 1)]
-    body = np.where(k >= n - lt, tail, _BODY[prof, (k - lp) % lb])
-    return np.where(k < lp, _PRE[prof, np.minimum(k, 3)], body)
-
-
 def records(spec: TraceSpec, tally: Tally) -> Iterator[bytes]:
     """The trace's pcap records in chunks (one per time slice), filling ``tally`` as it goes.
 
@@ -399,15 +277,16 @@ def records(spec: TraceSpec, tally: Tally) -> Iterator[bytes]:
     cap = max(spec.packets // 20, int(20 * mean), 2)
     # ICMP flows (3%) average 2.5 packets and MICE of the rest 1: the Pareto makes up the mean
     xm = pareto_scale(max(1.0, ((mean - 0.03 * 2.5) / 0.97 - MICE) / (1 - MICE)), cap)
-    width = span * SLICE_PACKETS / spec.packets
+    slice_ns = span * SLICE_PACKETS / spec.packets
     starts = _starts(spec, span)
     pend_i, pend_s = next(starts)
     active: _Flows | None = None
-    cols = np.arange(16 + spec.snaplen)
+    width = row_width(spec.snaplen)
+    cols = np.arange(width, dtype=np.uint8 if width < 256 else np.uint16)
     s = 0
     while pend_i.size or (active is not None and len(active)):
         s += 1
-        t1 = int(s * width) if s * width < span else 1 << 62  # the last slice takes the rest
+        t1 = int(s * slice_ns) if s * slice_ns < span else 1 << 62  # the last takes the rest
         while pend_i.size and pend_s[0] < t1:  # the flows starting in this slice
             cut = int(np.searchsorted(pend_s, t1))
             new = _new_flows(spec, pend_i[:cut], pend_s[:cut], cap, xm, span)
@@ -433,19 +312,20 @@ def records(spec: TraceSpec, tally: Tally) -> Iterator[bytes]:
         if rep.size:
             order = np.argsort(ts, kind="stable")  # ties: flow order, then packet order
             rep, ts = rep[order], ts[order] + BASE_NS
-            row = rep * _K + _kinds(c["prof"][rep], n[rep], k[order])
+            row = rep * K + kinds(c["prof"][rep], n[rep], k[order])
             wire, back = c["wire"].ravel()[row], c["dir"].ravel()[row] == 1
             c["c2s"] += np.bincount(rep, wire * ~back, len(active)).astype(np.int64)
             c["s2c"] += np.bincount(rep, wire * back, len(active)).astype(np.int64)
             tally.bytes += int(wire.sum())
             tally.first_ns = tally.first_ns or int(ts[0])
             tally.last_ns = int(ts[-1])
-            sec, frac = np.divmod(ts, _G)
-            out = np.empty((rep.size, 16 + spec.snaplen), np.uint8)
-            stamp = np.stack([sec, frac if spec.nanosecond else frac // 1000], 1)
-            out[:, :8] = stamp.astype("<u4").view(np.uint8)
-            out[:, 8:] = c["recs"].reshape(-1, 8 + spec.snaplen)[row]
-            yield out[cols < 16 + c["cap"].ravel()[row][:, None]].tobytes()
+            out = c["recs"].reshape(-1, width)[row]  # whole template rows, then fill the times
+            stamp = out.view("<u4")
+            stamp[:, 0], frac = np.divmod(ts, _G)
+            stamp[:, 1] = frac if spec.nanosecond else frac // 1000
+            yield out[
+                cols < (STAMP + 8 + c["cap"].ravel()[row]).astype(cols.dtype)[:, None]
+            ].tobytes()
         done = sent == n
         if done.any():
             both = c["c2s"][done] + c["s2c"][done]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from models.capture import CaptureStatus
 from models.flows import FlowKey, FlowStats
-from models.report import ElephantRule, Report, Summary
+from models.report import ConvRow, ElephantResult, ElephantRule, FlowRow, Report, Summary
 from reporter.distribution import share_of_top, share_top_fraction, top_fraction_count
 from reporter.elephants import DEFAULT_RULES, classify_all, classify_dist
 from reporter.packed import Pair
@@ -44,18 +44,44 @@ def make_report(
         r for k, st in table if st.bytes >= uni_cut for r in uni_rows(k, st) if r.bytes >= uni_cut
     ]
     convs = [conv_row(k, st) for k, st in table if st.bytes >= bi_cut]
+    return _report(
+        status,
+        generated_ns,
+        flows_uni=len(sizes),
+        flows_bi=len(table),
+        share_top1pct_uni=share_top_fraction(sizes, 0.01),
+        share_top10_uni=share_of_top(sizes, 10),
+        top_uni=top(unis, "bytes", n),
+        top_bi=top(convs, "bytes", n),
+        elephants=classify_all(sizes, rules),
+    )
+
+
+def _report(
+    status: CaptureStatus,
+    generated_ns: int,
+    *,
+    flows_uni: int,
+    flows_bi: int,
+    share_top1pct_uni: float,
+    share_top10_uni: float,
+    top_uni: list[FlowRow],
+    top_bi: list[ConvRow],
+    elephants: list[ElephantResult],
+) -> Report:
+    """The document around the numbers computed from the table (shared by both builders)."""
     summary = Summary(
         packets=status.packets,
         bytes=status.bytes,
         counted_packets=status.counted_packets,
         counted_bytes=status.counted_bytes,
-        flows_uni=len(sizes),
-        flows_bi=len(table),
+        flows_uni=flows_uni,
+        flows_bi=flows_bi,
         not_counted=status.not_counted,
         first_ns=status.first_ns,
         last_ns=status.last_ns,
-        share_top1pct_uni=share_top_fraction(sizes, 0.01),
-        share_top10_uni=share_of_top(sizes, 10),
+        share_top1pct_uni=share_top1pct_uni,
+        share_top10_uni=share_top10_uni,
     )
     complete = status.batches_failed == 0 and status.total_batches == status.batches_done
     return Report(
@@ -64,9 +90,9 @@ def make_report(
         generated_ns=generated_ns,
         complete=complete,
         summary=summary,
-        top_uni=top(unis, "bytes", n),
-        top_bi=top(convs, "bytes", n),
-        elephants=classify_all(sizes, rules),
+        top_uni=top_uni,
+        top_bi=top_bi,
+        elephants=elephants,
         warnings=status.warnings,
     )
 
@@ -99,28 +125,15 @@ def stream_report(
     elephants, (top1pct, top10) = classify_dist(
         dist, rules, lambda: uni_sizes(rescan()), extra=shares
     )
-    summary = Summary(
-        packets=status.packets,
-        bytes=status.bytes,
-        counted_packets=status.counted_packets,
-        counted_bytes=status.counted_bytes,
+    total = dist.total
+    return _report(
+        status,
+        generated_ns,
         flows_uni=dist.n,
         flows_bi=scan.flows_bi,
-        not_counted=status.not_counted,
-        first_ns=status.first_ns,
-        last_ns=status.last_ns,
-        share_top1pct_uni=top1pct.total / dist.total if dist.total else 0.0,
-        share_top10_uni=top10.total / dist.total if dist.total else 0.0,
-    )
-    complete = status.batches_failed == 0 and status.total_batches == status.batches_done
-    return Report(
-        name=status.name,
-        run=status.run,
-        generated_ns=generated_ns,
-        complete=complete,
-        summary=summary,
+        share_top1pct_uni=top1pct.total / total if total else 0.0,
+        share_top10_uni=top10.total / total if total else 0.0,
         top_uni=scan.top_uni.rows()[:n],
         top_bi=scan.top_bi.rows()[:n],
         elephants=elephants,
-        warnings=status.warnings,
     )

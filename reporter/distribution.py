@@ -3,16 +3,26 @@
 Sizes are flow sizes in bytes (non-negative integers). Shares are exact integer sums divided
 once, so they are correctly rounded floats in ``[0, 1]``; every function accepts an empty
 input and answers with empty lists or ``0.0`` rather than raising. No I/O, no plotting.
+
+The ``*_points`` and :func:`histogram` functions answer from a
+:class:`~reporter.sizes.SizeDist` (bounded memory, mergeable) instead of the sizes: each
+point they return is exact, at the edges of the dist's buckets (one bucket per size below 512
+bytes; above, buckets of at most 1/256 of their size). :data:`BUCKETED` says so in words.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections import Counter
 from collections.abc import Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reporter.sizes import SizeDist
 
 _SI = ("k", "M", "G", "T", "P", "E")
 
@@ -113,6 +123,72 @@ def log_bins(sizes: Sequence[float], n: int) -> list[float]:
     edges = [lo * math.exp(ratio * i / n) for i in range(n + 1)]
     edges[0], edges[-1] = lo, hi
     return edges
+
+
+#: How the ``*_points`` functions and :func:`histogram` approximate, for figures and output.
+BUCKETED = (
+    "sizes in buckets of 1 byte below 512 B and of at most 1/256 (0.4%) of their size above; "
+    "counts, CCDF and byte-share points exact at bucket edges"
+)
+
+
+def ccdf_points(dist: SizeDist, positive: bool = True) -> tuple[list[int], list[float]]:
+    """``P(X >= x)`` at the smallest size ``x`` of each non-empty bucket, ascending: the
+    exact CCDF at those sizes (at every size when :attr:`SizeDist.exact`, as :func:`ccdf`).
+    ``positive`` leaves out sizes of 0 (they have no place on a log axis)."""
+    blocks = sorted((lo, c) for c, _, lo, _ in dist.buckets.values() if lo > 0 or not positive)
+    n = sum(c for _, c in blocks)
+    xs: list[int] = []
+    ys: list[float] = []
+    at_least = n
+    for x, c in blocks:
+        xs.append(x)
+        ys.append(at_least / n)
+        at_least -= c
+    return xs, ys
+
+
+def share_points(dist: SizeDist) -> tuple[list[int], list[float]]:
+    """The share of all bytes in the ``k`` largest flows, exact at ``k = 1`` and at the end of
+    each bucket (largest first); a bucket of equal sizes lies on the straight line between its
+    two points. ``(ks, shares)`` as :func:`cumulative_share` gives them for every ``k``."""
+    blocks = dist.desc()
+    if not blocks:
+        return [], []
+    total = dist.total
+    ks, cums = [1], [blocks[0][3]]
+    k = cum = 0
+    for c, s, _, _ in blocks:
+        k, cum = k + c, cum + s
+        if k > 1:
+            ks.append(k)
+            cums.append(cum)
+    return ks, [c / total if total else 0.0 for c in cums]
+
+
+def top_blocks(dist: SizeDist, top: int | None) -> list[tuple[int, int, int]]:
+    """``(count, smallest, largest)`` per bucket of the ``top`` largest sizes (all when
+    ``None``), largest first; the last bucket counts only its sizes among the ``top``."""
+    out = []
+    left = dist.n if top is None else top
+    for c, _, lo, hi in dist.desc():
+        if left <= 0:
+            break
+        out.append((min(c, left), lo, hi))
+        left -= c
+    return out
+
+
+def histogram(blocks: Sequence[tuple[int, float, float]], edges: Sequence[float]) -> list[int]:
+    """Counts per bin ``[edges[i], edges[i+1])`` (the last bin closed) of buckets given as
+    ``(count, smallest, largest)``: each bucket counts in the bin of its smallest size, so a
+    bucket that crosses an edge moves it by at most the bucket's width. Sizes outside the
+    edges count in the nearest end bin."""
+    counts = [0] * (len(edges) - 1)
+    for c, lo, _ in blocks:
+        i = min(max(bisect.bisect_right(edges, lo) - 1, 0), len(counts) - 1)
+        counts[i] += c
+    return counts
 
 
 def _si(value: Decimal, unit: str) -> str:

@@ -16,6 +16,11 @@ Arithmetic is exact (integers and :class:`~fractions.Fraction`); ``fraction`` an
 taken as the decimals they print as (``0.8`` is 4/5, not the nearest double). An empty input, or
 one whose sizes are all 0, selects nothing under ``threshold`` (by fraction),
 ``constant_load`` and ``mean_3sigma``, and reports a share of ``0.0``. Pure: no I/O.
+
+Each rule is planned as a cut of the sizes sorted largest first (:func:`plan`);
+:func:`classify_all` takes the cut on the sorted list (in memory, the reference) and
+:func:`classify_dist` from a :class:`~reporter.sizes.SizeDist` in bounded memory, with the same
+results.
 """
 
 from __future__ import annotations
@@ -28,7 +33,18 @@ from fractions import Fraction
 
 from models.report import ElephantResult, ElephantRule
 from reporter.distribution import human_bytes
-from reporter.sizes import AtLeast, Cut, Prefix, Query, Reach, SizeDist, cut_sorted, resolve
+from reporter.sizes import (
+    CAP,
+    FAN,
+    AtLeast,
+    Cut,
+    Prefix,
+    Query,
+    Reach,
+    SizeDist,
+    cut_sorted,
+    resolve,
+)
 
 DEFAULT_RULES: tuple[ElephantRule, ...] = (
     ElephantRule(name="top10", kind="top_n", n=10),
@@ -205,13 +221,17 @@ def classify_dist(
     rules: Sequence[ElephantRule],
     rescan: Callable[[], Iterable[int]] | None,
     extra: Sequence[Query] = (),
+    *,
+    cap: int = CAP,
+    fan: int = FAN,
 ) -> tuple[list[ElephantResult], list[Cut]]:
     """:func:`classify_all` from a :class:`~reporter.sizes.SizeDist` in bounded memory, exactly:
     the same results for the same sizes. ``rescan`` returns the sizes again when a rule's cut
     falls inside a bucket of different sizes (see :func:`reporter.sizes.resolve`). The cuts of
-    ``extra`` queries are resolved in the same rescans and returned second."""
+    ``extra`` queries are resolved in the same rescans and returned second; ``cap`` and
+    ``fan`` are :func:`~reporter.sizes.resolve`'s."""
     plans = [plan(rule, dist.n, dist.total, dist.sumsq) for rule in rules]
-    cuts = resolve(dist, [q for q, _ in plans] + list(extra), rescan)
+    cuts = resolve(dist, [q for q, _ in plans] + list(extra), rescan, cap, fan)
     results = [
         _result(rule, why, cut, dist.n, dist.total)
         for rule, (_, why), cut in zip(rules, plans, cuts, strict=False)

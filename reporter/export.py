@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Literal, TextIO
 
-from reporter.packed import KEY4, KEY6, MINUS, VALUE, AddrText, Pair, ts_bytes
+from reporter.packed import KEY4, KEY6, MINUS, VALUE, AddrText, Pair, split_key, ts_bytes
 
 View = Literal["uni", "bi"]
 Format = Literal["csv", "json", "jsonl"]
@@ -70,22 +70,13 @@ def header(view: View) -> str:
     return ",".join(UNI_COLUMNS if view == "uni" else BI_COLUMNS) + "\n"
 
 
-def _key(k: bytes) -> tuple[bytes, bytes, int, int, int]:
-    n = len(k)
-    if n == 14 and k[0] == 4:
-        return KEY4.unpack(k)  # type: ignore[return-value]
-    if n == 38 and k[0] == 16:
-        return KEY6.unpack(k)  # type: ignore[return-value]
-    raise ValueError(f"not a packed flow key: {k!r}")
-
-
 def uni_fields(pairs: Iterable[Pair], addr: AddrText | None = None) -> Iterator[tuple]:  # type: ignore[type-arg]
     """Per unidirectional row: ``(src, dst, proto, sport, dport, packets, bytes, first, last,
     flags)``, addresses as ASCII text, ``first``/``last`` as stored (19 digits), counters as
     stored (floats holding integers). One row per direction that carried packets."""
     addr = addr or AddrText()
     for k, v in pairs:
-        a, b, p, ap, bp = _key(k)
+        a, b, p, ap, bp = split_key(k)
         at, bt = addr(a), addr(b)
         pa, ba, pb, bb, fa, la, fb, lb, ga, gb = VALUE.unpack(v)
         if pa:
@@ -100,7 +91,7 @@ def bi_fields(pairs: Iterable[Pair], addr: AddrText | None = None) -> Iterator[t
     bytes_b_to_a, first, last)``, in the forms of :func:`uni_fields`."""
     addr = addr or AddrText()
     for k, v in pairs:
-        a, b, p, ap, bp = _key(k)
+        a, b, p, ap, bp = split_key(k)
         at, bt = addr(a), addr(b)
         pa, ba, pb, bb, fa, la, fb, lb, _, _ = VALUE.unpack(v)
         # equal-width digits compare as numbers; a negative one needs int()

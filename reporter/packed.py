@@ -49,9 +49,9 @@ def split_key(raw: bytes) -> tuple[bytes, bytes, int, int, int]:
     is not one."""
     n = len(raw)
     if n == 14 and raw[0] == 4:
-        return KEY4.unpack(raw)  # type: ignore[return-value]
+        return KEY4.unpack(raw)
     if n == 38 and raw[0] == 16:
-        return KEY6.unpack(raw)  # type: ignore[return-value]
+        return KEY6.unpack(raw)
     raise ValueError(f"not a packed flow key: {raw!r}")
 
 
@@ -75,7 +75,7 @@ class AddrText:
 
     __slots__ = ("cache", "size")
 
-    def __init__(self, size: int = 1 << 16) -> None:
+    def __init__(self, size: int = 1 << 14) -> None:
         self.size = size
         self.cache: dict[bytes, bytes] = {}
 

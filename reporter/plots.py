@@ -1,5 +1,10 @@
 """Flow-size plots with matplotlib's object API (``Figure``, never pyplot), rendered by Agg.
 
+Figures are drawn from a :class:`~reporter.sizes.SizeDist` (sizes given as a list are
+summarised first), so memory does not grow with the number of flows; the one approximation
+(sizes in buckets of at most 0.4% of their size above 512 bytes) is written on the figure
+whenever a bucket holds different sizes.
+
 No global pyplot state is touched, so figures can be built from a long-running process or from
 threads. :func:`save_figure` picks the file format from the extension (``.pdf``, ``.png``,
 ``.svg``) and refuses any other.
@@ -14,14 +19,18 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from models.report import ElephantResult
 from reporter.distribution import (
-    ccdf,
-    cumulative_share,
+    BUCKETED,
+    ccdf_points,
+    histogram,
     human_bytes,
     log_bins,
-    spans_decades,
+    share_points,
+    top_blocks,
 )
 from reporter.elephants import DEFAULT_RULES, classify_all
+from reporter.sizes import SizeDist
 
 FORMATS = (".pdf", ".png", ".svg")
 KB = 1000
@@ -43,25 +52,33 @@ def _thin(n: int, max_points: int = _MAX_POINTS) -> list[int]:
     return sorted(keep)
 
 
-def _histogram(ax: Axes, sizes: Sequence[int], top: int | None) -> None:
-    shown = sorted(sizes, reverse=True)[:top] if top is not None else list(sizes)
-    label = f"top {len(shown)} flows" if top is not None else f"all {len(shown)} flows"
+def _histogram(
+    ax: Axes, dist: SizeDist, top: int | None, elephants: Sequence[ElephantResult]
+) -> None:
+    blocks = [(c, lo / KB, hi / KB) for c, lo, hi in top_blocks(dist, top)]
+    shown = sum(c for c, _, _ in blocks)
+    label = f"top {shown} flows" if top is not None else f"all {shown} flows"
     ax.set_title(f"Flow size distribution ({label})")
     ax.set_xlabel("flow size (KB, 1 KB = 1000 bytes)")
     ax.set_ylabel("number of flows (log)")
-    if not shown:
+    if not blocks:
         ax.text(0.5, 0.5, "no flows", ha="center", va="center", transform=ax.transAxes)
         return
-    kb = [s / KB for s in shown]
-    if spans_decades(shown) and min(shown) > 0:
-        ax.hist(kb, bins=log_bins(kb, 40), color="tab:blue", edgecolor="white")
+    lo, hi = blocks[-1][1], blocks[0][2]
+    if lo > 0 and hi >= lo * 10:
+        edges = log_bins([lo, hi], 40)
         ax.set_xscale("log")
     else:
-        ax.hist(kb, bins=min(40, max(1, len(set(kb)))), color="tab:blue", edgecolor="white")
+        # as numpy's histogram with a bin count: the data's range, widened when it is a point
+        a, b = (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)
+        nb = min(40, len(blocks))
+        edges = [a + (b - a) * i / nb for i in range(nb + 1)]
+    counts = histogram(blocks, edges)
+    ax.hist(edges[:-1], bins=edges, weights=counts, color="tab:blue", edgecolor="white")
     ax.set_yscale("log")
-    # The default rules' size thresholds, where they select something: a cheap guide to where
+    # The rules' size thresholds, where they select something: a cheap guide to where
     # "elephant" starts under each definition.
-    for res, colour in zip(classify_all(sizes, DEFAULT_RULES), _RULE_COLOURS, strict=True):
+    for res, colour in zip(elephants, _RULE_COLOURS, strict=False):
         if res.flows:
             ax.axvline(
                 res.threshold_bytes / KB,
@@ -74,15 +91,14 @@ def _histogram(ax: Axes, sizes: Sequence[int], top: int | None) -> None:
         ax.legend(fontsize="small", title="elephant thresholds", title_fontsize="small")
 
 
-def _ccdf_and_share(ax: Axes, sizes: Sequence[int]) -> None:
+def _ccdf_and_share(ax: Axes, dist: SizeDist) -> None:
     ax.set_title("CCDF of flow sizes and share of bytes")
     ax.set_xlabel("flow size x (bytes, log)")
     ax.set_ylabel("P(size >= x) (log)", color="tab:blue")
-    pos = [s for s in sizes if s > 0]
-    if not pos:
+    xs, ys = ccdf_points(dist)
+    if not xs:
         ax.text(0.5, 0.5, "no flows", ha="center", va="center", transform=ax.transAxes)
         return
-    xs, ys = ccdf(pos)
     idx = [len(xs) - 1 - i for i in reversed(_thin(len(xs)))]  # keep the tail's detail
     ax.step([xs[i] for i in idx], [ys[i] for i in idx], where="post", color="tab:blue")
     ax.set_xscale("log")
@@ -91,9 +107,9 @@ def _ccdf_and_share(ax: Axes, sizes: Sequence[int]) -> None:
     # The share curve has its own x (fraction of flows, top axis) and y (share, right axis).
     right = ax.twinx()
     share_ax = right.twiny()
-    ks, shares = cumulative_share(sizes)
-    n = len(ks)
-    idx = _thin(n)
+    ks, shares = share_points(dist)
+    n = dist.n
+    idx = _thin(len(ks))
     share_ax.plot([ks[i] / n for i in idx], [shares[i] for i in idx], color="tab:orange")
     share_ax.set_xscale("log")
     share_ax.set_xlim(1 / n, 1)
@@ -104,36 +120,59 @@ def _ccdf_and_share(ax: Axes, sizes: Sequence[int]) -> None:
     right.tick_params(axis="y", colors="tab:orange")
 
 
+def _dist_and_rules(
+    sizes: Sequence[int] | SizeDist, elephants: Sequence[ElephantResult] | None
+) -> tuple[SizeDist, Sequence[ElephantResult]]:
+    if isinstance(sizes, SizeDist):
+        return sizes, elephants or ()
+    if elephants is None:
+        elephants = classify_all(sizes, DEFAULT_RULES)
+    return SizeDist.of(sizes), elephants
+
+
+def _note(fig: Figure, dist: SizeDist) -> None:
+    """Name the approximation on the figure, when there is one."""
+    if not dist.exact:
+        fig.text(0.5, 0.0, BUCKETED, ha="center", va="bottom", fontsize="x-small", color="grey")
+
+
 def size_histogram_figure(
-    sizes_bytes: Sequence[int], top: int | None = None, title: str = "Flow sizes"
+    sizes_bytes: Sequence[int] | SizeDist,
+    top: int | None = None,
+    title: str = "Flow sizes",
+    elephants: Sequence[ElephantResult] | None = None,
 ) -> Figure:
-    """A two-panel figure of flow sizes in bytes.
+    """A two-panel figure of flow sizes in bytes, given as the sizes or as their
+    :class:`~reporter.sizes.SizeDist` (bounded memory; see :data:`BUCKETED`).
 
     Left: histogram of the ``top`` largest flows (all flows when ``None``) in KB, count axis
-    log-scaled, log-spaced bins when the sizes span a decade or more, with the default elephant
-    rules' thresholds marked. Right: the CCDF ``P(size >= x)`` of all flows (log-log) and, on
-    twin axes (top and right), the share of bytes carried by the largest fraction of flows.
-    An empty input gives the panels with a "no flows" note. Raises :class:`ValueError` for a
-    negative ``top``.
+    log-scaled, log-spaced bins when the sizes span a decade or more, with the thresholds of
+    ``elephants`` marked (for sizes given as a list, the default rules' by default; for a
+    dist, pass :func:`reporter.elephants.classify_dist`'s). Right: the CCDF ``P(size >= x)`` of
+    all flows (log-log) and, on twin axes (top and right), the share of bytes carried by the
+    largest fraction of flows. An empty input gives the panels with a "no flows" note. Raises
+    :class:`ValueError` for a negative ``top``.
     """
     if top is not None and top < 0:
         raise ValueError(f"top must be >= 0, not {top}")
+    dist, rules = _dist_and_rules(sizes_bytes, elephants)
     fig = Figure(figsize=(13, 5), layout="constrained")
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2)
-    _histogram(left, sizes_bytes, top)
-    _ccdf_and_share(right, sizes_bytes)
-    total = sum(sizes_bytes)
-    fig.suptitle(f"{title}: {len(sizes_bytes)} flows, {human_bytes(total)}")
+    _histogram(left, dist, top, rules)
+    _ccdf_and_share(right, dist)
+    fig.suptitle(f"{title}: {dist.n} flows, {human_bytes(dist.total)}")
+    _note(fig, dist)
     return fig
 
 
 def timeline_figure(
     starts_ns: Sequence[int],
     series: Sequence[tuple[str, Sequence[int]]],
-    sizes_bytes: Sequence[int],
+    sizes_bytes: Sequence[int] | SizeDist,
     top: int | None = None,
     title: str = "Flows over time",
+    elephants: Sequence[ElephantResult] | None = None,
 ) -> Figure:
     """Left: bytes per window of each flow in ``series`` (label, one value per window start),
     stacked; right: the whole-capture size histogram, as in :func:`size_histogram_figure`.
@@ -143,6 +182,7 @@ def timeline_figure(
             raise ValueError(
                 f"series {label!r} has {len(values)} values for {len(starts_ns)} windows"
             )
+    dist, rules = _dist_and_rules(sizes_bytes, elephants)
     fig = Figure(figsize=(14, 5), layout="constrained")
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2, width_ratios=(3, 2))
@@ -161,11 +201,9 @@ def timeline_figure(
     left.set_xlabel("window start, seconds from the first window")
     left.set_ylabel("MB in the window")
     left.set_title("Bytes per window of the largest flows")
-    _histogram(right, sizes_bytes, top)
-    fig.suptitle(
-        f"{title}: {len(starts_ns)} windows, {len(sizes_bytes)} flows, "
-        f"{human_bytes(sum(sizes_bytes))}"
-    )
+    _histogram(right, dist, top, rules)
+    fig.suptitle(f"{title}: {len(starts_ns)} windows, {dist.n} flows, {human_bytes(dist.total)}")
+    _note(fig, dist)
     return fig
 
 

@@ -21,14 +21,13 @@ from contextlib import ExitStack
 from typing import TextIO
 
 from reporter.export import (
-    BI_CSV,
     BI_JSON,
     CHUNK,
-    UNI_CSV,
     UNI_JSON,
     Format,
     View,
     bi_fields,
+    chunks,
     uni_fields,
     write_lines,
 )
@@ -41,28 +40,34 @@ _BIG = 10**20 - 1  # 20-digit complements sort descending counts ascending as te
 
 def _records(pairs: Iterable[Pair], view: View, fmt: Format) -> Iterator[bytes]:
     """``<sort key>\\0<line>\\n`` per row; plain byte order of records is the ranking."""
+    if fmt == "csv":
+        # the key's fields, packets and bytes are in the CSV line itself
+        for lines in chunks(pairs, view, "csv"):
+            if view == "uni":
+                for line in lines:
+                    f = line.split(b",", 7)
+                    yield b"%020d%020d('%s', '%s', %s, %s, %s)\0%s" % (
+                        _BIG - int(f[6]), _BIG - int(f[5]), f[0], f[1], f[2], f[3], f[4], line)  # fmt: skip
+            else:
+                for line in lines:
+                    f = line.split(b",", 11)
+                    yield b"%020d%020d[%s, '%s', %s, '%s', %s]\0%s" % (
+                        _BIG - int(f[10]), _BIG - int(f[9]), f[0], f[1], f[2], f[3], f[4], line)  # fmt: skip
+        return
     addr = AddrText()
-    csv = fmt == "csv"
     if view == "uni":
         for s, d, p, sp, dp, pk, by, f, la, g in uni_fields(pairs, addr):
             ft, lt = ts_bytes(f), ts_bytes(la)
-            line = (
-                UNI_CSV % (s, d, p, sp, dp, pk, by, ft, lt)
-                if csv
-                else UNI_JSON % (s, d, p, sp, dp, pk, by, int(f), int(la), g, ft, lt) + b"\n"
-            )
+            line = UNI_JSON % (s, d, p, sp, dp, pk, by, int(f), int(la), g, ft, lt) + b"\n"
             yield b"%020d%020d('%s', '%s', %d, %d, %d)\0%s" % (
                 _BIG - int(by), _BIG - int(pk), s, d, p, sp, dp, line)  # fmt: skip
     else:
         for p, a, ap, b, bp, pab, bab, pba, bba, f, la in bi_fields(pairs, addr):
             pk, by = pab + pba, bab + bba
             ft, lt = ts_bytes(f), ts_bytes(la)
-            if csv:
-                line = BI_CSV % (p, a, ap, b, bp, pab, bab, pba, bba, pk, by, ft, lt)
-            else:
-                line = BI_JSON % (
-                    p, a, ap, b, bp, pab, bab, pba, bba, pk, by, int(f), int(la), ft, lt
-                ) + b"\n"  # fmt: skip
+            line = BI_JSON % (
+                p, a, ap, b, bp, pab, bab, pba, bba, pk, by, int(f), int(la), ft, lt
+            ) + b"\n"  # fmt: skip
             yield b"%020d%020d[%d, '%s', %d, '%s', %d]\0%s" % (
                 _BIG - int(by), _BIG - int(pk), p, a, ap, b, bp, line)  # fmt: skip
 

@@ -2,7 +2,8 @@
 
 * :func:`rows_csv` writes exactly the oracle's columns and number formats (``.uni.csv`` for
   :class:`~models.report.FlowRow`, ``.bi.csv`` for :class:`~models.report.ConvRow`), so a
-  table in the oracle's order (:func:`reporter.rank.top` by bytes) is byte-identical to it;
+  table in the oracle's order (:func:`reporter.rank.top` by bytes) is byte-identical to it
+  (:mod:`reporter.export` writes the same lines from stored records, streaming);
 * :func:`rows_json` is a JSON array of the rows' pydantic dumps plus ``first_ts``/``last_ts``
   as exact epoch-seconds text;
 * :func:`rows_table`, :func:`summary_table` and :func:`elephants_table` build
@@ -27,6 +28,7 @@ from models.flows import NS, ts_text
 from models.report import ConvRow, ElephantResult, FlowRow, Summary
 from reporter.distribution import human_bytes, human_rate
 from reporter.elephants import rule_text
+from reporter.export import BI_COLUMNS, UNI_COLUMNS
 from reporter.rank import PROTOCOL_NAMES, rate
 
 __all__ = [
@@ -43,23 +45,6 @@ __all__ = [
     "rows_table",
     "summary_table",
 ]
-
-UNI_COLUMNS = ("src", "dst", "proto", "sport", "dport", "packets", "bytes", "first_ts", "last_ts")
-BI_COLUMNS = (
-    "proto",
-    "a_addr",
-    "a_port",
-    "b_addr",
-    "b_port",
-    "frames_a_to_b",
-    "bytes_a_to_b",
-    "frames_b_to_a",
-    "bytes_b_to_a",
-    "frames",
-    "bytes",
-    "first_ts",
-    "last_ts",
-)
 
 Rows = Iterable[FlowRow] | Iterable[ConvRow]
 

@@ -100,7 +100,7 @@ class SizeDist:
         return self
 
     @classmethod
-    def of(cls, sizes: Iterable[int], chunk: int = 1 << 16) -> SizeDist:
+    def of(cls, sizes: Iterable[int], chunk: int = 1 << 13) -> SizeDist:
         """The dist of ``sizes``, read in chunks of ``chunk`` (memory: one chunk)."""
         d = cls()
         buf: list[int] = []

@@ -104,9 +104,12 @@ def connect_cluster(url: str, wait: float = 10.0) -> RedisCluster:
             client = RedisCluster(
                 startup_nodes=nodes,
                 socket_connect_timeout=max(1.0, min(wait, 5.0)),
+                socket_timeout=15.0,  # longer than a WAIT (workers/store.py)
                 socket_keepalive=True,
                 # a failover takes the cluster's node timeout and an election: keep trying
-                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), command_retry(wait).get_retries()),
+                retry=Retry(
+                    ExponentialBackoff(cap=1.0, base=0.05), command_retry(wait).get_retries()
+                ),
                 **opts,
             )
             client.ping(target_nodes=RedisCluster.PRIMARIES)

@@ -83,7 +83,7 @@ class Fleet:
 
     def start_workers(self, hosts: Iterable[Host] | None = None) -> None:
         for h in self.hosts if hosts is None else hosts:
-            self.procs[h.role] = h.popen([script("workers"), "run", "-n", "1"], env=self.env)
+            self.procs[h.role] = h.popen([script("workers"), "run", "-n", "1", "-v"], env=self.env)
 
     def host_of(self, w: Worker) -> Host | None:
         addr = (w.ip_address or "").rsplit(":", 1)[0]
@@ -151,8 +151,10 @@ class Fleet:
         def calm() -> bool:
             live = {r: [w.get_state() for w in ws] for r, ws in self.live_workers().items()}
             seen[:] = [q.count, q.started_job_registry.get_job_ids(), live]
-            return not seen[0] and not seen[1] and all(
-                live[r] and all(s == "idle" for s in live[r]) for r in roles
+            return (
+                not seen[0]
+                and not seen[1]
+                and all(live[r] and all(s == "idle" for s in live[r]) for r in roles)
             )
 
         try:
@@ -170,11 +172,8 @@ class Fleet:
     # --- the producer and reporter hosts ----------------------------------------------------
 
     def submit(self, pcap: Path, name: str, host: Host | None = None) -> None:
-        res = (host or self.producer).run(
-            [script("producer"), "submit", str(pcap), "--name", name, "--no-wait"]
-            + ["--batch-packets", str(BATCH)],
-            env=self.env,
-        )
+        argv = [script("producer"), "submit", str(pcap), "--name", name, "--no-wait"]
+        res = (host or self.producer).run([*argv, "--batch-packets", str(BATCH)], env=self.env)
         if res.returncode != 0:
             raise AssertionError(f"producer submit exited {res.returncode}: {res.stderr!r}")
 
@@ -283,11 +282,9 @@ def host_killed(
     out.identical = fleet.tables(name) == ref
     out.seconds["settled"] = fleet.settled(fleet.hosts[1:])
     job = make_queue(fleet.conn(), fleet.queue).fetch_job(jid)
+    reran = job is not None and job.get_status() == "finished" and (job.retries_left or 0) < 3
     out.facts.update(
-        killed_processes=len(killed),
-        killed_batch_reran=job is not None and job.get_status() == "finished"
-        and (job.retries_left or 0) < 3,
-        left_on_host=len(victim.pids()),
+        killed_processes=len(killed), killed_batch_reran=reran, left_on_host=len(victim.pids())
     )
     return out
 

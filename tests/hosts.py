@@ -1,7 +1,7 @@
 """Hosts as Linux network namespaces on one bridge: real TCP between flowherd's processes, links
 that can be pulled, hosts whose every process can be killed. Needs root and iproute2.
 
-    with Lan(logdir) as lan:
+    with Lan(workdir) as lan:
         node = RedisNode(lan.add_host("redis"), password="s3cret")  # several per host: ports
         node.start()
         w = lan.add_host("worker1")
@@ -136,7 +136,9 @@ class Host:
     def argv(self, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.ns, *argv]
 
-    def popen(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def popen(
+        self, argv: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start ``argv`` on this host (its own session), output to a log file in the LAN's
         log directory. ``env`` is added to this process's environment: secrets go there."""
         n = len(self.lan.logs)
@@ -190,18 +192,17 @@ class Host:
 class Lan:
     """A Linux bridge with hosts on it, in a private /24 (the bridge, for this process, is .1)."""
 
-    def __init__(self, logdir: Path) -> None:
-        self.logdir = logdir
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        self.logs: list[Path] = []
+    def __init__(self, workdir: Path) -> None:
         self.tag = secrets.token_hex(3)
+        #: logs of every process, and the data of Redis nodes: new for every LAN
+        self.logdir = workdir / f"lan-{self.tag}"
+        self.logdir.mkdir(parents=True)
+        self.logs: list[Path] = []
         self.bridge = f"fhb{self.tag}"
         self.hosts: dict[str, Host] = {}
         self._namespaces: list[str] = []
         self._veths: list[str] = []
-        self._close = weakref.finalize(
-            self, _teardown, self.bridge, self._namespaces, self._veths
-        )
+        self._close = weakref.finalize(self, _teardown, self.bridge, self._namespaces, self._veths)
         sweep_stale()
         self.subnet = _pick_subnet()
         self.gateway = str(self.subnet[1])

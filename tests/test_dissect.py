@@ -368,7 +368,7 @@ def test_unknown_linktype(linktype: int) -> None:
 
 
 def test_a_failing_dissector_is_counted_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(data: bytes) -> None:
+    def broken(data: bytes, off: int, end: int) -> None:
         raise ValueError("corrupt")
 
     monkeypatch.setitem(LINKTYPES, 1, broken)

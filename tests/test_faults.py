@@ -16,6 +16,7 @@ from models.capture import CaptureState
 from producer.follow import LocalWorkers, follow
 from producer.sample import write_sample
 from producer.submit import submit
+from store.backend import Store
 from tests.pipeline import settings_for, table
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults]
@@ -36,7 +37,7 @@ def _busy_worker(conn: Redis, queue: str, run: str, deadline: float) -> tuple[in
 
 
 def test_worker_killed_mid_batch_recounted_once(
-    conn: Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FLOWHERD_HEARTBEAT", "2")
     monkeypatch.setenv("FLOWHERD_MAINTENANCE_INTERVAL", "1")
@@ -45,25 +46,25 @@ def test_worker_killed_mid_batch_recounted_once(
     settings = settings_for(redis_url, batch_packets=3000)
     expected_settings = settings_for(redis_url, batch_packets=3000)
     with LocalWorkers(redis_url, expected_settings.queue, 2) as w:
-        submit(
-            conn, make_queue(conn, expected_settings.queue), [str(path)], "ref", expected_settings
-        )
-        assert follow(conn, "ref", poll=0.05, check=w.check).state is CaptureState.COMPLETE
+        queue = make_queue(store.queue, expected_settings.queue)
+        submit(store, queue, [str(path)], "ref", expected_settings)
+        assert follow(store, "ref", poll=0.05, check=w.check).state is CaptureState.COMPLETE
     with LocalWorkers(redis_url, settings.queue, 2) as w:
         time.sleep(2)  # workers registered and idle
-        keys, _ = submit(conn, make_queue(conn, settings.queue), [str(path)], "killed", settings)
-        pid, jid = _busy_worker(conn, settings.queue, keys.run, time.monotonic() + 30)
+        queue = make_queue(store.queue, settings.queue)
+        keys, _ = submit(store, queue, [str(path)], "killed", settings)
+        pid, jid = _busy_worker(store.queue, settings.queue, keys.run, time.monotonic() + 30)
         os.kill(pid, signal.SIGKILL)
         t0 = time.monotonic()
-        st = follow(conn, "killed", poll=0.1, check=w.check)
+        st = follow(store, "killed", poll=0.1, check=w.check)
         recovered_in = time.monotonic() - t0
     with pytest.raises(ProcessLookupError):  # nothing of the pool is left running
         os.killpg(w.proc.pid, 0)
     assert st.state is CaptureState.COMPLETE, st
-    assert table(conn, "killed") == table(conn, "ref")
-    assert st.packets == follow(conn, "ref").packets
+    assert table(store, "killed") == table(store, "ref")
+    assert st.packets == follow(store, "ref").packets
     assert recovered_in < 30, recovered_in
-    killed_job = make_queue(conn, settings.queue).fetch_job(jid)
+    killed_job = make_queue(store.queue, settings.queue).fetch_job(jid)
     assert (
         killed_job is not None and killed_job.retries_left == settings.retries - 1
     )  # it did run twice
@@ -95,13 +96,14 @@ def _wait_done(job, seconds: float = 30) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_unknown_schema_and_bad_payload_refused(conn: Redis, redis_url: str) -> None:
-    from models.keys import BATCH_JOB, RunKeys
+    from models.keys import BATCH_JOB, PayloadKeys, RunKeys
 
     settings = settings_for(redis_url)
     q = make_queue(conn, settings.queue)
     keys = RunKeys("abcdef12")
     conn.hset(keys.meta, "state", "submitting")
-    conn.set(keys.batch(0), b"GARBAGE" * 10)
+    conn.set(keys.shard(0).live, "1")  # the run exists: a merge would write
+    conn.set(PayloadKeys(keys.run).batch(0), b"GARBAGE" * 10)
     future = q.enqueue_call(
         BATCH_JOB, args=('{"v": 2, "run": "abcdef12", "seq": 0, "packets": 1}',)
     )
@@ -111,12 +113,13 @@ def test_unknown_schema_and_bad_payload_refused(conn: Redis, redis_url: str) -> 
         assert _wait_done(bad) == "failed"
     assert "validation error" in (future.latest_result().exc_string or "")
     assert "not a flowherd batch" in (bad.latest_result().exc_string or "")
-    assert not conn.exists(keys.flows) and not conn.exists(keys.done)
+    assert not conn.exists(keys.done)
+    assert not any(conn.exists(sk.flows, sk.done) for sk in keys.all_shards())
 
 
 @pytest.mark.timeout(150)
 def test_all_workers_killed_and_restarted_mid_capture(
-    conn: Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGKILL the whole worker pool while batches are queued and running, start a new one:
     the batches the dead workers held are re-queued, and the totals are exact."""
@@ -129,21 +132,24 @@ def test_all_workers_killed_and_restarted_mid_capture(
     settings = settings_for(redis_url, batch_packets=100, max_in_flight=8)
     first = LocalWorkers(redis_url, settings.queue, 2)
     try:
-        keys, _ = submit(conn, make_queue(conn, settings.queue), [str(path)], "all", settings)
+        keys, _ = submit(
+            store, make_queue(store.queue, settings.queue), [str(path)], "all", settings
+        )
     finally:
         os.killpg(first.proc.pid, signal.SIGKILL)  # the pool and its workers: one session
         first.proc.wait(10)
-    total = int(conn.hget(keys.meta, "total_batches"))  # type: ignore[arg-type]
-    assert int(conn.scard(keys.done)) < total  # killed mid-capture
+    total = int(store.kv.hget(keys.meta, "total_batches"))  # type: ignore[arg-type]
+    assert int(store.kv.scard(keys.done)) < total  # killed mid-capture
     t0 = time.monotonic()
     with LocalWorkers(redis_url, settings.queue, 2) as w:
-        st = follow_for(conn, "all", 120, w)
-    assert_exact(conn, "all", st, truth)
+        st = follow_for(store, "all", 120, w)
+    assert_exact(store, "all", st, truth)
     print(f"all workers killed: complete {time.monotonic() - t0:.1f}s after new workers started")
 
 
 def test_oversized_payload_refused_before_reading(
     conn: Redis,
+    store: Store,
     redis_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -152,7 +158,7 @@ def test_oversized_payload_refused_before_reading(
     from rq.serializers import JSONSerializer
 
     from deploy.queueing import FlowherdJob
-    from reporter.store import status
+    from store.captures import status
     from workers.worker import FlowherdWorker
 
     monkeypatch.setenv("FLOWHERD_MAX_PAYLOAD", "4096")
@@ -160,15 +166,15 @@ def test_oversized_payload_refused_before_reading(
     write_sample(path, flows=20, seed=2)
     settings = settings_for(redis_url, batch_packets=200, max_in_flight=1000)
     q = make_queue(conn, settings.queue)
-    keys, _ = submit(conn, q, [str(path)], "big", settings)
+    keys, _ = submit(store, q, [str(path)], "big", settings)
     worker = FlowherdWorker([q], connection=conn, serializer=JSONSerializer, job_class=FlowherdJob)
     with caplog.at_level("INFO", logger="rq"):
         worker.work(burst=True)  # a real RQ worker, in this process, until the queue is empty
-    failures = status(conn, "big").failures
+    failures = status(store, "big").failures
     assert failures and all("over the limit of 4096" in f for f in failures)
     assert len(failures) == int(conn.hget(keys.meta, "enqueued") or 0)
     assert not [r for r in caplog.records if "retry" in r.getMessage()]  # refused for good
-    assert not conn.exists(keys.flows)
+    assert not any(conn.exists(sk.flows) for sk in keys.all_shards())
 
 
 PWNED = Path("/tmp/flowherd-callback-ran")
@@ -197,35 +203,37 @@ def test_foreign_callbacks_never_run(conn: Redis, redis_url: str) -> None:
 
 
 def test_batch_merged_but_not_marked_finished_counts_once(
-    conn: Redis, redis_url: str, tmp_path: Path
+    conn: Redis, store: Store, redis_url: str, tmp_path: Path
 ) -> None:
     """The state a worker killed between its merge and RQ's bookkeeping leaves: the batch is
     merged (payload deleted, done-marker set) but its job is still queued. Running the job again
     changes nothing, and the capture completes with exact totals."""
     from models.capture import BatchRef
-    from models.keys import batch_job_id
+    from models.keys import PayloadKeys, batch_job_id
     from workers.jobs import _process
 
     path = tmp_path / "t.pcap"
     write_sample(path, flows=40, seed=8)
     ref_settings = settings_for(redis_url, batch_packets=300)
     with LocalWorkers(redis_url, ref_settings.queue, 1) as w:
-        submit(conn, make_queue(conn, ref_settings.queue), [str(path)], "ref", ref_settings)
-        expected = follow(conn, "ref", poll=0.05, check=w.check)
+        submit(store, make_queue(conn, ref_settings.queue), [str(path)], "ref", ref_settings)
+        expected = follow(store, "ref", poll=0.05, check=w.check)
     settings = settings_for(redis_url, batch_packets=300)
     q = make_queue(conn, settings.queue)
-    keys, _ = submit(conn, q, [str(path)], "half", settings)  # no workers yet: all queued
+    keys, _ = submit(store, q, [str(path)], "half", settings)  # no workers yet: all queued
     job = q.fetch_job(batch_job_id(keys.run, 0))
     assert job is not None
     ref = BatchRef.model_validate_json(job.args[0])
     assert (
-        _process(conn, job.args[0], settings.queue)["status"] == "merged"
+        _process(store, job.args[0], settings.queue)["status"] == "merged"
     )  # the dying worker's merge
-    assert conn.get(keys.batch(ref.seq)) is None and conn.sismember(keys.done, "0")
+    assert conn.get(PayloadKeys(keys.run).batch(ref.seq)) is None
+    assert conn.sismember(keys.done, "0")  # counted for the run, and merged in every shard
+    assert all(conn.sismember(sk.done, "0") for sk in keys.all_shards())
     with LocalWorkers(redis_url, settings.queue, 2) as w:
-        st = follow(conn, "half", poll=0.05, check=w.check)
+        st = follow(store, "half", poll=0.05, check=w.check)
     assert job.get_status(refresh=True) == "finished"
     assert job.return_value() == {"status": "duplicate"}
     assert st.state is CaptureState.COMPLETE
     assert (st.packets, st.bytes, st.flows) == (expected.packets, expected.bytes, expected.flows)
-    assert table(conn, "half") == table(conn, "ref")
+    assert table(store, "half") == table(store, "ref")

@@ -22,7 +22,8 @@ from deploy.connect import connect
 from producer.cli import main as producer_main
 from producer.sample import write_sample
 from reporter.cli import main as reporter_main
-from reporter.store import status
+from store.backend import Store
+from store.captures import status
 from tests.test_faults_redis import RedisServer, assert_exact, truth_text, uni_table
 from workers.cli import main as workers_main
 
@@ -118,10 +119,10 @@ def _end_to_end(url: str, tmp_path: Path, secret: str) -> None:
         assert res.exit_code == 1 and "is complete: nothing to retry" in res.output
     finally:
         log = w.stop()
-    conn = connect(url)
-    st = status(conn, "t")
-    assert_exact(conn, "t", st, truth)
-    assert uni_table(conn, "t") == truth_text(truth)
+    store = Store.single(connect(url))
+    st = status(store, "t")
+    assert_exact(store, "t", st, truth)
+    assert uni_table(store, "t") == truth_text(truth)
     assert "batch_merged" in log  # the workers did the work, and logged it
     for text in [*outputs, log, *titles]:
         assert secret not in text

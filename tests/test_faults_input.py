@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis import Redis
 
 from models.capture import CaptureState
 from producer.capture import open_capture
 from producer.follow import LocalWorkers
 from producer.sample import write_sample
-from reporter.store import load_report, run_of, status
+from store.backend import Store
+from store.captures import load_report, names, run_of, status
 from tests.pipeline import settings_for
 from tests.test_capture import block as pcapng_block
 from tests.test_capture import epb, idb, pcap_bytes, shb
@@ -66,7 +66,7 @@ def _submit(redis_url: str, queue: str, path: Path, *more: str):  # type: ignore
     return invoke([*args, "--batch-packets", "100", *more])
 
 
-def test_file_without_read_permission(conn: Redis, redis_url: str, sample) -> None:  # type: ignore[no-untyped-def]
+def test_file_without_read_permission(store: Store, redis_url: str, sample) -> None:  # type: ignore[no-untyped-def]
     """Root reads anything, so as root the submit runs with the effective uid of `nobody`
     (the interpreter lives where `nobody` may not go, so not in a subprocess)."""
     d = Path(tempfile.mkdtemp(prefix="fh-perm-"))
@@ -90,26 +90,26 @@ def test_file_without_read_permission(conn: Redis, redis_url: str, sample) -> No
         shutil.rmtree(d)
     assert res.exit_code == 1, res.output
     assert _one_line(res.output) == f"error: {path}: permission denied"
-    assert not conn.hkeys("fh:captures")  # refused before a capture was created
+    assert names(store) == []  # refused before a capture was created
 
 
 def test_absurd_first_record_length(
-    conn: Redis, redis_url: str, queue: str, tmp_path: Path
+    store: Store, redis_url: str, queue: str, tmp_path: Path
 ) -> None:
     path = tmp_path / "huge.pcap"
     path.write_bytes(_pcap([]) + struct.pack("<IIII", 1, 0, 2**31, 2**31) + b"\0" * 64)
     res = _submit(redis_url, queue, path)
     assert res.exit_code == 1
     assert _one_line(res.output) == (
-        f"error: {path}: record at byte offset 24 claims 2147483648 captured bytes "
+        f"error: {path}: record 1 at byte offset 24 claims 2147483648 captured bytes "
         "(more than the limit of 262144): the file is corrupt"
     )
-    st = status(conn, "huge")
+    st = status(store, "huge")
     assert st.state is CaptureState.ABORTED and st.packets == 0
 
 
 def test_absurd_record_mid_file_leaves_an_aborted_capture(
-    conn: Redis, redis_url: str, queue: str, tmp_path: Path, sample
+    store: Store, redis_url: str, queue: str, tmp_path: Path, sample
 ) -> None:  # type: ignore[no-untyped-def]
     """The records before the corrupt one are merged, but the capture says it was aborted,
     and never complete, once the workers are done with them."""
@@ -118,22 +118,22 @@ def test_absurd_record_mid_file_leaves_an_aborted_capture(
     path.write_bytes(_pcap(recs) + struct.pack("<IIII", 1, 0, 2**31, 2**31) + b"\0" * 64)
     res = _submit(redis_url, queue, path)
     assert res.exit_code == 1 and "claims 2147483648 captured bytes" in _one_line(res.output)
-    keys = run_of(conn, "mid")
+    keys = run_of(store, "mid")
     with LocalWorkers(redis_url, queue, 1) as w:
-        assert follow_for(conn, "mid", 30, w).state is CaptureState.ABORTED
+        assert follow_for(store, "mid", 30, w).state is CaptureState.ABORTED
         for _ in range(400):  # 400 of the 450 records were queued, in 4 full batches
-            if conn.scard(keys.done) >= 4:
+            if status(store, "mid", detail=False).batches_done >= 4:
                 break
             w.check()
             time.sleep(0.05)
-    st = status(conn, "mid")
+    st = status(store, "mid")
     assert st.state is CaptureState.ABORTED and st.batches_done >= 4
-    assert st.total_batches is None and load_report(conn, keys) is None
+    assert st.total_batches is None and load_report(store, keys) is None
     assert any("submit aborted" in x and "claims 2147483648" in x for x in st.warnings)
 
 
 def test_file_cut_inside_a_record(
-    conn: Redis, redis_url: str, queue: str, tmp_path: Path, sample
+    store: Store, redis_url: str, queue: str, tmp_path: Path, sample
 ) -> None:  # type: ignore[no-untyped-def]
     """The complete records are counted, then the cut is named with its offset; exit 1; the
     capture completes and its status and report carry the warning."""
@@ -150,15 +150,15 @@ def test_file_cut_inside_a_record(
         res = _submit(redis_url, queue, path, "--wait")
     assert res.exit_code == 1, res.output
     assert f"warning: {expect}" in res.stderr.splitlines()  # one line, however long
-    st = status(conn, "cut")
+    st = status(store, "cut")
     assert st.state is CaptureState.COMPLETE and st.packets == keep
     assert st.warnings == [expect]
-    report = load_report(conn, run_of(conn, "cut"))
+    report = load_report(store, run_of(store, "cut"))
     assert report is not None and report.warnings == [expect]
 
 
 def test_pcapng_unknown_block_types_are_skipped(
-    conn: Redis, redis_url: str, queue: str, tmp_path: Path, sample
+    store: Store, redis_url: str, queue: str, tmp_path: Path, sample
 ) -> None:  # type: ignore[no-untyped-def]
     recs = _records(sample[0])
     data = shb() + pcapng_block("<", 0x0BAD, b"future block") + idb(linktype=1)
@@ -171,7 +171,7 @@ def test_pcapng_unknown_block_types_are_skipped(
     with LocalWorkers(redis_url, queue, 2):
         res = _submit(redis_url, queue, path, "--wait")
     assert res.exit_code == 0, res.output
-    st = status(conn, "odd")
+    st = status(store, "odd")
     assert st.state is CaptureState.COMPLETE and not st.warnings
     truth = sample[1]
     assert st.packets == len(recs) == sum(v[0] for v in truth.values())
@@ -181,7 +181,7 @@ def test_pcapng_unknown_block_types_are_skipped(
 
 
 def test_unknown_link_type_is_counted_not_dissected(
-    conn: Redis, redis_url: str, queue: str, tmp_path: Path, sample
+    store: Store, redis_url: str, queue: str, tmp_path: Path, sample
 ) -> None:  # type: ignore[no-untyped-def]
     recs = _records(sample[0])
     path = tmp_path / "user0.pcap"
@@ -189,7 +189,7 @@ def test_unknown_link_type_is_counted_not_dissected(
     with LocalWorkers(redis_url, queue, 2):
         res = _submit(redis_url, queue, path, "--wait")
     assert res.exit_code == 0, res.output
-    st = status(conn, "user0")
+    st = status(store, "user0")
     assert st.state is CaptureState.COMPLETE
     assert st.packets == len(recs) and st.counted_packets == 0 and st.flows == 0
     bucket = st.not_counted["unsupported_linktype"]

@@ -13,6 +13,7 @@ from redis import Redis
 
 from producer.follow import LocalWorkers
 from producer.sample import write_sample
+from store.backend import Store
 from tests.pipeline import settings_for
 from tests.test_faults_redis import assert_exact, follow_for, submit_with
 
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("nworkers", [1, 3])
 def test_many_captures_from_several_producers_never_mix(
-    conn: Redis, redis_url: str, tmp_path: Path, nworkers: int
+    store: Store, redis_url: str, tmp_path: Path, nworkers: int
 ) -> None:
     """Four producer threads (each with its own client) and two producer processes submit six
     different traces at the same time, with small batches interleaving on one queue: every
@@ -38,7 +39,7 @@ def test_many_captures_from_several_producers_never_mix(
     def produce(name: str) -> None:
         try:
             c = Redis.from_url(redis_url)
-            submit_with(c, settings, traces[name][0], name)
+            submit_with(Store.single(c), settings, traces[name][0], name)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -65,7 +66,7 @@ def test_many_captures_from_several_producers_never_mix(
             _, err = p.communicate(timeout=60)
             assert p.returncode == 0, err.decode()
         assert not errors, errors
-        statuses = {n: follow_for(conn, n, 60, w) for n in traces}
+        statuses = {n: follow_for(store, n, 60, w) for n in traces}
     for name, (_, truth) in traces.items():
-        assert_exact(conn, name, statuses[name], truth)
+        assert_exact(store, name, statuses[name], truth)
     assert len({st.run for st in statuses.values()}) == len(traces)

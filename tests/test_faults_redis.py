@@ -28,16 +28,19 @@ from deploy.connect import connect
 from deploy.queueing import make_queue
 from models.capture import CaptureState, CaptureStatus
 from models.flows import addr_text
-from models.keys import CAPTURES, RunKeys
+from models.keys import CAPTURES, PayloadKeys, RunKeys
 from models.settings import Settings
+from models.state import MetaField
 from producer import run as run_module
 from producer.cli import main as producer_main
 from producer.follow import LocalWorkers, follow
 from producer.run import Progress
 from producer.sample import write_sample
 from producer.submit import submit
-from reporter.store import iter_flows, run_of
 from reporter.views import uni_rows
+from store.backend import Store
+from store.captures import run_of
+from store.tables import iter_flows, table
 
 pytestmark = [
     pytest.mark.redis,
@@ -174,14 +177,24 @@ def aof_commands(data: bytes) -> list[tuple[int, int, list[bytes]]]:
 
 
 def cut_aof_after_batch(server: RedisServer, run: str, seq: int) -> None:
-    """Truncate the (stopped) server's AOF right after the transaction that stored batch
-    ``seq``: later writes are lost, as when the host crashes before the next fsync."""
+    """Truncate the (stopped) server's AOF right after the writes that stored batch ``seq``
+    (its payload, then the run's ``enqueued`` mark, alone or in a transaction): later writes
+    are lost, as when the host crashes before the next fsync."""
     path = server.incr_aof()
     data = path.read_bytes()
-    key = RunKeys(run).batch(seq).encode()
+    key = PayloadKeys(run).batch(seq).encode()
+    meta = RunKeys(run).meta.encode()
     cmds = aof_commands(data)
     at = next(i for i, (_, _, a) in enumerate(cmds) if a[0].upper() == b"SET" and a[1] == key)
-    end = next(e for _, e, a in cmds[at:] if a[0].upper() == b"EXEC")
+    mark = next(
+        i
+        for i, (_, _, a) in enumerate(cmds[at:], at)
+        if a[0].upper() == b"HSET" and a[1] == meta and MetaField.ENQUEUED.encode() in a[2::2]
+    )
+    opened = [a[0].upper() for _, _, a in cmds[at:mark]].count(b"MULTI") > [
+        a[0].upper() for _, _, a in cmds[at:mark]
+    ].count(b"EXEC")
+    end = next(e for _, e, a in cmds[mark:] if a[0].upper() == b"EXEC") if opened else cmds[mark][1]
     with path.open("r+b") as f:
         f.truncate(end)
 
@@ -189,9 +202,9 @@ def cut_aof_after_batch(server: RedisServer, run: str, seq: int) -> None:
 # --- shared helpers -----------------------------------------------------------------------
 
 
-def uni_table(conn: Redis, name: str) -> dict[tuple[str, str, int, int, int], list[int]]:
+def uni_table(store: Store, name: str) -> dict[tuple[str, str, int, int, int], list[int]]:
     out = {}
-    for key, st in iter_flows(conn, run_of(conn, name)):
+    for key, st in iter_flows(store, table(run_of(store, name))):
         for r in uni_rows(key, st):
             out[(r.src, r.dst, r.proto, r.sport, r.dport)] = [r.packets, r.bytes]
     return out
@@ -202,7 +215,7 @@ def truth_text(truth: dict) -> dict:  # type: ignore[type-arg]
 
 
 def follow_for(
-    conn: Redis, name: str, seconds: float, workers: LocalWorkers | None = None
+    store: Store, name: str, seconds: float, workers: LocalWorkers | None = None
 ) -> CaptureStatus:
     """``follow`` with a deadline (AssertionError when it passes)."""
     deadline = time.monotonic() + seconds
@@ -212,15 +225,28 @@ def follow_for(
             workers.check()
         assert time.monotonic() < deadline, f"capture {name!r} not final after {seconds}s"
 
-    return follow(conn, name, poll=0.05, check=check)
+    return follow(store, name, poll=0.05, check=check)
 
 
-def assert_exact(conn: Redis, name: str, st: CaptureStatus, truth: dict) -> None:  # type: ignore[type-arg]
+def assert_exact(store: Store, name: str, st: CaptureStatus, truth: dict) -> None:  # type: ignore[type-arg]
     assert st.state is CaptureState.COMPLETE, st
     assert st.batches_done == st.total_batches
     assert st.batches_failed == 0
     assert st.packets == sum(v[0] for v in truth.values())
-    assert uni_table(conn, name) == truth_text(truth)
+    assert uni_table(store, name) == truth_text(truth)
+
+
+def let_lease_run_out(conn: Redis, keys: RunKeys) -> None:
+    """A producer that died (or whose lock release a crash lost) still holds the run's lock
+    (``store.captures.RunLock``): a lease that frees itself within its TTL. Check that it is
+    such a lease, then let it run out now instead of waiting for it."""
+    ttl = int(conn.pttl(keys.lock))  # type: ignore[arg-type]
+    assert 0 < ttl <= 30_000, ttl
+    conn.pexpire(keys.lock, 1)
+    deadline = time.monotonic() + 5
+    while conn.exists(keys.lock):
+        assert time.monotonic() < deadline, "the run lock did not expire"
+        time.sleep(0.01)
 
 
 def settings_on(url: str, **kw: object) -> Settings:
@@ -228,13 +254,14 @@ def settings_on(url: str, **kw: object) -> Settings:
 
 
 def submit_with(
-    conn: Redis,
+    store: Store,
     settings: Settings,
     path: Path,
     name: str,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> None:
-    submit(conn, make_queue(conn, settings.queue), [str(path)], name, settings, True, on_progress)
+    queue = make_queue(store.queue, settings.queue)
+    submit(store, queue, [str(path)], name, settings, True, on_progress)
 
 
 def invoke(args: Sequence[str]):  # type: ignore[no-untyped-def]
@@ -260,6 +287,7 @@ def test_redis_killed_mid_capture_completes_exactly(
     truth = write_sample(path, flows=200, seed=21)
     settings = settings_on(server.url, batch_packets=150, max_in_flight=6)
     conn = connect(server.url)
+    store = Store.single(conn)
     restarted: list[float] = []
 
     def crash(p: Progress) -> None:
@@ -269,10 +297,10 @@ def test_redis_killed_mid_capture_completes_exactly(
             restarted.append(time.monotonic())
 
     with LocalWorkers(server.url, settings.queue, 2) as w:
-        submit_with(conn, settings, path, "crash", crash)
-        st = follow_for(conn, "crash", 60, w)
+        submit_with(store, settings, path, "crash", crash)
+        st = follow_for(store, "crash", 60, w)
     assert restarted, "the restart did not happen"
-    assert_exact(conn, "crash", st, truth)
+    assert_exact(store, "crash", st, truth)
     print(
         f"redis SIGKILL mid-capture: complete and exact {time.monotonic() - restarted[0]:.1f}s after the restart"
     )
@@ -288,6 +316,7 @@ def test_batches_lost_by_redis_while_submitting_are_resent(
     truth = write_sample(path, flows=150, seed=22)
     settings = settings_on(server.url, batch_packets=100, max_in_flight=1000)
     conn = connect(server.url)
+    store = Store.single(conn)
     cut: list[int] = []
 
     def crash(p: Progress) -> None:
@@ -300,17 +329,17 @@ def test_batches_lost_by_redis_while_submitting_are_resent(
             cut.append(k)
 
     with caplog.at_level(logging.WARNING, logger="producer.resume"):
-        submit_with(conn, settings, path, "lossy", crash)
+        submit_with(store, settings, path, "lossy", crash)
     assert cut
     k = cut[0]
     lines = [r.getMessage() for r in caplog.records if "batches_missing" in r.getMessage()]
     assert lines == [
-        f"event=batches_missing run={run_of(conn, 'lossy').run} lost={k + 1}-{k + 2} "
+        f"event=batches_missing run={run_of(store, 'lossy').run} lost={k + 1}-{k + 2} "
         f"orphans={k} action=resend"
     ]
     with LocalWorkers(server.url, settings.queue, 2) as w:
-        st = follow_for(conn, "lossy", 60, w)
-    assert_exact(conn, "lossy", st, truth)
+        st = follow_for(store, "lossy", 60, w)
+    assert_exact(store, "lossy", st, truth)
 
 
 def test_lost_tail_after_the_producer_exited_is_resumed(
@@ -322,25 +351,30 @@ def test_lost_tail_after_the_producer_exited_is_resumed(
     path = tmp_path / "t.pcap"
     truth = write_sample(path, flows=150, seed=23)
     settings = settings_on(server.url, batch_packets=100, max_in_flight=1000)
-    conn = connect(server.url)
-    submit_with(conn, settings, path, "tail")
-    keys = run_of(conn, "tail")
+    store = Store.single(connect(server.url))
+    submit_with(store, settings, path, "tail")
+    keys = run_of(store, "tail")
+    conn = store.kv
     total = int(conn.hget(keys.meta, "total_batches"))  # type: ignore[arg-type]
     k = total - 4
     server.kill()
     cut_aof_after_batch(server, keys.run, k)
     server.start()
     conn = connect(server.url)
+    store = Store.single(conn)
     assert conn.hget(keys.meta, "total_batches") is None
     assert int(conn.hget(keys.meta, "enqueued")) == k + 1  # type: ignore[arg-type]
     res = invoke(["status", "tail", "--redis-url", server.url])
     assert res.exit_code == 0 and "submitting" in res.output.lower(), res.output
     res = invoke(["submit", "--resume", "tail", str(path), "--redis-url", server.url])
+    assert res.exit_code == 1 and "being written by another producer" in res.output, res.output
+    let_lease_run_out(conn, keys)  # the crash lost the producer's release of its run lock
+    res = invoke(["submit", "--resume", "tail", str(path), "--redis-url", server.url])
     assert res.exit_code == 0, res.output
     assert f"re-sent batch {k}, sent 3 more; {total} batches" in res.output
     with LocalWorkers(server.url, settings.queue, 2) as w:
-        st = follow_for(conn, "tail", 60, w)
-    assert_exact(conn, "tail", st, truth)
+        st = follow_for(store, "tail", 60, w)
+    assert_exact(store, "tail", st, truth)
 
 
 def test_workers_reconnect_after_redis_restart(
@@ -357,12 +391,12 @@ def test_workers_reconnect_after_redis_restart(
         time.sleep(1)  # down for a while: their dequeue fails and backs off
         server.start()
         t0 = time.monotonic()
-        conn = connect(server.url)
-        submit_with(conn, settings, path, "again")
-        st = follow_for(conn, "again", 60, w)
+        store = Store.single(connect(server.url))
+        submit_with(store, settings, path, "again")
+        st = follow_for(store, "again", 60, w)
         took = time.monotonic() - t0
         assert w.proc.poll() is None
-    assert_exact(conn, "again", st, truth)
+    assert_exact(store, "again", st, truth)
     print(f"workers reconnected: capture complete {took:.1f}s after the restart")
 
 
@@ -422,6 +456,7 @@ def test_maxmemory_noeviction_producer_waits_for_memory(tmp_path: Path) -> None:
         assert path.stat().st_size > 2 * limit
         settings = settings_on(srv.url, batch_bytes=256 * 1024, max_in_flight=10_000)
         conn = connect(srv.url)
+        store = Store.single(conn)
         seen: list[Progress] = []
         peak = [0]
 
@@ -435,7 +470,7 @@ def test_maxmemory_noeviction_producer_waits_for_memory(tmp_path: Path) -> None:
         def produce() -> None:
             try:
                 c = connect(srv.url)
-                submit_with(c, settings, path, "mem", watch)
+                submit_with(Store.single(c), settings, path, "mem", watch)
             except BaseException as exc:  # reported by the main thread
                 errors.append(exc)
 
@@ -451,8 +486,8 @@ def test_maxmemory_noeviction_producer_waits_for_memory(tmp_path: Path) -> None:
         with LocalWorkers(srv.url, settings.queue, 2) as w:
             t.join(60)
             assert not t.is_alive() and not errors, errors
-            st = follow_for(conn, "mem", 60, w)
-        assert_exact(conn, "mem", st, truth)
+            st = follow_for(store, "mem", 60, w)
+        assert_exact(store, "mem", st, truth)
         assert peak[0] <= limit, peak
         assert "errorstat_OOM" not in conn.info("errorstats")
         print(f"maxmemory {limit}: peak used {peak[0]} (sampled)")
@@ -473,6 +508,7 @@ def test_oom_refusal_is_waited_out(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         write_sample(path, flows=200, seed=26)
         settings = settings_on(srv.url, batch_packets=100, max_in_flight=10_000)
         conn = connect(srv.url)
+        store = Store.single(conn)
         admin = Redis.from_url(srv.url)
         waited: list[float] = []
         squeezed: list[float] = []
@@ -486,13 +522,15 @@ def test_oom_refusal_is_waited_out(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                 squeezed.append(time.monotonic())
                 threading.Timer(1.5, lambda: admin.config_set("maxmemory", "64mb")).start()
 
-        submit_with(conn, settings, path, "oom", squeeze)
+        submit_with(store, settings, path, "oom", squeeze)
         assert squeezed and waited
-        keys = run_of(conn, "oom")
+        keys = run_of(store, "oom")
         total = int(conn.hget(keys.meta, "total_batches"))  # type: ignore[arg-type]
         assert int(conn.hget(keys.meta, "enqueued")) == total  # type: ignore[arg-type]
-        assert all(conn.exists(keys.batch(s)) for s in range(total))
+        payloads = PayloadKeys(keys.run)
+        assert all(store.queue.exists(payloads.batch(s)) for s in range(total))
         assert conn.scard(keys.done) == 0
+        assert all(conn.scard(sk.done) == 0 for sk in keys.all_shards())
         errs = conn.info("errorstats")
         assert int(errs.get("errorstat_OOM", {}).get("count", 0)) >= 1, errs
     finally:

@@ -15,12 +15,19 @@ from redis import Redis
 
 from deploy.queueing import FlowherdJob, make_queue
 from models.capture import CaptureState
-from models.keys import batch_job_id
+from models.keys import PayloadKeys, batch_job_id
 from producer.follow import LocalWorkers
 from producer.sample import write_sample
-from reporter.store import run_of, status
+from store.backend import Store
+from store.captures import run_of, status
 from tests.pipeline import settings_for
-from tests.test_faults_redis import assert_exact, follow_for, invoke, submit_with
+from tests.test_faults_redis import (
+    assert_exact,
+    follow_for,
+    invoke,
+    let_lease_run_out,
+    submit_with,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(90)]
 
@@ -35,7 +42,7 @@ def _wait(cond, seconds: float, what: str) -> None:  # type: ignore[no-untyped-d
 
 
 def test_producer_killed_mid_submit_resumes_exactly(
-    conn: Redis, redis_url: str, tmp_path: Path
+    conn: Redis, store: Store, redis_url: str, tmp_path: Path
 ) -> None:
     """SIGKILL `producer submit` while it waits for workers, and make its last batch look as
     if it died between storing the payload and enqueuing the job; `--resume` enqueues that
@@ -49,39 +56,43 @@ def test_producer_killed_mid_submit_resumes_exactly(
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait(lambda: conn.hexists("fh:captures", "k"), 20, "the capture to be registered")
-        keys = run_of(conn, "k")
+        keys = run_of(store, "k")
         _wait(lambda: conn.hget(keys.meta, "enqueued") == b"3", 20, "three batches queued")
         time.sleep(0.3)  # blocked in backpressure
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    assert status(conn, "k").state is CaptureState.SUBMITTING
+    assert status(store, "k").state is CaptureState.SUBMITTING
     # the kill came between SET batch:2 and its enqueue
     jid = batch_job_id(keys.run, 2)
     conn.delete(FlowherdJob.key_for(jid))
     conn.lrem(make_queue(conn, queue).key, 0, jid)
+    # the dead producer's run lock holds off a resume until its lease runs out
+    res = invoke(["submit", "--resume", "k", str(path), "--redis-url", redis_url])
+    assert res.exit_code == 1 and "being written by another producer" in res.output, res.output
+    let_lease_run_out(conn, keys)
 
     with LocalWorkers(redis_url, queue, 2) as w:
         res = invoke(["submit", "--resume", "k", str(path), "--redis-url", redis_url])
         assert res.exit_code == 0, res.output
-        st = follow_for(conn, "k", 60, w)
+        st = follow_for(store, "k", 60, w)
     total = st.total_batches
     assert total == -(-st.packets // 200)
     assert f"resumed 'k': re-sent batch 2, sent {total - 3} more; {total} batches" in res.output
-    assert_exact(conn, "k", st, truth)
+    assert_exact(store, "k", st, truth)
 
 
 def test_resume_refused_for_complete_capture_and_other_files(
-    conn: Redis, redis_url: str, tmp_path: Path
+    conn: Redis, store: Store, redis_url: str, tmp_path: Path
 ) -> None:
     a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
     write_sample(a, flows=20, seed=1)
     write_sample(b, flows=20, seed=2)
     settings = settings_for(redis_url, batch_packets=100)
-    submit_with(conn, settings, a, "done")
+    submit_with(store, settings, a, "done")
     with LocalWorkers(redis_url, settings.queue, 1) as w:
-        assert follow_for(conn, "done", 30, w).state is CaptureState.COMPLETE
+        assert follow_for(store, "done", 30, w).state is CaptureState.COMPLETE
     url = ["--redis-url", redis_url]
 
     res = invoke(["submit", "--resume", "done", str(a), *url])
@@ -89,7 +100,7 @@ def test_resume_refused_for_complete_capture_and_other_files(
     assert res.output.strip() == (
         "error: capture 'done' is complete: nothing to resume (use --replace to submit it again)"
     )
-    conn.hset(run_of(conn, "done").meta, "state", "aborted")  # as if interrupted
+    conn.hset(run_of(store, "done").meta, "state", "aborted")  # as if interrupted
     for files, expect in (
         ([b], f"--resume done: {b} is not the file the capture was submitted from ({a})"),
         ([a, b], "the capture was submitted from 1 file(s)"),
@@ -104,54 +115,55 @@ def test_resume_refused_for_complete_capture_and_other_files(
 
 
 def test_failed_batch_never_complete_until_retried(
-    conn: Redis, redis_url: str, tmp_path: Path
+    conn: Redis, store: Store, redis_url: str, tmp_path: Path
 ) -> None:
     """A batch that fails for good keeps the capture FAILED (not complete, not reported
     complete); `producer status` names it with its error; `producer retry` re-runs it."""
     path = tmp_path / "t.pcap"
     truth = write_sample(path, flows=100, seed=32)
     settings = settings_for(redis_url, batch_packets=200, retries=0)
-    submit_with(conn, settings, path, "f")
-    keys = run_of(conn, "f")
-    good = conn.get(keys.batch(1))
-    conn.set(keys.batch(1), b"BROKEN" * 8)  # a transient corruption, say
+    submit_with(store, settings, path, "f")
+    keys = run_of(store, "f")
+    payload = PayloadKeys(keys.run).batch(1)
+    good = store.queue.get(payload)
+    store.queue.set(payload, b"BROKEN" * 8)  # a transient corruption, say
     with LocalWorkers(redis_url, settings.queue, 2) as w:
-        assert follow_for(conn, "f", 30, w).state is CaptureState.FAILED
+        assert follow_for(store, "f", 30, w).state is CaptureState.FAILED
         total = int(conn.hget(keys.meta, "total_batches"))  # type: ignore[arg-type]
         _wait(lambda: conn.scard(keys.done) == total - 1, 30, "the other batches merged")
         time.sleep(0.5)
-        st = status(conn, "f")
+        st = status(store, "f")
         assert st.batches_failed == 1 and st.batches_done == total - 1
         assert st.state is CaptureState.FAILED and not conn.exists(keys.report)
         res = invoke(["status", "f", "--redis-url", redis_url])
         assert res.exit_code == 0
         assert f"fh-{keys.run}-1" in res.output and "not a flowherd batch" in res.output
-        conn.set(keys.batch(1), good)
+        store.queue.set(payload, good)
         res = invoke(["retry", "f", "--redis-url", redis_url])
         assert res.exit_code == 0 and res.output.strip() == "f: requeued failed batch 1"
-        st = follow_for(conn, "f", 30, w)
-    assert_exact(conn, "f", st, truth)
+        st = follow_for(store, "f", 30, w)
+    assert_exact(store, "f", st, truth)
     res = invoke(["retry", "f", "--redis-url", redis_url])
     assert res.exit_code == 1 and "is complete: nothing to retry" in res.output
 
 
 def test_lost_payload_needs_resume_and_gets_exactly_it(
-    conn: Redis, redis_url: str, tmp_path: Path
+    conn: Redis, store: Store, redis_url: str, tmp_path: Path
 ) -> None:
     """A payload Redis no longer holds: its job fails, the capture is FAILED, `status` and
     `retry` say it is lost and that --resume sends it; --resume sends that batch only."""
     path = tmp_path / "t.pcap"
     truth = write_sample(path, flows=100, seed=33)
     settings = settings_for(redis_url, batch_packets=200, retries=0)
-    submit_with(conn, settings, path, "lp")
-    keys = run_of(conn, "lp")
-    conn.delete(keys.batch(2))
+    submit_with(store, settings, path, "lp")
+    keys = run_of(store, "lp")
+    store.queue.delete(PayloadKeys(keys.run).batch(2))
     url = ["--redis-url", redis_url]
     with LocalWorkers(redis_url, settings.queue, 2) as w:
-        assert follow_for(conn, "lp", 30, w).state is CaptureState.FAILED
+        assert follow_for(store, "lp", 30, w).state is CaptureState.FAILED
         total = int(conn.hget(keys.meta, "total_batches"))  # type: ignore[arg-type]
         _wait(lambda: conn.scard(keys.done) == total - 1, 30, "the other batches merged")
-        st = status(conn, "lp")
+        st = status(store, "lp")
         assert st.state is CaptureState.FAILED and st.batches_failed == 1
         res = invoke(["status", "lp", *url])
         assert "missing: batch 2 was lost by Redis" in res.output, res.output
@@ -166,5 +178,5 @@ def test_lost_payload_needs_resume_and_gets_exactly_it(
         res = invoke(["submit", "--resume", "lp", str(path), *url])
         assert res.exit_code == 0, res.output
         assert f"re-sent batch 2, sent 0 more; {total} batches" in res.output
-        st = follow_for(conn, "lp", 30, w)
-    assert_exact(conn, "lp", st, truth)
+        st = follow_for(store, "lp", 30, w)
+    assert_exact(store, "lp", st, truth)

@@ -28,11 +28,13 @@ from deploy.local import local_url, stop_local_redis
 from models.batch import decode_batch
 from models.capture import CaptureInfo, CaptureState
 from models.errors import CaptureStateError
+from models.keys import PayloadKeys
 from producer.cli import main
 from producer.follow import LocalWorkers, follow
 from producer.options import parse_duration
-from reporter.store import run_of
 from reporter.views import uni_rows
+from store.backend import Store
+from store.captures import run_of
 from tests.conftest import ROOT
 from tests.pipeline import table
 
@@ -112,9 +114,9 @@ def _expected(frames: list[tuple[Flow, bytes]]) -> dict[Flow, list[int]]:
     return out
 
 
-def _uni(conn: Redis, name: str) -> dict[Flow, list[int]]:
+def _uni(store: Store, name: str) -> dict[Flow, list[int]]:
     out = {}
-    for key, st in table(conn, name).items():
+    for key, st in table(store, name).items():
         for r in uni_rows(key, st):
             out[(r.src, r.dst, r.proto, r.sport, r.dport)] = [r.packets, r.bytes]
     return out
@@ -146,8 +148,8 @@ def _raw_sender(iface: str) -> socket.socket:
     return s
 
 
-def _meta(conn: Redis, name: str) -> dict[str, str]:
-    raw: dict[bytes, bytes] = conn.hgetall(run_of(conn, name).meta)  # type: ignore[assignment]
+def _meta(store: Store, name: str) -> dict[str, str]:
+    raw: dict[bytes, bytes] = store.kv.hgetall(run_of(store, name).meta)
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
@@ -155,7 +157,7 @@ def _meta(conn: Redis, name: str) -> dict[str, str]:
 @needs_root
 @pytest.mark.timeout(90)
 def test_counts_per_flow_equal_what_was_sent(
-    conn: Redis, redis_url: str, veth: tuple[str, str]
+    store: Store, redis_url: str, veth: tuple[str, str]
 ) -> None:
     a, b = veth
     pairs = _frames()
@@ -173,14 +175,14 @@ def test_counts_per_flow_equal_what_was_sent(
         t1 = time.time_ns()
         assert proc.returncode == 0, err
         assert f"captured {len(frames)} packets" in out
-        st = follow(conn, "live", poll=0.05, check=w.check)
+        st = follow(store, "live", poll=0.05, check=w.check)
     assert st.state is CaptureState.COMPLETE, st
-    assert _uni(conn, "live") == expected
+    assert _uni(store, "live") == expected
     assert st.packets == len(frames) and st.bytes == sum(map(len, frames))
     assert st.total_batches == st.batches_done and st.batches_done > 1
     assert st.first_ns is not None and st.last_ns is not None
     assert t0 <= st.first_ns <= st.last_ns <= t1  # kernel timestamps, integer ns
-    meta = _meta(conn, "live")
+    meta = _meta(store, "live")
     assert (meta["kernel_packets"], meta["kernel_drops"], meta["producer_drops"]) == (
         str(len(frames)),
         "0",
@@ -193,7 +195,7 @@ def test_counts_per_flow_equal_what_was_sent(
 @needs_root
 @pytest.mark.timeout(90)
 def test_sigint_mid_traffic_loses_nothing_captured(
-    conn: Redis, redis_url: str, veth: tuple[str, str]
+    store: Store, redis_url: str, veth: tuple[str, str]
 ) -> None:
     """SIGINT while frames still arrive: the capture holds exactly the frames sent up to the
     stop (a prefix of the sent sequence), as many as the kernel delivered to the socket."""
@@ -238,13 +240,13 @@ def test_sigint_mid_traffic_loses_nothing_captured(
                     time.sleep(0.0005)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
-        st = follow(conn, "stop", poll=0.05, check=w.check)
+        st = follow(store, "stop", poll=0.05, check=w.check)
     assert st.state is CaptureState.COMPLETE, st
-    meta = _meta(conn, "stop")
+    meta = _meta(store, "stop")
     assert meta["kernel_drops"] == "0" and meta["producer_drops"] == "0", meta
     assert st.packets == int(meta["kernel_packets"])  # every frame the kernel delivered
     assert before_stop <= st.packets < len(sent), (before_stop, len(sent))  # mid-traffic
-    assert _uni(conn, "stop") == _expected(sent[: st.packets])
+    assert _uni(store, "stop") == _expected(sent[: st.packets])
 
 
 @pytest.mark.root
@@ -262,14 +264,14 @@ def test_embedded_ctrl_c_quiet_link_and_windows(veth: tuple[str, str], tmp_path:
         new_session=True,
     )
     try:
-        conn = Redis.from_url(local_url(home))
+        store = Store.single(Redis.from_url(local_url(home)))
         with _raw_sender(b) as s:
             for _, f in pairs:
                 s.send(f)
         deadline = time.monotonic() + 10
         while True:  # default batches hold 2,000 frames: only the flush interval queues these
             with contextlib.suppress(CaptureStateError):
-                if conn.hget(run_of(conn, "quiet").meta, "enqueued") not in (None, b"0"):
+                if store.kv.hget(run_of(store, "quiet").meta, "enqueued") not in (None, b"0"):
                     break
             assert time.monotonic() < deadline, "no batch queued within the flush interval"
             time.sleep(0.05)
@@ -278,11 +280,11 @@ def test_embedded_ctrl_c_quiet_link_and_windows(veth: tuple[str, str], tmp_path:
         out, err = proc.communicate(timeout=90)
         assert proc.returncode == 0, err
         assert "10.1.0.1" in out and "Top" in out, out
-        info = CaptureInfo.model_validate_json(conn.get(run_of(conn, "quiet").info) or b"")
+        info = CaptureInfo.model_validate_json(store.kv.get(run_of(store, "quiet").info) or b"")
         assert (info.window_ns, info.keep_windows, info.sources) == (10**9, 5, [f"live:{a}"])
-        st = follow(conn, "quiet", poll=0.05)
+        st = follow(store, "quiet", poll=0.05)
         assert st.state is CaptureState.COMPLETE and st.packets == 20
-        assert _uni(conn, "quiet") == _expected(pairs)
+        assert _uni(store, "quiet") == _expected(pairs)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -292,7 +294,7 @@ def test_embedded_ctrl_c_quiet_link_and_windows(veth: tuple[str, str], tmp_path:
 @pytest.mark.root
 @needs_root
 @pytest.mark.timeout(30)
-def test_loopback_forwards_each_frame_once(conn: Redis, redis_url: str) -> None:
+def test_loopback_forwards_each_frame_once(store: Store, redis_url: str) -> None:
     """On lo the kernel shows every frame twice (out, then in); like libpcap, one is kept. The
     batch holds each datagram's exact bytes, wire length, link type and a ns timestamp."""
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -314,7 +316,7 @@ def test_loopback_forwards_each_frame_once(conn: Redis, redis_url: str) -> None:
     assert proc.returncode == 0, err
     assert out == "captured 10 packets in 1 batches as 'lo'\n"
     assert "kernel dropped 0 of 20 packets; producer dropped 0" in err
-    payload = conn.get(run_of(conn, "lo").batch(0))
+    payload = store.queue.get(PayloadKeys(run_of(store, "lo").run).batch(0))
     assert isinstance(payload, bytes)
     recs = list(decode_batch(payload))
     assert [r.data[42:] for r in recs] == payloads

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from redis import Redis
 
 from models.capture import CaptureState
 from producer.capture import open_capture
@@ -15,7 +14,9 @@ from producer.follow import LocalWorkers
 from producer.sample import write_sample
 from reporter import windows
 from reporter.cli import main as reporter_main
-from reporter.store import iter_flows, run_of
+from store.backend import Store
+from store.captures import run_of
+from store.tables import iter_flows, table
 from tests.pipeline import run_capture, settings_for
 from workers.aggregate import PartialTable, fold
 from workers.dissect import dissect
@@ -31,27 +32,27 @@ def trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return p
 
 
-def test_windows_equal_offline_and_sum_to_whole(conn: Redis, redis_url: str, trace: Path) -> None:
+def test_windows_equal_offline_and_sum_to_whole(store: Store, redis_url: str, trace: Path) -> None:
     # small batches in a shuffled-by-workers order: every batch straddles window boundaries
     settings = settings_for(redis_url, batch_packets=700, window=W / 1e9, engine="fast")
     with LocalWorkers(redis_url, settings.queue, 3) as w:
-        st = run_capture(conn, settings, [str(trace)], "win", w)
+        st = run_capture(store, settings, [str(trace)], "win", w)
     assert st.state is CaptureState.COMPLETE
     with open_capture(trace) as cap:
         recs = list(cap)
     offline: dict[int, list] = {}
     for r in recs:
         offline.setdefault(r.ts_ns - r.ts_ns % W, []).append(r)
-    keys = run_of(conn, "win")
-    assert windows.starts(conn, keys) == sorted(offline)
+    keys = run_of(store, "win")
+    assert windows.starts(store, keys) == sorted(offline)
     assert len(offline) >= 6
     whole = PartialTable()
     for start, rs in offline.items():
         expect = fold(rs, dissect)
-        assert dict(iter_flows(conn, keys.window(start))) == expect.flows
+        assert dict(iter_flows(store, table(keys, start))) == expect.flows
         whole.merge(expect)
-    assert dict(iter_flows(conn, keys)) == whole.flows
-    sums = windows.summaries(conn, keys)
+    assert dict(iter_flows(store, table(keys))) == whole.flows
+    sums = windows.summaries(store, keys)
     assert sum(s.packets for s in sums) == st.packets == len(recs)
 
 
@@ -63,12 +64,12 @@ def _cli(redis_url: str, *args: str) -> str:
     return res.output
 
 
-def test_window_views(conn: Redis, redis_url: str, trace: Path, tmp_path: Path) -> None:
+def test_window_views(store: Store, redis_url: str, trace: Path, tmp_path: Path) -> None:
     settings = settings_for(redis_url, window=10.0, keep_windows=4)
     with LocalWorkers(redis_url, settings.queue, 2) as w:
-        run_capture(conn, settings, [str(trace)], "views", w)
-    keys = run_of(conn, "views")
-    starts = windows.starts(conn, keys)
+        run_capture(store, settings, [str(trace)], "views", w)
+    keys = run_of(store, "views")
+    starts = windows.starts(store, keys)
     assert len(starts) == 4  # retention kept the newest four
     listed = json.loads(_cli(redis_url, "windows", "views", "--json"))
     assert [x["start_ns"] for x in listed] == starts
@@ -97,9 +98,9 @@ def test_window_views(conn: Redis, redis_url: str, trace: Path, tmp_path: Path) 
     assert "top" in _cli(redis_url, "watch", "views", "--once")
 
 
-def test_no_windows_is_a_clear_error(conn: Redis, redis_url: str, trace: Path) -> None:
+def test_no_windows_is_a_clear_error(store: Store, redis_url: str, trace: Path) -> None:
     settings = settings_for(redis_url)
     with LocalWorkers(redis_url, settings.queue, 1) as w:
-        run_capture(conn, settings, [str(trace)], "plain", w)
+        run_capture(store, settings, [str(trace)], "plain", w)
     res = CliRunner().invoke(reporter_main, ["persist", "plain", "--redis-url", redis_url])
     assert res.exit_code == 1 and "--window" in res.output and "Traceback" not in res.output

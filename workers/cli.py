@@ -1,29 +1,36 @@
 """``workers``: run flowherd's RQ workers, and manage the embedded private Redis.
 
     workers run -n 4                      # 4 worker processes on this host
-    workers run -n 8 --redis-url redis://:secret@queue-host:6379/0
+    FLOWHERD_REDIS_URL_FILE=/etc/flowherd/redis-url workers run -n 8   # a shared Redis
     workers local-redis status|start|stop
 
-Plain ``rq worker`` works too, with flowherd's serializer and job class::
+The URL of a Redis with a password lives in a file only its users can read (mode 0600), named by
+``FLOWHERD_REDIS_URL_FILE`` or ``--redis-url-file``: never on the command line, where ``ps`` and
+the shell history show it.
 
-    rq worker -u URL --serializer rq.serializers.JSONSerializer \\
+Plain ``rq worker`` works too, with flowherd's serializer and job class (``RQ_REDIS_URL``, not
+``-u``, keeps the URL out of the process list)::
+
+    RQ_REDIS_URL="$(cat /etc/flowherd/redis-url)" rq worker \\
+       --serializer rq.serializers.JSONSerializer \\
        --job-class deploy.queueing.FlowherdJob -w workers.worker.FlowherdWorker flowherd
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import click
+from pydantic import ValidationError
 from rq.serializers import JSONSerializer
-from rq.worker_pool import WorkerPool
 
 from deploy.clitools import handle_errors, open_backend, redis_options, settings_from, setup_logging
 from deploy.connect import redact
 from deploy.local import ensure_local_redis, is_running, local_url, stop_local_redis
 from deploy.queueing import FlowherdJob
 from models.settings import Settings
-from workers.worker import FlowherdWorker
+from workers.worker import FlowherdPool, FlowherdWorker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,7 +64,13 @@ def run(num: int, burst: bool, verbose: int, redis_url: str | None, queue: str) 
     within about FLOWHERD_HEARTBEAT + FLOWHERD_MAINTENANCE_INTERVAL seconds (20 + 15).
     """
     setup_logging(verbose)
-    settings = settings_from(redis_url, queue)
+    try:
+        settings = settings_from(redis_url, queue)
+    except ValidationError as exc:  # a bad FLOWHERD_* value: one line, a usage error
+        bad = exc.errors()[0]
+        name = f"FLOWHERD_{str(bad['loc'][0]).upper()}" if bad["loc"] else "settings"
+        click.echo(f"error: {name}={bad['input']!r}: {bad['msg']}", err=True)
+        sys.exit(2)
     store, url, embedded = open_backend(settings)  # checks the store is reachable
     conn = store.queue
     if settings.store_url:  # the pool's worker processes build their store from it
@@ -65,7 +78,7 @@ def run(num: int, burst: bool, verbose: int, redis_url: str | None, queue: str) 
     where = "private Redis" if embedded else redact(url)
     click.echo(f"starting {num} worker(s) on queue {queue!r} at {where}", err=True)
     os.environ["FLOWHERD_DIE_WITH_PARENT"] = "1"  # the pool's workers end if the pool dies
-    pool = WorkerPool(
+    pool = FlowherdPool(
         [queue],
         connection=conn,
         num_workers=num,

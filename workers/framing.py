@@ -85,7 +85,7 @@ _LLC_SAP_SNAP = 0xAA
 _LLC_SAP_IP = 0x06
 _SNAP_OUI = SNAP.at("oui")
 _SNAP_TYPE = SNAP.at("type")
-_SNAP_ETHERTYPE_OUIS = (b"\x00\x00\x00", b"\x00\x00\xf8")
+_SNAP_OUIS = (b"\x00\x00\x00", b"\x00\x00\xf8")  # an ethertype follows them
 _RAW_IPX = 0xFF  # an 802.3 frame starting ff-ff is Novell raw IPX, not LLC
 _MPLS_SIZE = MPLS.size
 _MPLS_LABEL_GAL = 13
@@ -177,7 +177,7 @@ def llc(data: bytes, off: int, end: int) -> Span | None:
     # U-format control fields are one byte, I- and S-format ones two.
     hdr = off + LLC.size if control & 0x03 == 0x03 else off + LLC.size + 1
     if dsap == _LLC_SAP_SNAP and ssap == _LLC_SAP_SNAP:
-        if end - hdr < SNAP.size or data[hdr + _SNAP_OUI : hdr + 3] not in _SNAP_ETHERTYPE_OUIS:
+        if end - hdr < SNAP.size or data[hdr + _SNAP_OUI : hdr + _SNAP_TYPE] not in _SNAP_OUIS:
             return None
         return follow(ETHERTYPES, u16(data, hdr + _SNAP_TYPE), data, hdr + SNAP.size, end)
     is_info = control & 0x01 == 0

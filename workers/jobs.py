@@ -30,12 +30,20 @@ log = logging.getLogger(__name__)
 
 
 def max_payload_bytes() -> int:
-    """The largest batch payload (and decompressed body) a worker accepts: FLOWHERD_MAX_PAYLOAD
-    bytes, by default :data:`models.batch.MAX_BODY_BYTES` (256 MiB)."""
-    try:
-        return int(os.environ.get("FLOWHERD_MAX_PAYLOAD", MAX_BODY_BYTES))
-    except ValueError:
-        return MAX_BODY_BYTES
+    """The largest batch payload (and decompressed body) a worker accepts: the ``max_payload``
+    setting (FLOWHERD_MAX_PAYLOAD), by default :data:`models.batch.MAX_BODY_BYTES` (256 MiB).
+
+    A bad value raises pydantic's ValidationError (``workers run`` reports it in one line before
+    starting); it is never replaced by the default. The value is read once per value of the
+    variable, not once per batch (building the settings takes about a millisecond).
+    """
+    from models.settings import Settings
+
+    raw = os.environ.get("FLOWHERD_MAX_PAYLOAD")
+    memo: dict[str | None, int] = max_payload_bytes.__dict__.setdefault("memo", {})
+    if raw not in memo:
+        memo[raw] = min(Settings().max_payload, MAX_BODY_BYTES)
+    return memo[raw]
 
 
 def process_batch(ref_json: str) -> dict[str, int | str]:

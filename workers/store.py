@@ -118,7 +118,7 @@ def merge_part(
     raise BackendError(f"batch {seq}: window retention kept changing under the merge")
 
 
-def _wait(store: Store, keys: list[str], replicas: int, timeout_ms: int = 5000) -> None:
+def _wait(store: Store, keys: list[str], replicas: int, timeout_ms: int = 3000) -> None:
     """Block until ``replicas`` replicas acknowledged this client's writes to the nodes of
     ``keys``; :class:`BackendError` (the job is retried) when they do not in time."""
     if store.cluster:

@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""The reporter's read side on big tables: rows/s and peak memory, today's path against the
+streaming one, on one Redis.
+
+Loads a flow table into a private redis-server (unix socket; or ``--redis-url``) in the stored
+format (HSET pipelines), either a synthetic heavy-tailed table of N unidirectional flows or
+the table behind a uni CSV (e.g. ``big.truth.uni.csv`` from ``../shared/bench/make_big.py``:
+the benchmark trace's 137,074 flows), then runs each measurement in a fresh process and prints
+wall time, the process's CPU time, rows/s and peak RSS (VmHWM).
+
+    python bench/report.py --flows 137074 --flows 5000000
+    python bench/report.py --uni-csv /tmp/big.truth.uni.csv --flows 5000000
+    python bench/report.py --flows 200000 --only flows-csv,flows-csv-raw
+
+Measurements (``--only``; ``before-*`` run up to ``--before-max`` flows, they hold the table):
+
+* ``before-flows``: ``reporter flows --format csv`` until now: every row as a model, sorted
+  (``top(all_rows(...), "bytes", maxsize)``), then ``rows_csv``;
+* ``before-report``: ``make_report`` (the table in a list); ``before-hist``: every size in a
+  list, then the figure;
+* ``flows-csv`` (``hscan_iter``), ``flows-csv-raw`` (HSCAN replies read without building a
+  dict), ``flows-csv-prefetch`` (raw, the next page read by a thread while this one is
+  written), ``flows-bi-csv``: :func:`reporter.export.write_rows` in table order;
+  ``flows-ranked``: :func:`reporter.ranked.write_rows_ranked` (largest first);
+* ``report``: :func:`reporter.build.stream_report`; ``hist``: a
+  :class:`~reporter.sizes.SizeDist` in one pass, exact elephant thresholds, the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import random
+import resource
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+KEY = "bench:flows"
+NS = 10**9
+T0 = 1_704_067_200 * NS
+ALL = (
+    "before-flows",
+    "flows-csv",
+    "flows-csv-raw",
+    "flows-csv-prefetch",
+    "flows-bi-csv",
+    "flows-ranked",
+    "before-report",
+    "report",
+    "before-hist",
+    "hist",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def synthetic(n_uni: int, seed: int = 7) -> Iterator[tuple[bytes, bytes]]:
+    """``n_uni`` unidirectional flows in about ``n_uni / 1.95`` conversations: Zipf-popular
+    clients (40 k IPv4, 8 k IPv6) and servers (6 k, 1.5 k), Pareto packet counts, 300 s."""
+    from models.flows import VALUE, canonical
+
+    rng = random.Random(seed)
+    v4c = [
+        bytes([10, rng.randrange(256), rng.randrange(256), rng.randrange(256)])
+        for _ in range(40_000)
+    ]
+    v4s = [
+        bytes([198, 18 + rng.randrange(2), rng.randrange(256), rng.randrange(256)])
+        for _ in range(6_000)
+    ]
+    v6c = [bytes.fromhex("20010db8000c") + rng.randbytes(10) for _ in range(8_000)]
+    v6s = [bytes.fromhex("20010db80005") + rng.randbytes(10) for _ in range(1_500)]
+    convs = -(-n_uni * 100 // 195)
+    both = n_uni - convs  # conversations with packets both ways
+    for i in range(convs):
+        v6 = rng.random() < 0.1
+        cs, ss = (v6c, v6s) if v6 else (v4c, v4s)
+        c = cs[int(len(cs) * rng.random() ** 2.5)]
+        s = ss[int(len(ss) * rng.random() ** 4)]
+        key, d = canonical(
+            c,
+            s,
+            rng.choice((6, 6, 6, 17)),
+            1024 + rng.randrange(64_000),
+            rng.choice((80, 443, 53, 22, 8080)),
+        )
+        start = T0 + rng.randrange(300 * NS)
+        dur = int(rng.paretovariate(1.3) * 1e7)
+        p1 = int(rng.paretovariate(1.1))
+        p2 = int(rng.paretovariate(1.1) * 1.5) if i < both else 0
+        b1, b2 = p1 * rng.randrange(60, 200), p2 * rng.randrange(60, 1514)
+        first1, last1 = start, start + dur
+        first2, last2 = (
+            (start + 1 + rng.randrange(1000), start + dur + 7) if p2 else (10**19 - 1, 0)
+        )
+        # direction 0 is A -> B; the client sent first
+        ab = (p1, b1, first1, last1) if d == 0 else (p2, b2, first2, last2)
+        ba = (p2, b2, first2, last2) if d == 0 else (p1, b1, first1, last1)
+        if ab[0] == 0:  # only B sent: A's side is empty
+            ab = (0, 0, 10**19 - 1, 0)
+        yield key.pack(), VALUE.pack(
+            ab[0], ab[1], ba[0], ba[1], b"%019d" % ab[2], b"%019d" % ab[3], b"%019d" % ba[2], b"%019d" % ba[3],
+            rng.randrange(256) if key.proto == 6 else 0, rng.randrange(256) if key.proto == 6 else 0,
+        )  # fmt: skip
+
+
+def from_uni_csv(path: str) -> Iterator[tuple[bytes, bytes]]:
+    """The conversations behind a uni CSV in the oracle's format (each row one direction)."""
+    import csv
+    import ipaddress
+
+    from models.flows import FlowKey, FlowStats, canonical
+
+    def ns(t: str) -> int:
+        neg = t.startswith("-")
+        s, f = t.lstrip("-").split(".")
+        return -(int(s) * NS + int(f)) if neg else int(s) * NS + int(f)
+
+    table: dict[FlowKey, FlowStats] = {}
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            a, b = ipaddress.ip_address(r["src"]).packed, ipaddress.ip_address(r["dst"]).packed
+            key, d = canonical(a, b, int(r["proto"]), int(r["sport"]), int(r["dport"]))
+            st = table.setdefault(key, FlowStats())
+            c = (int(r["packets"]), int(r["bytes"]), ns(r["first_ts"]), ns(r["last_ts"]))
+            if d == 0:
+                st.pkts_ab, st.bytes_ab, st.first_ab, st.last_ab = c
+            else:
+                st.pkts_ba, st.bytes_ba, st.first_ba, st.last_ba = c
+    for k, s in table.items():
+        yield k.pack(), s.pack()
+
+
+def load(conn: Any, pairs: Iterator[tuple[bytes, bytes]], batch: int = 1000) -> tuple[int, int]:
+    """HSET the pairs into :data:`KEY`; returns (conversations, unidirectional flows)."""
+    conn.delete(KEY)
+    p = conn.pipeline(transaction=False)
+    convs = uni = 0
+    args: list[bytes] = []
+    cmds = 0
+    for k, v in pairs:
+        args += (k, v)
+        convs += 1
+        a, _, b, _ = struct.unpack_from("<dddd", v)
+        uni += (a > 0) + (b > 0)
+        if len(args) >= 2 * batch:
+            p.execute_command("HSET", KEY, *args)
+            args, cmds = [], cmds + 1
+            if cmds % 20 == 0:
+                p.execute()
+    if args:
+        p.execute_command("HSET", KEY, *args)
+    p.execute()
+    return convs, uni
+
+
+# ---------------------------------------------------------------------------------------------
+# one measurement, in a fresh process
+
+
+def _raw_pages(conn: Any, count: int) -> Iterator[list[bytes]]:
+    """HSCAN replies as flat [k1, v1, k2, v2, ...] lists (no dict, no decoding)."""
+    conn.set_response_callback("HSCAN", lambda r, **kw: r)
+    cursor: Any = 0
+    while True:
+        cursor, flat = conn.execute_command("HSCAN", KEY, cursor, "COUNT", count)
+        yield flat
+        if cursor in (0, b"0"):
+            return
+
+
+def raw_pairs(conn: Any, count: int) -> Iterator[tuple[bytes, bytes]]:
+    for flat in _raw_pages(conn, count):
+        it = iter(flat)
+        yield from zip(it, it, strict=True)
+
+
+def prefetched_pairs(conn: Any, count: int) -> Iterator[tuple[bytes, bytes]]:
+    """:func:`raw_pairs` with the next page read by a thread (Redis works while we write)."""
+    q: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=2)
+
+    def reader() -> None:
+        for flat in _raw_pages(conn, count):
+            q.put(flat)
+        q.put(None)
+
+    threading.Thread(target=reader, daemon=True).start()
+    while (flat := q.get()) is not None:
+        it = iter(flat)
+        yield from zip(it, it, strict=True)
+
+
+def _status() -> Any:
+    from models.capture import CaptureState, CaptureStatus
+
+    return CaptureStatus(
+        name="bench", run="0" * 16, state=CaptureState.COMPLETE, created_ns=0, sources=[],
+        batches_enqueued=1, batches_done=1, batches_failed=0, total_batches=1, packets=0,
+        bytes=0, counted_packets=0, counted_bytes=0, flows=0, not_counted={}, first_ns=None,
+        last_ns=None,
+    )  # fmt: skip
+
+
+def _vm_hwm_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(what: str, url: str, count: int, out_dir: str) -> dict[str, Any]:
+    from redis import Redis
+
+    try:  # what every reporter command loads anyway (click, rich, pydantic, the store)
+        import reporter.cli  # noqa: F401
+    except Exception:  # the CLI is being rewired elsewhere; measure without it
+        pass
+    conn = Redis.from_url(url)
+    sink = open(os.devnull, "w")  # noqa: SIM115
+    extra: dict[str, Any] = {}
+    t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    rows = 0
+    if what == "before-flows":
+        from models.flows import FlowKey, FlowStats
+        from reporter.rank import top
+        from reporter.render import rows_csv
+        from reporter.views import uni_rows
+
+        allr = (
+            r
+            for k, v in conn.hscan_iter(KEY, count=count)
+            for r in uni_rows(FlowKey.unpack(k), FlowStats.unpack(v))
+        )
+        ranked = top(allr, "bytes", sys.maxsize)
+        rows = len(ranked)
+        rows_csv(ranked, sink, view="uni")
+    elif what.startswith("flows-"):
+        from reporter.export import write_rows
+        from reporter.ranked import write_rows_ranked
+
+        if what == "flows-csv-raw":
+            pairs = raw_pairs(conn, count)
+        elif what == "flows-csv-prefetch":
+            pairs = prefetched_pairs(conn, count)
+        else:
+            pairs = conn.hscan_iter(KEY, count=count)
+        if what == "flows-ranked":
+            rows = write_rows_ranked(pairs, sink, "uni", "csv", tmpdir=out_dir)
+        else:
+            rows = write_rows(pairs, sink, "bi" if what == "flows-bi-csv" else "uni", "csv")
+    elif what == "before-report":
+        from models.flows import FlowKey, FlowStats
+        from reporter.build import make_report
+
+        flows = (
+            (FlowKey.unpack(k), FlowStats.unpack(v)) for k, v in conn.hscan_iter(KEY, count=count)
+        )
+        rep = make_report(_status(), flows, 0)
+        rows = rep.summary.flows_uni
+    elif what == "report":
+        from reporter.build import stream_report
+
+        reads = [0]
+
+        def rescan() -> Iterator[tuple[bytes, bytes]]:
+            reads[0] += 1
+            return raw_pairs(conn, count)
+
+        rep = stream_report(_status(), rescan, 0)
+        rows = rep.summary.flows_uni
+        extra["reads"] = reads[0]
+        extra["elephants"] = [e.description for e in rep.elephants]
+        extra["share_top1pct"] = rep.summary.share_top1pct_uni
+    elif what == "before-hist":
+        from models.flows import FlowKey, FlowStats
+        from reporter.plots import save_figure, size_histogram_figure
+        from reporter.views import uni_rows
+
+        sizes = [
+            r.bytes
+            for k, v in conn.hscan_iter(KEY, count=count)
+            for r in uni_rows(FlowKey.unpack(k), FlowStats.unpack(v))
+        ]
+        rows = len(sizes)
+        save_figure(size_histogram_figure(sizes, None, "bench"), f"{out_dir}/before.png")
+    elif what == "hist":
+        from reporter.elephants import DEFAULT_RULES, classify_dist
+        from reporter.plots import save_figure, size_histogram_figure
+        from reporter.sizes import SizeDist
+        from reporter.stream import uni_sizes
+
+        reads = [1]
+
+        def sizes_again() -> Iterator[int]:
+            reads[0] += 1
+            return uni_sizes(raw_pairs(conn, count))
+
+        dist = SizeDist.of(uni_sizes(raw_pairs(conn, count)))
+        elephants, _ = classify_dist(dist, DEFAULT_RULES, sizes_again)
+        rows = dist.n
+        save_figure(size_histogram_figure(dist, None, "bench", elephants), f"{out_dir}/after.png")
+        extra["reads"] = reads[0]
+    else:
+        raise SystemExit(f"unknown measurement {what!r}")
+    wall = time.perf_counter() - t0
+    c1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+    return {
+        "what": what,
+        "rows": rows,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "rows_per_s": int(rows / wall) if wall else 0,
+        "rows_per_cpu_s": int(rows / cpu) if cpu else 0,
+        "peak_rss_mib": round(_vm_hwm_mib(), 1),
+        **extra,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run_one(what: str, url: str, count: int, out_dir: str) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "_measure", what, url, str(count), out_dir]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"what": what, "error": done.stderr.strip().splitlines()[-1:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_measure":
+        _, _, what, url, count, out_dir = sys.argv
+        print(json.dumps(measure(what, url, int(count), out_dir)))
+        return
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--flows", type=int, action="append", help="synthetic unidirectional flows (repeatable)"
+    )
+    ap.add_argument("--uni-csv", help="also load the table behind this uni CSV (first)")
+    ap.add_argument("--redis-url", help=f"use this Redis (its key {KEY} is replaced)")
+    ap.add_argument("--count", type=int, default=5000, help="HSCAN COUNT (default 5000)")
+    ap.add_argument("--only", help="comma-separated measurements (default: all)")
+    ap.add_argument("--before-max", type=int, default=1_000_000, help="largest table for before-*")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each measurement (best kept)")
+    args = ap.parse_args()
+    from redis import Redis
+
+    tmp = tempfile.mkdtemp(prefix="fh-bench-")
+    server = None
+    url = args.redis_url
+    if url is None:
+        sock = f"{tmp}/r.sock"
+        server = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        url = f"unix://{sock}"
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+    conn = Redis.from_url(url)
+    tables: list[tuple[str, Any]] = []
+    if args.uni_csv:
+        tables.append((f"uni CSV {Path(args.uni_csv).name}", lambda: from_uni_csv(args.uni_csv)))
+    for n in args.flows or ([] if args.uni_csv else [137_074]):
+        tables.append((f"synthetic {n:,} flows", lambda n=n: synthetic(n)))
+    which = args.only.split(",") if args.only else list(ALL)
+    try:
+        from redis.connection import DefaultParser
+
+        print(f"redis-py parser: {DefaultParser.__name__}; HSCAN COUNT {args.count}; {url}")
+        for name, make in tables:
+            t = time.perf_counter()
+            convs, uni = load(conn, make())
+            used = conn.info("memory")["used_memory"] / 2**20
+            print(f"\n## {name}: {uni:,} flows in {convs:,} conversations (loaded in "
+                  f"{time.perf_counter() - t:.0f} s; Redis {used:.0f} MiB)")  # fmt: skip
+            print(f"{'measurement':<20} {'rows':>10} {'wall s':>8} {'cpu s':>7} {'rows/s':>9} "
+                  f"{'rows/cpu-s':>10} {'peak RSS MiB':>12}")  # fmt: skip
+            for what in which:
+                if what.startswith("before-") and uni > args.before_max:
+                    print(f"{what:<20} (not run: holds all {uni:,} flows; --before-max)")
+                    continue
+                runs = [run_one(what, url, args.count, tmp) for _ in range(args.repeat)]
+                ok = [r for r in runs if "error" not in r]
+                if not ok:
+                    print(f"{what:<20} error: {runs[0]['error']}")
+                    continue
+                r = min(ok, key=lambda r: r["wall_s"])
+                rest = {k: v for k, v in r.items() if k not in ("what", "rows", "wall_s", "cpu_s", "rows_per_s", "rows_per_cpu_s", "peak_rss_mib")}  # fmt: skip
+                print(f"{what:<20} {r['rows']:>10,} {r['wall_s']:>8} {r['cpu_s']:>7} "
+                      f"{r['rows_per_s']:>9,} {r['rows_per_cpu_s']:>10,} {r['peak_rss_mib']:>12}"
+                      + (f"  {json.dumps(rest)}" if rest else ""))  # fmt: skip
+                sys.stdout.flush()
+    finally:
+        conn.delete(KEY)
+        if server is not None:
+            server.terminate()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""Unit tests of the link walker (workers.linktypes.locate, workers.framing, workers.headers).
+
+Every frame is a byte literal, so each case says exactly which header bytes the walker reads; the
+expected value is the span ``(kind, start, end)`` both engines then dissect, or ``None`` (no IP
+header: "non_ip"). What tshark makes of the same frames is checked end to end by
+tests/test_dissect.py and the oracle tests; here the walker itself is pinned, table by table.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workers import framing, headers
+from workers.dissect import PacketInfo, dissect
+from workers.fastpath import decode, dissect_fast
+from workers.framing import ETHERTYPES, IPV4, IPV6, VJ_TCP, Next, Span, follow
+from workers.linktypes import LINKTYPES, locate
+
+pytestmark = pytest.mark.timeout(120)
+
+H = bytes.fromhex
+MACS = H("001b21aabbcc" "001122334455")  # dst, src
+# IPv4/UDP 192.0.2.1:5353 -> 198.51.100.2:53 and IPv6/UDP 2001:db8::1 -> 2001:db8:ffff::2
+IP4 = H("4500001c" "00000000" "4011" "0000" "c0000201" "c6336402") + H("14e9003500080000")
+IP6 = (
+    H("60000000" "0008" "11" "40")
+    + H("20010db8000000000000000000000001")
+    + H("20010db8ffff00000000000000000002")
+    + H("1194003500080000")
+)
+IP4_KEY = PacketInfo(H("c0000201"), H("c6336402"), 17, 5353, 53, 0)
+IP6_KEY = PacketInfo(
+    H("20010db8000000000000000000000001"), H("20010db8ffff00000000000000000002"), 17, 4500, 53, 0
+)
+
+
+def eth(etype: str, payload: bytes) -> bytes:
+    return MACS + H(etype) + payload
+
+
+def label(value: int, bottom: bool) -> bytes:
+    return struct.pack("!I", value << 12 | int(bottom) << 8 | 64)
+
+
+SNAP_IP4 = H("aaaa03" "000000" "0800") + IP4
+PPPOE_HDR = H("1100" "0007")  # ver/type, code 0, session 7; the length follows
+SLL_HDR = H("0000" "0001" "0006" "001b21aabbcc0000")  # type, hrd (ARPHRD_ETHER), hlen, addr
+ISL_HDR = H("01000c0000" "00" "001122334455" "0000" "aaaa03" "00000c" "0000" "0000" "0000")
+
+# (id, linktype, frame, expected span or None)
+CASES: list[tuple[str, int, bytes, Span | None]] = [
+    # Ethernet (1) and the ethertype table
+    ("eth ipv4", 1, eth("0800", IP4), (IPV4, 14, 42)),
+    ("eth ipv6", 1, eth("86dd", IP6), (IPV6, 14, 62)),
+    ("eth trailer stays in the span", 1, eth("0800", IP4) + bytes(6), (IPV4, 14, 48)),
+    ("eth arp", 1, eth("0806", bytes(28)), None),
+    ("eth unknown ethertype", 1, eth("1234", IP4), None),
+    ("eth type 1501-1535 carries nothing", 1, eth("05dd", IP4), None),
+    ("eth cut before its type", 1, MACS + H("08"), None),
+    ("eth ipv4 without a header", 1, eth("0800", b""), (IPV4, 14, 14)),
+    ("802.1q", 1, eth("8100", H("0064" "0800") + IP4), (IPV4, 18, 46)),
+    ("802.1ad then 802.1q", 1, eth("88a8", H("00c8" "8100" "0064" "86dd") + IP6), (IPV6, 22, 70)),
+    ("0x9100 qinq", 1, eth("9100", H("0005" "8100" "0006" "0800") + IP4), (IPV4, 22, 50)),
+    ("802.1q cut", 1, eth("8100", H("0064")), None),
+    ("802.1q with an 802.3 length and snap", 1, eth("8100", H("0005" "0024") + SNAP_IP4), (IPV4, 26, 54)),
+    ("802.1q to an unknown ethertype", 1, eth("8100", H("0005" "1234") + IP4), None),
+    ("802.3 llc snap bounded by its length", 1, MACS + H("0024") + SNAP_IP4 + bytes(4), (IPV4, 22, 50)),
+    ("802.3 snap with a cisco oui", 1, MACS + H("0024" "aaaa03" "0000f8" "0800") + IP4, (IPV4, 22, 50)),
+    ("802.3 snap with another oui", 1, MACS + H("0024" "aaaa03" "080007" "0800") + IP4, None),
+    ("802.3 llc ip sap, ui frame", 1, MACS + H("001f" "060603") + IP4, (IPV4, 17, 45)),
+    ("802.3 llc ip sap, i frame", 1, MACS + H("0020" "06060000") + IP4, (IPV4, 18, 46)),
+    ("802.3 llc ip sap, s frame", 1, MACS + H("0020" "06060100") + IP4, None),
+    ("802.3 stp", 1, MACS + H("0026" "424203") + bytes(35), None),
+    ("802.3 raw ipx", 1, MACS + H("001e" "ffff") + bytes(28), None),
+    ("cisco isl around ethernet", 1, ISL_HDR + eth("0800", IP4), (IPV4, 40, 68)),
+    ("cisco isl of another frame type", 1, ISL_HDR[:5] + H("10") + ISL_HDR[6:] + eth("0800", IP4), None),
+    ("802.1ah i-tag", 1, eth("88e7", H("00000001") + eth("0800", IP4)), (IPV4, 32, 60)),
+    ("802.1ah cut", 1, eth("88e7", H("0000")), None),
+    ("transparent ethernet bridging", 1, eth("6558", eth("86dd", IP6)), (IPV6, 28, 76)),
+    # MPLS
+    ("mpls ipv4", 1, eth("8847", label(16, True) + IP4), (IPV4, 18, 46)),
+    ("mpls stack ipv6", 1, eth("8847", label(16, False) + label(17, True) + IP6), (IPV6, 22, 70)),
+    ("mpls multicast", 1, eth("8848", label(18, True) + IP4), (IPV4, 18, 46)),
+    ("mpls without a bottom label", 1, eth("8847", label(16, False)), None),
+    ("mpls empty payload", 1, eth("8847", label(16, True)), None),
+    ("mpls oam alert", 1, eth("8847", label(14, True) + IP4), None),
+    ("mpls gal, channel ipv4", 1, eth("8847", label(13, True) + H("10000021") + IP4), (IPV4, 22, 50)),
+    ("mpls nibble 1, channel ipv6", 1, eth("8847", label(30, True) + H("10000057") + IP6), (IPV6, 22, 70)),
+    ("mpls channel of another type", 1, eth("8847", label(13, True) + H("10000007") + IP4), None),
+    ("mpls nibble 5", 1, eth("8847", label(30, True) + H("50") + IP4), None),
+    ("pseudowire without control word", 1, eth("8847", label(30, True) + eth("0800", IP4)), (IPV4, 32, 60)),
+    ("pseudowire with control word", 1, eth("8847", label(30, True) + bytes(4) + eth("0800", IP4)), (IPV4, 36, 64)),
+    # PPPoE and PPP
+    ("pppoe ipv4", 1, eth("8864", PPPOE_HDR + H("001e" "0021") + IP4), (IPV4, 22, 50)),
+    ("pppoe compressed ipv6", 1, eth("8864", PPPOE_HDR + H("0031" "57") + IP6), (IPV6, 21, 69)),
+    ("pppoe length ends the span", 1, eth("8864", PPPOE_HDR + H("000c" "0021") + IP4), (IPV4, 22, 32)),
+    ("pppoe mpls", 1, eth("8864", PPPOE_HDR + H("0022" "0281") + label(3, True) + IP4), (IPV4, 26, 54)),
+    ("pppoe lcp", 1, eth("8864", PPPOE_HDR + H("0006" "c021") + bytes(4)), None),
+    ("pppoe cut", 1, eth("8864", PPPOE_HDR), None),
+    ("ppp address and control", 9, H("ff03" "0021") + IP4, (IPV4, 4, 32)),
+    ("ppp compressed", 9, H("21") + IP4, (IPV4, 1, 29)),
+    ("ppp ipv6 (50)", 50, H("ff03" "0057") + IP6, (IPV6, 4, 52)),
+    ("ppp mpls multicast", 50, H("ff03" "0283") + label(7, True) + IP6, (IPV6, 8, 56)),
+    ("ppp van jacobson tcp", 9, H("ff03" "002f") + IP4, (VJ_TCP, 4, 32)),
+    ("ppp lcp", 9, H("ff03" "c021" "01010004"), None),
+    ("ppp protocol cut", 9, H("ff03" "00"), None),
+    ("cisco hdlc", 9, H("0f00" "0800") + IP4, (IPV4, 4, 32)),
+    ("cisco hdlc cut", 50, H("8f00" "08"), None),
+    # Linux cooked captures
+    ("sll ipv4", 113, SLL_HDR + H("0800") + IP4, (IPV4, 16, 44)),
+    ("sll vlan", 113, SLL_HDR + H("8100" "0003" "86dd") + IP6, (IPV6, 20, 68)),
+    ("sll netlink", 113, H("0000" "0338" "0006") + bytes(8) + H("0800") + IP4, None),
+    ("sll ethernet pseudo-protocol", 113, SLL_HDR + H("0003") + eth("0800", IP4), (IPV4, 30, 58)),
+    ("sll llc pseudo-protocol", 113, SLL_HDR + H("0004") + SNAP_IP4, (IPV4, 24, 52)),
+    ("sll ppp pseudo-protocol", 113, SLL_HDR + H("0007" "ff03" "0021") + IP4, (IPV4, 20, 48)),
+    ("sll other pseudo-protocol", 113, SLL_HDR + H("0001") + IP4, None),
+    ("sll cut", 113, SLL_HDR, None),
+    ("sll ipgre ipv6", 113, H("0000" "030a" "0000") + bytes(8) + H("86dd") + IP6, (IPV6, 16, 64)),
+    ("sll ipgre bridging", 113, H("0000030a0000") + bytes(8) + H("6558") + eth("0800", IP4), (IPV4, 30, 58)),
+    ("sll ipgre ppp", 113, H("0000030a0000") + bytes(8) + H("880b" "ff03" "0021") + IP4, (IPV4, 20, 48)),
+    ("sll ipgre vlan is no gre protocol", 113, H("0000030a0000") + bytes(8) + H("8100" "0001" "0800") + IP4, None),
+    ("sll2 ipv6", 276, H("86dd" "0000" "00000002" "0001" "00" "06") + bytes(8) + IP6, (IPV6, 20, 68)),
+    ("sll2 mpls", 276, H("8847000000000002000100" "06") + bytes(8) + label(5, True) + IP4, (IPV4, 24, 52)),
+    ("sll2 netlink", 276, H("0800000000000002" "0338" "0006") + bytes(8) + IP4, None),
+    ("sll2 cut", 276, H("0800" "0000") + bytes(15), None),
+    # BSD loopback
+    ("null af_inet little-endian", 0, H("02000000") + IP4, (IPV4, 4, 32)),
+    ("null af_inet big-endian", 0, H("00000002") + IP4, (IPV4, 4, 32)),
+    ("null af_inet6 24", 0, H("18000000") + IP6, (IPV6, 4, 52)),
+    ("null af_inet6 28 big-endian", 0, H("0000001c") + IP6, (IPV6, 4, 52)),
+    ("null af_inet6 30", 0, H("1e000000") + IP6, (IPV6, 4, 52)),
+    ("null linux af_inet6 10", 0, H("0a000000") + IP6, None),
+    ("null irix 16-bit family", 0, H("00000200") + IP4, (IPV4, 4, 32)),
+    ("null byte-swapped 16-bit family", 0, H("00020000") + IP4, (IPV4, 4, 32)),
+    ("null ethertype", 0, H("00080000") + IP4, (IPV4, 4, 32)),
+    ("null ppp", 0, H("ff03" "0057") + IP6, (IPV6, 4, 52)),
+    ("null cut", 0, H("020000"), None),
+    ("loop af_inet", 108, H("00000002") + IP4, (IPV4, 4, 32)),
+    ("loop af_inet6", 108, H("0000001e") + IP6, (IPV6, 4, 52)),
+    ("loop is network byte order only", 108, H("02000000") + IP4, None),
+    # Raw IP
+    ("raw ipv4", 101, IP4, (IPV4, 0, 28)),
+    ("raw ipv6", 101, IP6, (IPV6, 0, 48)),
+    ("raw legacy 12", 12, IP4, (IPV4, 0, 28)),
+    ("raw legacy 14", 14, IP6, (IPV6, 0, 48)),
+    ("raw ppp in hdlc", 101, H("ff03" "0021") + IP4, (IPV4, 4, 32)),
+    ("raw isdn fake mac", 14, bytes(6) + H("ff03" "0021") + IP4, (IPV4, 10, 38)),
+    ("raw isdn link down", 101, bytes(10) + IP4, (IPV4, 10, 38)),
+    ("raw version 5", 101, H("50") + IP4[1:], None),
+    ("raw shorter than tshark reads", 101, IP4[:7], None),
+    ("ipv4 linktype", 228, IP6, (IPV4, 0, 48)),
+    ("ipv6 linktype", 229, IP4, (IPV6, 0, 28)),
+    ("ipv4 linktype, empty", 228, b"", (IPV4, 0, 0)),
+    ("unknown linktype", 147, eth("0800", IP4), None),
+]
+
+
+@pytest.mark.parametrize(
+    ("linktype", "frame", "span"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_locate(linktype: int, frame: bytes, span: Span | None) -> None:
+    assert locate(linktype, frame) == span
+
+
+def test_case_ids_unique() -> None:
+    assert len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_every_link_type_and_ethertype_has_a_case() -> None:
+    """A table entry added without a case here fails this test."""
+    assert set(LINKTYPES) <= {c[1] for c in CASES}
+    ethertypes = {int.from_bytes(f[12:14], "big") for _, lt, f, _ in CASES if lt == 1}
+    assert set(ETHERTYPES) <= ethertypes
+
+
+def test_unknown_linktype_is_not_in_the_table() -> None:
+    assert 147 not in LINKTYPES
+    assert dissect(147, eth("0800", IP4)) == "unsupported_linktype"
+    assert decode(147, eth("0800", IP4)) == "unsupported_linktype"
+
+
+@pytest.mark.parametrize(
+    ("layout", "size"),
+    [
+        (headers.ETHERNET, 14),
+        (headers.VLAN, 4),
+        (headers.ISL, 26),
+        (headers.ITAG, 4),
+        (headers.MPLS, 4),
+        (headers.PW_CONTROL_WORD, 4),
+        (headers.PWACH, 4),
+        (headers.PPPOE, 6),
+        (headers.PPP, 4),
+        (headers.CHDLC, 4),
+        (headers.LLC, 3),
+        (headers.SNAP, 5),
+        (headers.SLL, 16),
+        (headers.SLL2, 20),
+        (headers.LOOPBACK, 4),
+    ],
+    ids=lambda v: v.name if isinstance(v, headers.Layout) else str(v),
+)
+def test_layout_sizes(layout: headers.Layout, size: int) -> None:
+    assert layout.size == size
+
+
+def test_layout_offsets() -> None:
+    assert headers.ETHERNET.at("type") == 12
+    assert headers.VLAN.at("type") == 2
+    assert headers.ISL.at("_type_pri") == 5
+    assert headers.PPPOE.at("len") == 4
+    assert (headers.SLL.at("hrd"), headers.SLL.at("ethtype")) == (2, 14)
+    assert (headers.SLL2.at("ethtype"), headers.SLL2.at("hrd")) == (0, 8)
+    assert headers.SNAP.at("type") == 3
+    with pytest.raises(KeyError):
+        headers.ETHERNET.at("ethtype")
+
+
+def test_layout_rejects_a_repeated_field() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        headers.Layout("bad", (("type", "H"), ("type", "H")))
+
+
+def test_follow() -> None:
+    table: dict[int, Next] = {1: IPV4, 2: framing.ethernet}
+    frame = eth("86dd", IP6)
+    assert follow(table, 1, frame, 3, 9) == (IPV4, 3, 9)
+    assert follow(table, 2, frame, 0, len(frame)) == (IPV6, 14, len(frame))
+    assert follow(table, 3, frame, 0, len(frame)) is None
+
+
+def test_deep_tag_stacks_are_walked_in_a_loop() -> None:
+    """Tags and labels loop rather than recurse, so a stack deeper than Python's recursion
+    limit is still walked to its IP header."""
+    tags = H("0001" "8100") * 2000
+    frame = eth("8100", tags + H("0001" "0800") + IP4)
+    assert locate(1, frame) == (IPV4, len(frame) - len(IP4), len(frame))
+    labels = label(16, False) * 2000 + label(16, True)
+    assert locate(1, eth("8847", labels + IP4)) == (IPV4, 14 + len(labels), 14 + len(labels) + 28)
+
+
+@settings(max_examples=400, deadline=None)
+@given(linktype=st.sampled_from(sorted(LINKTYPES)), data=st.binary(max_size=120))
+def test_spans_lie_inside_the_frame(linktype: int, data: bytes) -> None:
+    span = locate(linktype, data)
+    if span is not None:
+        kind, start, end = span
+        assert kind in (IPV4, IPV6, VJ_TCP)
+        assert 0 <= start <= end <= len(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=st.sampled_from([c for c in CASES if c[3] is not None]), cut=st.integers(0, 80))
+def test_a_cut_frame_has_the_whole_frames_span_clipped_or_none(
+    case: tuple[str, int, bytes, Span], cut: int
+) -> None:
+    _, linktype, frame, (kind, start, end) = case
+    assert locate(linktype, frame[:cut]) in (None, (kind, start, min(end, cut)))
+
+
+# --- teaching the walker something new: one table entry ----------------------------------------
+
+NFLOG = 239  # LINKTYPE_NFLOG
+NFULA_PAYLOAD = 9
+NFLOG_FAMILIES: dict[int, Next] = {2: IPV4, 10: IPV6}  # AF_INET, Linux AF_INET6
+
+
+def nflog(data: bytes, off: int, end: int) -> Span | None:
+    """A minimal LINKTYPE_NFLOG step: family, version, resource id, then TLVs (little-endian
+    length and type, padded to 4 bytes) up to the packet payload TLV."""
+    if end - off < 4:
+        return None
+    family, pos = data[off], off + 4
+    while end - pos >= 4:
+        length, tlv_type = struct.unpack_from("<HH", data, pos)
+        if length < 4:
+            return None
+        if tlv_type == NFULA_PAYLOAD:
+            return follow(NFLOG_FAMILIES, family, data, pos + 4, min(end, pos + length))
+        pos += (length + 3) & ~3
+    return None
+
+
+def nflog_frame(family: int, packet: bytes) -> bytes:
+    prefix = b"fw: " + bytes(4)
+    return (
+        bytes([family, 0]) + H("0000")
+        + struct.pack("<HH", 4 + len(prefix), 10) + prefix  # NFULA_PREFIX
+        + struct.pack("<HH", 4 + len(packet), NFULA_PAYLOAD) + packet
+    )  # fmt: skip
+
+
+def test_a_new_link_type_is_one_entry_of_a_local_table() -> None:
+    table = {**LINKTYPES, NFLOG: nflog}
+    frame = nflog_frame(2, IP4)
+    assert locate(NFLOG, frame, table) == (IPV4, 20, 48)
+    assert locate(NFLOG, nflog_frame(10, IP6), table) == (IPV6, 20, 68)
+    assert locate(NFLOG, nflog_frame(7, IP4), table) is None
+    assert locate(NFLOG, frame) is None  # production's table is untouched
+    assert NFLOG not in LINKTYPES
+
+
+def test_one_entry_teaches_both_engines(monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = nflog_frame(2, IP4)
+    assert dissect(NFLOG, frame) == dissect_fast(NFLOG, frame) == "unsupported_linktype"
+    monkeypatch.setitem(LINKTYPES, NFLOG, nflog)
+    assert dissect(NFLOG, frame) == IP4_KEY  # the scapy engine
+    assert decode(NFLOG, frame) == IP4_KEY  # the fast engine, without scapy
+    assert dissect(NFLOG, nflog_frame(10, IP6)) == decode(NFLOG, nflog_frame(10, IP6)) == IP6_KEY
+    assert dissect(NFLOG, nflog_frame(7, IP4)) == decode(NFLOG, nflog_frame(7, IP4)) == "non_ip"
+
+
+def test_one_ethertype_entry_teaches_both_engines(monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = eth("88b5", IP4)  # IEEE local experimental ethertype 1
+    assert dissect(1, frame) == decode(1, frame) == "non_ip"
+    monkeypatch.setitem(ETHERTYPES, 0x88B5, IPV4)
+    assert dissect(1, frame) == decode(1, frame) == IP4_KEY
+    tagged = eth("8100", H("0009" "88b5") + IP4)  # reached through any table that leads to it
+    assert dissect(1, tagged) == decode(1, tagged) == IP4_KEY
+
+
+def test_a_raising_step_is_a_dissect_error_in_both_engines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(data: bytes, off: int, end: int) -> Span | None:
+        raise ValueError("corrupt")
+
+    monkeypatch.setitem(ETHERTYPES, 0x0800, broken)
+    frame = eth("0800", IP4)
+    assert decode(1, frame) is None
+    assert dissect(1, frame) == dissect_fast(1, frame) == "dissect_error"
