@@ -26,6 +26,7 @@ import workers.jobs as jobs
 from deploy.queueing import FlowherdJob, make_queue
 from models.settings import Settings
 from producer.submit import submit
+from store.backend import Store
 from workers.worker import FlowherdWorker
 
 
@@ -57,7 +58,7 @@ def main() -> None:
             s = Settings(
                 redis_url=f"unix://{sock}", queue="o", engine=engine, max_in_flight=100_000
             )  # type: ignore[arg-type]
-            _, prog = submit(conn, make_queue(conn, "o"), [trace], "x", s)
+            _, prog = submit(Store.single(conn), make_queue(conn, "o"), [trace], "x", s)
             q = make_queue(conn, "o")
             w = FlowherdWorker(
                 [q], connection=conn, serializer=JSONSerializer, job_class=FlowherdJob

@@ -36,6 +36,7 @@ from models.settings import Settings
 from producer.capture import open_capture
 from producer.follow import LocalWorkers, follow
 from producer.submit import submit
+from store.backend import Store
 
 
 def slice_pcap(src: Path, dst: Path, packets: int) -> int:
@@ -127,12 +128,13 @@ def run_flowherd(trace: Path, workers: int, batch: int, engine: str) -> dict:
             break
         time.sleep(0.02)
     conn = Redis.from_url(url)
+    store = Store.single(conn)
     settings = Settings(redis_url=url, queue="bench", batch_packets=batch or None, engine=engine)
     try:
         with LocalWorkers(url, "bench", workers) as w:
             time.sleep(1.0)  # let the worker processes import scapy before the clock starts
             t0 = time.perf_counter()
-            submit(conn, make_queue(conn, "bench"), [str(trace)], "bench", settings)
+            submit(store, make_queue(conn, "bench"), [str(trace)], "bench", settings)
             t_submit = time.perf_counter() - t0
             merged_at: list[float] = []
 
@@ -144,7 +146,7 @@ def run_flowherd(trace: Path, workers: int, batch: int, engine: str) -> dict:
                 ):
                     merged_at.append(time.perf_counter())
 
-            st = follow(conn, "bench", on_update=on_update, poll=0.02, check=w.check)
+            st = follow(store, "bench", on_update=on_update, poll=0.02, check=w.check)
             elapsed = time.perf_counter() - t0
             report_s = elapsed - (merged_at[0] - t0) if merged_at else 0.0
             worker_rss = _peak_rss_kib(w.proc.pid)

@@ -29,8 +29,9 @@ from redis import Redis
 
 from producer.follow import LocalWorkers, follow
 from reporter import windows
-from reporter.store import run_of
 from reporter.views import uni_rows
+from store.backend import Store
+from store.captures import run_of
 from tests.pipeline import table
 
 
@@ -77,7 +78,7 @@ def main() -> None:
             subprocess.run(["ip", "link", "set", n, "up"], check=True)
         time.sleep(0.5)
         url = f"unix://{sock}"
-        conn = Redis.from_url(url)
+        store = Store.single(Redis.from_url(url))
         fl = frames(a.flows)
         with LocalWorkers(url, "sniffq", 2) as w:
             env = {"FLOWHERD_REDIS_URL": url, "FLOWHERD_QUEUE": "sniffq", "PATH": "/usr/bin:/bin"}
@@ -109,13 +110,13 @@ def main() -> None:
                 time.sleep(0.002)
             send_s = time.monotonic() - t0
             _, err = sniffer.communicate(timeout=dur + 30)
-            st = follow(conn, "minute", poll=0.1, check=w.check)
+            st = follow(store, "minute", poll=0.1, check=w.check)
         got = {}
-        for key, stt in table(conn, "minute").items():
+        for key, stt in table(store, "minute").items():
             for r in uni_rows(key, stt):
                 got[(r.src, r.dst, r.proto, r.sport, r.dport)] = [r.packets, r.bytes]
-        keys = run_of(conn, "minute")
-        sums = windows.summaries(conn, keys)
+        keys = run_of(store, "minute")
+        sums = windows.summaries(store, keys)
         print(watched)
         print(err.strip().splitlines()[-1] if err.strip() else "")
         result = {

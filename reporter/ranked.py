@@ -36,23 +36,24 @@ from reporter.packed import AddrText, Pair, ts_bytes
 #: Rows sorted in memory before a run is spilled to disk.
 RUN_ROWS = 100_000
 _BIG = 10**20 - 1  # 20-digit complements sort descending counts ascending as text
+# sort keys: bytes and packets complemented, then the key text as rank.key_text writes it
+_UNI_KEY = b"%020d%020d('%s', '%s', %s, %s, %s)\0"
+_BI_KEY = b"%020d%020d[%s, '%s', %s, '%s', %s]\0"
+
+
+def _csv_records(pairs: Iterable[Pair], view: View) -> Iterator[bytes]:
+    """:func:`_records` of CSV lines: the key's fields, packets and bytes are in the line."""
+    key, cut, pk, by = (_UNI_KEY, 7, 5, 6) if view == "uni" else (_BI_KEY, 11, 9, 10)
+    for lines in chunks(pairs, view, "csv"):
+        for line in lines:
+            f = line.split(b",", cut)
+            yield key % (_BIG - int(f[by]), _BIG - int(f[pk]), *f[:5]) + line
 
 
 def _records(pairs: Iterable[Pair], view: View, fmt: Format) -> Iterator[bytes]:
     """``<sort key>\\0<line>\\n`` per row; plain byte order of records is the ranking."""
     if fmt == "csv":
-        # the key's fields, packets and bytes are in the CSV line itself
-        for lines in chunks(pairs, view, "csv"):
-            if view == "uni":
-                for line in lines:
-                    f = line.split(b",", 7)
-                    yield b"%020d%020d('%s', '%s', %s, %s, %s)\0%s" % (
-                        _BIG - int(f[6]), _BIG - int(f[5]), f[0], f[1], f[2], f[3], f[4], line)  # fmt: skip
-            else:
-                for line in lines:
-                    f = line.split(b",", 11)
-                    yield b"%020d%020d[%s, '%s', %s, '%s', %s]\0%s" % (
-                        _BIG - int(f[10]), _BIG - int(f[9]), f[0], f[1], f[2], f[3], f[4], line)  # fmt: skip
+        yield from _csv_records(pairs, view)
         return
     addr = AddrText()
     if view == "uni":

@@ -93,4 +93,6 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWHERD_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FLOWHERD_REDIS_URL", raising=False)
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
 pytest_plugins = ["tests.cluster"]

@@ -38,7 +38,7 @@ def _payloads(conn: Redis) -> Iterator[bytes]:
     for key in conn.scan_iter(count=1000):
         if conn.type(key) == b"string":
             value = conn.get(key)
-            if value and value.startswith(b"FHB1"):
+            if isinstance(value, bytes) and value.startswith(b"FHB1"):
                 yield value
 
 

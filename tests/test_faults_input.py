@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,8 +51,11 @@ def _pcap(records: list[tuple[int, int, bytes]], network: int = 1) -> bytes:
     )
 
 
+Sample = tuple[Path, dict[Any, Any]]
+
+
 @pytest.fixture
-def sample(tmp_path: Path) -> tuple[Path, dict]:  # type: ignore[type-arg]
+def sample(tmp_path: Path) -> Sample:
     path = tmp_path / "s.pcap"
     return path, write_sample(path, flows=40, seed=41)
 
@@ -66,7 +70,7 @@ def _submit(redis_url: str, queue: str, path: Path, *more: str):  # type: ignore
     return invoke([*args, "--batch-packets", "100", *more])
 
 
-def test_file_without_read_permission(store: Store, redis_url: str, sample) -> None:  # type: ignore[no-untyped-def]
+def test_file_without_read_permission(store: Store, redis_url: str, sample: Sample) -> None:
     """Root reads anything, so as root the submit runs with the effective uid of `nobody`
     (the interpreter lives where `nobody` may not go, so not in a subprocess)."""
     d = Path(tempfile.mkdtemp(prefix="fh-perm-"))
@@ -109,8 +113,8 @@ def test_absurd_first_record_length(
 
 
 def test_absurd_record_mid_file_leaves_an_aborted_capture(
-    store: Store, redis_url: str, queue: str, tmp_path: Path, sample
-) -> None:  # type: ignore[no-untyped-def]
+    store: Store, redis_url: str, queue: str, tmp_path: Path, sample: Sample
+) -> None:
     """The records before the corrupt one are merged, but the capture says it was aborted,
     and never complete, once the workers are done with them."""
     recs = _records(sample[0])[:450]
@@ -133,8 +137,8 @@ def test_absurd_record_mid_file_leaves_an_aborted_capture(
 
 
 def test_file_cut_inside_a_record(
-    store: Store, redis_url: str, queue: str, tmp_path: Path, sample
-) -> None:  # type: ignore[no-untyped-def]
+    store: Store, redis_url: str, queue: str, tmp_path: Path, sample: Sample
+) -> None:
     """The complete records are counted, then the cut is named with its offset; exit 1; the
     capture completes and its status and report carry the warning."""
     recs = _records(sample[0])
@@ -158,8 +162,8 @@ def test_file_cut_inside_a_record(
 
 
 def test_pcapng_unknown_block_types_are_skipped(
-    store: Store, redis_url: str, queue: str, tmp_path: Path, sample
-) -> None:  # type: ignore[no-untyped-def]
+    store: Store, redis_url: str, queue: str, tmp_path: Path, sample: Sample
+) -> None:
     recs = _records(sample[0])
     data = shb() + pcapng_block("<", 0x0BAD, b"future block") + idb(linktype=1)
     for i, (ts, wire, frame) in enumerate(recs):
@@ -181,8 +185,8 @@ def test_pcapng_unknown_block_types_are_skipped(
 
 
 def test_unknown_link_type_is_counted_not_dissected(
-    store: Store, redis_url: str, queue: str, tmp_path: Path, sample
-) -> None:  # type: ignore[no-untyped-def]
+    store: Store, redis_url: str, queue: str, tmp_path: Path, sample: Sample
+) -> None:
     recs = _records(sample[0])
     path = tmp_path / "user0.pcap"
     path.write_bytes(_pcap(recs, network=147))  # LINKTYPE_USER0: nobody knows what it is

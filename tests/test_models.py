@@ -10,7 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from models.batch import HEADER_SIZE, MAGIC, RawRecord, decode_batch, encode_batch
+from models.batch import (
+    HEADER_SIZE,
+    MAGIC,
+    RECORD_OVERHEAD,
+    TS_LIMIT,
+    RawRecord,
+    decode_batch,
+    encode_batch,
+)
 from models.capture import BatchRef
 from models.errors import BatchError
 from models.flows import NO_FIRST, NO_LAST, FlowKey, FlowStats, canonical, ts_text
@@ -18,7 +26,7 @@ from models.flows import NO_FIRST, NO_LAST, FlowKey, FlowStats, canonical, ts_te
 records = st.lists(
     st.builds(
         RawRecord,
-        ts_ns=st.integers(0, 2**64 - 1),
+        ts_ns=st.integers(0, TS_LIMIT - 1),  # the store's range (models/batch.py)
         wire_len=st.integers(0, 2**32 - 1),
         linktype=st.integers(0, 2**16 - 1),
         data=st.binary(max_size=300),
@@ -30,6 +38,18 @@ records = st.lists(
 @given(records, st.booleans())
 def test_batch_round_trip(recs: list[RawRecord], compress: bool) -> None:
     assert list(decode_batch(encode_batch(recs, compress))) == recs
+
+
+@given(st.integers(TS_LIMIT, 2**64 - 1), st.booleans())
+def test_batch_timestamp_beyond_the_store_refused(ts: int, compress: bool) -> None:
+    """The rest of the u64 range: refused when a batch is built, and when one is read."""
+    with pytest.raises(BatchError, match="outside 0 <= ts_ns"):
+        encode_batch([RawRecord(ts, 60, 1, b"ab")], compress)
+    body = struct.pack("<QIHI", ts, 60, 1, 2) + b"ab"
+    assert len(body) == RECORD_OVERHEAD + 2
+    payload = MAGIC + struct.pack("<HHII", 1, 0, 1, len(body)) + body
+    with pytest.raises(BatchError, match="beyond the store's range"):
+        list(decode_batch(payload))
 
 
 @pytest.mark.parametrize(

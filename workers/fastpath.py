@@ -38,9 +38,9 @@ from struct import Struct
 from typing import TypeVar
 
 from workers.dissect import NON_IP, UNSUPPORTED_LINKTYPE, PacketInfo, dissect
-from workers.framing import ETHERTYPES, IPV4, IPV6, ethernet
+from workers.framing import ETHERTYPES, IPV4, IPV6
 from workers.headers import ETHERNET
-from workers.linktypes import LINKTYPES
+from workers.linktypes import LINKTYPES, locate
 
 __all__ = ["decode", "dissect_fast"]
 
@@ -52,6 +52,7 @@ _OPT_PADN = 0x01
 _OPT_ROUTER_ALERT = 0x05
 _IPV4_NO_FRAGMENT_MASK = 0xBFFF  # everything in the flags/offset word except DF
 
+_LINKTYPE_ETHERNET = 1  # LINKTYPES[1] is workers.framing.ethernet, whose dispatch decode() inlines
 _ETH_SIZE = ETHERNET.size
 _ETH_TYPE = ETHERNET.at("type")
 
@@ -62,10 +63,9 @@ _UDP = Struct("!HH")
 
 # A NamedTuple's generated __new__ is a Python-level call; tuple.__new__ builds the same value.
 _new = tuple.__new__
-# Bound lookups: CPython 3.11 compiles ``IMPORTED_NAME.get(...)`` as an attribute load it cannot
-# specialise, which would cost this hot path a fifth of its time. Same dicts, so entries added
-# to the tables later are seen.
-_linktype_entry = LINKTYPES.get
+# A bound lookup: CPython 3.11 compiles ``IMPORTED_NAME.get(...)`` as an attribute load it cannot
+# specialise, which costs this hot path a tenth of its time. The same dict: entries added to the
+# table later are seen.
 _ethertype_entry = ETHERTYPES.get
 
 
@@ -85,25 +85,18 @@ def _decoder(
 
     def decode(linktype: int, data: bytes) -> PacketInfo | str | _R:
         end = len(data)
-        off = 0
-        nxt = _linktype_entry(linktype)
-        if nxt is ethernet and end >= _ETH_SIZE:
-            # ethernet()'s own dispatch, done here for nearly every frame (a call saved): a key of
-            # ETHERTYPES leads where the table says from offset 14; anything else, ethernet() reads.
-            entry = _ethertype_entry((data[_ETH_TYPE] << 8) | data[_ETH_TYPE + 1])
-            if entry is not None:
-                nxt, off = entry, _ETH_SIZE
-        if nxt is None:
-            return UNSUPPORTED_LINKTYPE
-        if isinstance(nxt, int):
-            kind = nxt
-        else:
+        kind: object = None
+        off = _ETH_SIZE
+        if linktype == _LINKTYPE_ETHERNET and end >= _ETH_SIZE:
+            # The Ethernet step's first dispatch, done here for nearly every frame (a call saved).
+            kind = _ethertype_entry((data[_ETH_TYPE] << 8) | data[_ETH_TYPE + 1])
+        if kind != IPV4 and kind != IPV6:  # anything else: the shared walker, from the top
             try:
-                span = nxt(data, off, end)
+                span = locate(linktype, data)
             except Exception:  # a broken step: dissect() counts the frame as dissect_error
                 return fallback(linktype, data)
             if span is None:
-                return NON_IP
+                return NON_IP if linktype in LINKTYPES else UNSUPPORTED_LINKTYPE
             kind, off, end = span
         if kind == IPV4:
             if end - off < 20:
