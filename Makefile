@@ -21,6 +21,10 @@ test: ## install test tools and run the whole test suite
 	@scripts/install.sh --test
 	$(VENV)/python -m pytest -q
 
+test-core: ## the fast core alone: no worker processes, corpus, cluster, faults or hosts
+	@scripts/install.sh --test
+	$(VENV)/python -m pytest -q -m "not (e2e or corpus or cluster or faults or hosts or slow or root)"
+
 lint: ## ruff and mypy
 	$(VENV)/ruff check . && $(VENV)/ruff format --check . && $(VENV)/mypy
 
@@ -30,4 +34,4 @@ bench: ## throughput benchmark against the single-process scapy baseline
 clean: ## remove build outputs (not the virtual environment)
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install demo test lint bench clean
+.PHONY: help install demo test test-core lint bench clean

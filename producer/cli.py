@@ -29,6 +29,7 @@ from producer.run import Progress as SubmitProgress
 from producer.run import ProgressFn
 from producer.sniff import sniff_command
 from producer.submit import default_name, submit
+from producer.synth import synth_command
 from reporter.show import err_console, out_console, show_outcome, show_status
 from store.captures import run_of, status
 
@@ -119,7 +120,9 @@ def submit_cmd(
     if resume_name:
         settings = settings_of(conn, resume_name, settings)
     wait = embedded if wait is None else wait
-    workers = LocalWorkers(url, settings.queue, num_workers, settings.store_url) if embedded else None
+    workers = (
+        LocalWorkers(url, settings.queue, num_workers, settings.store_url) if embedded else None
+    )
     try:
         if resume_name:
             done = _with_progress(
@@ -259,7 +262,10 @@ def retry_cmd(name: str, redis_url: str | None, queue: str) -> None:
 @handle_errors
 def sample(output: str, flows: int, seed: int, snaplen: int) -> None:
     """Write a synthetic sample trace to OUTPUT: heavy-tailed (Pareto) flow sizes, TCP and UDP,
-    IPv4 and IPv6, 60 seconds, as a classic pcap. Deterministic for a given --seed."""
+    IPv4 and IPv6, 60 seconds, as a classic pcap. Deterministic for a given --seed.
+
+    It is built in memory; for MAWI-like traces of any size, written in constant memory with
+    their exact totals, see `producer synth`."""
     from producer.sample import write_sample
 
     truth = write_sample(output, flows=flows, seed=seed, snaplen=snaplen)
@@ -268,3 +274,4 @@ def sample(output: str, flows: int, seed: int, snaplen: int) -> None:
 
 
 main.add_command(sniff_command)
+main.add_command(synth_command)

@@ -27,7 +27,9 @@ STAMP = 8  # a record template starts with room for the timestamp, then caplen a
 # segment, -3 message).
 _ACK_C, _FINS = (0, 0x10, 2, 0), ((0, 0x11, 2, 0), (1, 0x11, 2, 0))
 _HANDSHAKE = ((0, 0x02, 1, 0), (1, 0x12, 1, 0), _ACK_C)
-PROFILES = (
+Kind = tuple[int, int, int, int]
+Profile = tuple[int, tuple[Kind, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+PROFILES: tuple[Profile, ...] = (
     (6, (*_HANDSHAKE, (0, 0x18, 2, -1), (1, 0x10, 2, -2), *_FINS), (0, 1, 2, 3), (4, 4, 2), (5, 6)),
     (6, (*_HANDSHAKE, (0, 0x18, 2, -1), (0, 0x10, 2, -2), (1, 0x10, 2, 0), *_FINS),
      (0, 1, 2, 3), (4, 4, 5), (6, 7)),
@@ -46,13 +48,14 @@ def _column(c: int) -> Arr:
 
 
 _DIR, _FLAGS, _OPT, _PAY = (_column(c) for c in range(4))
-_LP, _LB, _LT = (np.array([len(p[i]) for p in PROFILES]) for i in (2, 3, 4))
+_LP, _LB, _LT = (np.array([len(p[2]) for p in PROFILES]), np.array([len(p[3]) for p in PROFILES]),
+                 np.array([len(p[4]) for p in PROFILES]))  # fmt: skip
 # positions 0-3 the prefix, 4-7 the body, 8-9 the tail
 _SEQ = np.array([[*p[2], *[0] * (4 - len(p[2])), *p[3], *[0] * (4 - len(p[3])), *p[4], 0, 0][:10]
                  for p in PROFILES]).ravel()  # fmt: skip
 # the fewest packets a flow has when it sends each kind (so that mice build one template)
 _FIRST = np.full((len(PROFILES), K), 1 << 62)
-for _p, (_, _, _pre, _body, _tail) in enumerate(PROFILES):
+for _p, (_proto, _kinds, _pre, _body, _tail) in enumerate(PROFILES):
     for _at, _j in enumerate((*_pre, *_body), 1):
         _FIRST[_p, _j] = min(_FIRST[_p, _j], _at)
     for _j in _tail:
@@ -65,12 +68,13 @@ _ETH = np.frombuffer(bytes.fromhex(  # [direction][ipv6]: the two routers of a b
     "0016c8a0b0020016c8a0b0010800" "0016c8a0b0020016c8a0b00186dd"
     "0016c8a0b0010016c8a0b0020800" "0016c8a0b0010016c8a0b00286dd"
 ), np.uint8).reshape(2, 2, 14)  # fmt: skip
-_IP4 = [("vihl", "u1"), ("tos", "u1"), ("tot", ">u2"), ("id", ">u2"), ("frag", ">u2"),
-        ("ttl", "u1"), ("proto", "u1"), ("csum", ">u2"),
-        ("src", ">u4"), ("dst", ">u4")]  # fmt: skip
-_IP6 = [("vtf", ">u4"), ("plen", ">u2"), ("nh", "u1"), ("hop", "u1"),
+_IP4: list[tuple[Any, ...]] = [
+    ("vihl", "u1"), ("tos", "u1"), ("tot", ">u2"), ("id", ">u2"), ("frag", ">u2"),
+    ("ttl", "u1"), ("proto", "u1"), ("csum", ">u2"), ("src", ">u4"), ("dst", ">u4"),
+]  # fmt: skip
+_IP6: list[tuple[Any, ...]] = [("vtf", ">u4"), ("plen", ">u2"), ("nh", "u1"), ("hop", "u1"),
         ("src", ">u8", (2,)), ("dst", ">u8", (2,))]  # fmt: skip
-_L4 = {
+_L4: dict[int, list[tuple[Any, ...]]] = {
     6: [("sp", ">u2"), ("dp", ">u2"), ("seq", ">u4"), ("ack", ">u4"), ("off", "u1"),
         ("flags", "u1"), ("win", ">u2"), ("sum", ">u2"), ("urg", ">u2"), ("opts", "u1", (20,))],
     17: [("sp", ">u2"), ("dp", ">u2"), ("len", ">u2"), ("sum", ">u2")],
@@ -84,7 +88,8 @@ def kinds(prof: Arr, n: Arr, k: Arr) -> Arr:
     lt = np.where(n - lp > 2 * lt, lt, 0)
     tail_at = n - lt
     pos = np.where(k < lp, k, np.where(k >= tail_at, 8 + k - tail_at, 4 + (k - lp) % lb))
-    return _SEQ[prof * 10 + pos]
+    out: Arr = _SEQ[prof * 10 + pos]
+    return out
 
 
 def row_width(snaplen: int) -> int:

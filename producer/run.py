@@ -268,6 +268,7 @@ class RunWriter:
         Waits while ``max_in_flight`` batches are enqueued but not merged, and while Redis is
         short of memory (see :class:`_Memory`); it never drops a batch.
         """
+        self._tick()  # also when there is nothing to send: a sniff on a quiet link
         b = self._builder
         if b.count == 0:
             return
@@ -290,9 +291,8 @@ class RunWriter:
         batch whose payload was not stored; the mark is absolute, so a repeated write (retried
         after a lost connection) changes nothing.
         """
-        prog, s, cb = self.progress, self.settings, self.on_progress
-        if self.lock is not None:
-            self.lock.renew()
+        prog, s, cb = self.progress, self.settings, self._waiting
+        self._tick()
         self._bp.wait(seq, prog, cb)
         ref = batch_ref(self.keys, seq, b.count, s, self._store_id)
         if store:
@@ -307,6 +307,18 @@ class RunWriter:
 
             self._mem.call(put, prog, cb)
         self._mem.call(lambda: enqueue_batch(self.queue, ref, s.job_timeout, s.retries), prog, cb)
+
+    def _tick(self) -> None:
+        """Keep the run lock's lease: it lapses after its TTL unless renewed, so every wait
+        (for workers, for Redis memory, for packets) renews it, not only each batch sent."""
+        if self.lock is not None:
+            self.lock.renew()
+
+    def _waiting(self, prog: Progress) -> None:
+        """The progress callback of the waits: renews the lock, then reports."""
+        self._tick()
+        if self.on_progress:
+            self.on_progress(prog)
 
     def warn(self, message: str) -> None:
         """Attach a warning to the run (shown by status and every report)."""

@@ -265,7 +265,9 @@ def sniff_command(
         conn, url, embedded = open_backend(settings)
         cap_name = name or default_name(iface)
         wait = embedded if wait is None else wait
-        workers = LocalWorkers(url, settings.queue, num_workers, settings.store_url) if embedded else None
+        workers = (
+            LocalWorkers(url, settings.queue, num_workers, settings.store_url) if embedded else None
+        )
         try:
             err.print(
                 escape(f"listening on {iface}, link type {live.linktype}, capture {cap_name!r}"),

@@ -81,7 +81,7 @@ def _cluster_nodes(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
         split = urlsplit(f"//{part}")
         if not split.hostname:
             raise ValueError(f"no host in {part!r}")
-        nodes.append(ClusterNode(split.hostname, split.port or 6379))
+        nodes.append(ClusterNode(split.hostname, split.port or 6379))  # type: ignore[no-untyped-call]
     if not nodes:
         raise ValueError("no host:port given")
     if scheme.lower() == "rediss+cluster":

@@ -47,6 +47,7 @@ from models.batch import RawRecord
 from models.errors import TruncatedCaptureError
 from producer.capture import open_capture
 from producer.sample import write_sample
+from workers import framing
 from workers.aggregate import fold
 from workers.dissect import PacketInfo, dissect
 from workers.fastpath import decode, dissect_fast
@@ -456,6 +457,16 @@ def test_generated_case(linktype: int, data: bytes, fast: bool) -> None:
 
 def test_case_ids_unique() -> None:
     assert len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_the_inlined_ethernet_dispatch_matches_the_walker() -> None:
+    """decode() looks Ethernet's type field up in ETHERTYPES itself: that is the Ethernet step's
+    lookup only while link type 1 is that step and every key is an ethertype (>= 0x0600)."""
+    assert WALKED_LINKTYPES[1] is framing.ethernet
+    assert min(framing.ETHERTYPES) >= 0x0600
+    for etype in range(0x10000):  # the same answer as the scapy engine for every type value
+        frame = bytes(Ether(**MAC, type=etype)) + bytes(V4_UDP)
+        assert dissect_fast(1, frame) == dissect(1, frame), hex(etype)
 
 
 def test_decode_values() -> None:

@@ -9,13 +9,16 @@ Contract::
 
     res = dissect_fast(linktype, data)  # decode(), or dissect() where decode() says None
 
-The link layer is walked by :func:`workers.linktypes.locate`, the walker :mod:`workers.dissect`
-uses too, so both engines find the same IP header (or none: ``"non_ip"``) by construction, for
-every link type and encapsulation it knows. :func:`decode` then reads the IP and transport
-headers with precomputed :class:`struct.Struct` objects and bytes indexing. It answers only where
-the answer is certain to equal :func:`workers.dissect.dissect`'s, and returns ``None`` for
-everything else, so the one definition of a flow key stays in :mod:`workers.dissect`. It
-understands:
+The link layer is walked by the walker :mod:`workers.dissect` uses too: a link type's entry of
+:data:`workers.linktypes.LINKTYPES`, then the tables of :mod:`workers.framing` (for Ethernet,
+nearly every frame, :func:`decode` does the Ethernet step's ethertype lookup in
+:data:`~workers.framing.ETHERTYPES` itself, saving a call). Both engines therefore find the same
+IP header, or none (``"non_ip"``), by construction, for every link type and encapsulation the
+walker knows, and teaching it one is one table entry for both. :func:`decode` then reads the IP
+and transport headers with precomputed :class:`struct.Struct` objects and bytes indexing. It
+answers only where the answer is certain to equal :func:`workers.dissect.dissect`'s, and returns
+``None`` for everything else, so the one definition of a flow key stays in
+:mod:`workers.dissect`. It understands:
 
 * IPv4 with a 20-byte header (version/IHL byte 0x45), total length >= 20, not a fragment (MF
   clear, offset 0, reserved bit clear);
@@ -38,9 +41,9 @@ from struct import Struct
 from typing import TypeVar
 
 from workers.dissect import NON_IP, UNSUPPORTED_LINKTYPE, PacketInfo, dissect
-from workers.framing import ETHERTYPES, IPV4, IPV6
+from workers.framing import ETHERTYPES, IPV4, IPV6, Next
 from workers.headers import ETHERNET
-from workers.linktypes import LINKTYPES, locate
+from workers.linktypes import LINKTYPES
 
 __all__ = ["decode", "dissect_fast"]
 
@@ -52,20 +55,24 @@ _OPT_PADN = 0x01
 _OPT_ROUTER_ALERT = 0x05
 _IPV4_NO_FRAGMENT_MASK = 0xBFFF  # everything in the flags/offset word except DF
 
-_LINKTYPE_ETHERNET = 1  # LINKTYPES[1] is workers.framing.ethernet, whose dispatch decode() inlines
+_LINKTYPE_ETHERNET = 1  # LINKTYPES[1]: workers.framing.ethernet, whose dispatch decode() inlines
 _ETH_SIZE = ETHERNET.size
 _ETH_TYPE = ETHERNET.at("type")
+_ETH_TYPE_LOW = _ETH_TYPE + 1
 
 _IPV4 = Struct("!BxHxxHxB2x4s4s")  # version/IHL, total length, flags/offset, protocol, src, dst
 _IPV6 = Struct("!BxxxHBx16s16s")  # version/class, payload length, next header, src, dst
 _TCP = Struct("!HH9xB")  # ports, header byte 13 (flags)
+_IPV4_L4 = Struct(_IPV4.format + _TCP.format[1:])  # both, back to back
+_IPV4_L4_SIZE = _IPV4_L4.size  # 34
 _UDP = Struct("!HH")
 
 # A NamedTuple's generated __new__ is a Python-level call; tuple.__new__ builds the same value.
 _new = tuple.__new__
-# A bound lookup: CPython 3.11 compiles ``IMPORTED_NAME.get(...)`` as an attribute load it cannot
-# specialise, which costs this hot path a tenth of its time. The same dict: entries added to the
-# table later are seen.
+# Bound lookups: CPython 3.11 compiles ``IMPORTED_NAME.get(...)`` as an attribute load it cannot
+# specialise, which costs this hot path a tenth of its time. The same dicts: entries added to
+# the tables later are seen.
+_linktype_entry = LINKTYPES.get
 _ethertype_entry = ETHERTYPES.get
 
 
@@ -85,20 +92,44 @@ def _decoder(
 
     def decode(linktype: int, data: bytes) -> PacketInfo | str | _R:
         end = len(data)
-        kind: object = None
-        off = _ETH_SIZE
+        nxt: Next | None
         if linktype == _LINKTYPE_ETHERNET and end >= _ETH_SIZE:
-            # The Ethernet step's first dispatch, done here for nearly every frame (a call saved).
-            kind = _ethertype_entry((data[_ETH_TYPE] << 8) | data[_ETH_TYPE + 1])
-        if kind != IPV4 and kind != IPV6:  # anything else: the shared walker, from the top
+            # ethernet()'s dispatch on its type field, done here for nearly every frame: an
+            # entry of ETHERTYPES leads on from offset 14 (none: ethernet() reads the frame).
+            nxt = _ethertype_entry((data[_ETH_TYPE] << 8) | data[_ETH_TYPE_LOW])
+            off = _ETH_SIZE
+        else:
+            nxt = None
+        if nxt is None:
+            nxt, off = _linktype_entry(linktype), 0
+            if nxt is None:
+                return UNSUPPORTED_LINKTYPE
+        if isinstance(nxt, int):
+            kind = nxt
+        else:
             try:
-                span = locate(linktype, data)
+                span = nxt(data, off, end)
             except Exception:  # a broken step: dissect() counts the frame as dissect_error
                 return fallback(linktype, data)
             if span is None:
-                return NON_IP if linktype in LINKTYPES else UNSUPPORTED_LINKTYPE
+                return NON_IP
             kind, off, end = span
         if kind == IPV4:
+            if end - off >= _IPV4_L4_SIZE:
+                # Nearly every frame: an IPv4 header without options and its first transport
+                # bytes in one unpack, answered when the rules below would answer the same.
+                vihl, total, fragment, proto, src, dst, sport, dport, flags = _IPV4_L4.unpack_from(
+                    data, off
+                )
+                if vihl == 0x45 and not fragment & _IPV4_NO_FRAGMENT_MASK:
+                    if proto == 6:
+                        if total >= 40 and end - off >= 40:
+                            return _new(PacketInfo, (src, dst, 6, sport, dport, flags))
+                    elif proto == 17:
+                        if total >= 28:
+                            return _new(PacketInfo, (src, dst, 17, sport, dport, 0))
+                    elif total >= 20:
+                        return _new(PacketInfo, (src, dst, proto, 0, 0, 0))
             if end - off < 20:
                 return fallback(linktype, data)
             vihl, total, fragment, proto, src, dst = _IPV4.unpack_from(data, off)

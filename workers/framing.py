@@ -268,7 +268,8 @@ def ppp_hdlc(data: bytes, off: int, end: int) -> Span | None:
     return ppp_protocol(data, off, end)
 
 
-#: Ethertype -> what follows (Ethernet II, VLAN, SNAP, SLL, NULL, Cisco HDLC).
+#: Ethertype (keys >= 0x0600, as ethertypes are) -> what follows (Ethernet II, VLAN, SNAP, SLL,
+#: NULL, Cisco HDLC).
 ETHERTYPES: dict[int, Next] = {
     0x0800: IPV4,
     0x86DD: IPV6,
