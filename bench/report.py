@@ -17,7 +17,8 @@ Measurements (``--only``; ``before-*`` run up to ``--before-max`` flows, they ho
 * ``before-flows``: ``reporter flows --format csv`` until now: every row as a model, sorted
   (``top(all_rows(...), "bytes", maxsize)``), then ``rows_csv``;
 * ``before-report``: ``make_report`` (the table in a list); ``before-hist``: every size in a
-  list, then the figure;
+  list, then the figure (the figure code of the file named by ``$FH_OLD_PLOTS`` if set, e.g.
+  ``git show 17cc367:reporter/plots.py > /tmp/old_plots.py``);
 * ``flows-csv`` (``hscan_iter``), ``flows-csv-raw`` (HSCAN replies read without building a
   dict), ``flows-csv-prefetch`` (raw, the next page read by a thread while this one is
   written), ``flows-bi-csv``: :func:`reporter.export.write_rows` in table order;
@@ -34,6 +35,7 @@ import os
 import queue
 import random
 import resource
+import shutil
 import struct
 import subprocess
 import sys
@@ -290,6 +292,16 @@ def measure(what: str, url: str, count: int, out_dir: str) -> dict[str, Any]:
         from reporter.plots import save_figure, size_histogram_figure
         from reporter.views import uni_rows
 
+        if os.environ.get("FH_OLD_PLOTS"):  # the figure code before SizeDist, from a file
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("old_plots", os.environ["FH_OLD_PLOTS"])
+            assert spec is not None and spec.loader is not None
+            old = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(old)
+            size_histogram_figure = old.size_histogram_figure
+            extra["plots"] = os.environ["FH_OLD_PLOTS"]
+
         sizes = [
             r.bytes
             for k, v in conn.hscan_iter(KEY, count=count)
@@ -359,10 +371,13 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated measurements (default: all)")
     ap.add_argument("--before-max", type=int, default=1_000_000, help="largest table for before-*")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each measurement (best kept)")
+    ap.add_argument("--figures", help="keep the hist figures (before.png, after.png) here")
     args = ap.parse_args()
     from redis import Redis
 
     tmp = tempfile.mkdtemp(prefix="fh-bench-")
+    figures = args.figures or tmp
+    os.makedirs(figures, exist_ok=True)
     server = None
     url = args.redis_url
     if url is None:
@@ -391,7 +406,9 @@ def main() -> None:
             t = time.perf_counter()
             convs, uni = load(conn, make())
             used = conn.info("memory")["used_memory"] / 2**20
-            print(f"\n## {name}: {uni:,} flows in {convs:,} conversations (loaded in "
+            stored = conn.hlen(KEY)  # a synthetic key drawn twice is stored once
+            dup = f", {convs - stored} drawn twice" if stored != convs else ""
+            print(f"\n## {name}: {uni:,} flows in {convs:,} conversations{dup} (loaded in "
                   f"{time.perf_counter() - t:.0f} s; Redis {used:.0f} MiB)")  # fmt: skip
             print(f"{'measurement':<20} {'rows':>10} {'wall s':>8} {'cpu s':>7} {'rows/s':>9} "
                   f"{'rows/cpu-s':>10} {'peak RSS MiB':>12}")  # fmt: skip
@@ -399,7 +416,7 @@ def main() -> None:
                 if what.startswith("before-") and uni > args.before_max:
                     print(f"{what:<20} (not run: holds all {uni:,} flows; --before-max)")
                     continue
-                runs = [run_one(what, url, args.count, tmp) for _ in range(args.repeat)]
+                runs = [run_one(what, url, args.count, figures) for _ in range(args.repeat)]
                 ok = [r for r in runs if "error" not in r]
                 if not ok:
                     print(f"{what:<20} error: {runs[0]['error']}")
@@ -415,6 +432,7 @@ def main() -> None:
         if server is not None:
             server.terminate()
             server.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     keep_windows: int | None = Field(None, ge=1)
     connect_timeout: float = Field(10.0, ge=0)
     #: seconds a batch's heartbeat lives: a killed worker's batch is re-queued within about
-    #: heartbeat + maintenance_interval seconds
-    heartbeat: int = Field(20, ge=1, le=3600)
+    #: heartbeat + maintenance_interval seconds (RQ counts whole seconds: at least 2)
+    heartbeat: int = Field(20, ge=2, le=3600)
     #: seconds between a worker's runs of RQ's registry maintenance (what re-queues them)
     maintenance_interval: int = Field(15, ge=1, le=3600)
 

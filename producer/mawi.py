@@ -9,19 +9,19 @@ The trace looks like a MAWI sample (a backbone link, 15 minutes, ``tcpdump -s 96
 pcap of Ethernet frames, each captured at ``min(wire, snaplen)`` bytes with its whole wire length
 in ``orig_len``; IPv4 and IPv6 (``v6_share`` of the flows); TCP with handshakes and both
 directions (downloads, uploads, interactive), UDP (DNS-like exchanges, QUIC-like bulk), ICMP
-echoes; heavy-tailed flow sizes (35% single packets, the rest a bounded Pareto, the mean
+echoes; heavy-tailed flow sizes (a third single packets, the rest a bounded Pareto, the mean
 ``packets / flows``: a few elephants carry most of the bytes); flows interleaved in time, with
 non-decreasing timestamps over ``duration_s``.
 
-How memory stays constant: flow ``i`` starts at the ``i``-th of ``flows`` sorted uniform times
-over the duration (order statistics, drawn in blocks), and everything else about it (addresses,
-size, profile, packet times) is a hash of ``(seed, i)``. Time is cut into slices of about 64 k
-packets; each slice adds the flows that start in it, computes the packets of every active flow
-that fall in it (numpy, from per-flow frame templates), sorts them by time, writes them and
-forgets the flows that have ended. Memory holds the active flows and one slice. The client
-address and port (for ICMP the target) are a bijection of ``i``, so flow keys are unique by
-construction and the counts are exact. The same spec writes the same bytes on a given platform
-(the gzip header has no name or time).
+How memory stays constant: the flows (:mod:`producer.mawi_flows`) start at sorted uniform
+times drawn in blocks, and everything else about flow ``i`` is a hash of ``(seed, i)``. Time is
+cut into slices of about :data:`SLICE_PACKETS` packets (a busy one is halved until it holds at
+most :data:`MAX_SLICE`); each slice adds the flows that start in it, computes the packets of
+every active flow that fall in it (numpy, from per-flow record templates:
+:mod:`producer.mawi_frames`), sorts them by time, writes them, and drops the flows that have
+ended. Memory holds the active flows (a few thousand) and one slice, whatever the trace's size.
+Flow keys are unique by construction, so the counts are exact without a table of flows. The
+same spec writes the same bytes on a given platform (the gzip header has no name or time).
 
 :class:`Truth` is in the terms of flowherd's summary: bytes are wire lengths, a conversation is
 one of ``flows_bi``, each of its directions that sent a packet one of ``flows_uni``.
@@ -43,7 +43,8 @@ from producer.mawi_flows import Flows, Population, uniform
 from producer.mawi_frames import STAMP, K, kinds, row_width
 
 BASE_NS = 1_704_085_200 * 10**9  # 2024-01-01 05:00 UTC: 14:00 JST, when MAWI's daily sample starts
-SLICE_PACKETS = 1 << 15  # packets per time slice, on average
+SLICE_PACKETS = 1 << 14  # packets per time slice, on average
+MAX_SLICE = 1 << 15  # packets per slice at most: a busy slice is cut in halves until it fits
 _G = 10**9
 
 
@@ -130,12 +131,11 @@ def records(spec: TraceSpec, tally: Tally) -> Iterator[tuple[int, bytes]]:
     active: Flows | None = None
     width = row_width(spec.snaplen)
     cols = np.arange(width, dtype=np.uint8 if width < 256 else np.uint16)
-    s = 0
+    s, t0 = 1, 0
     while pend_i.size or (active is not None and len(active)):
-        s += 1
-        t1 = int(s * slice_ns) if s * slice_ns < span else 1 << 62  # the last takes the rest
-        while pend_i.size and pend_s[0] < t1:  # the flows starting in this slice
-            cut = int(np.searchsorted(pend_s, t1))
+        target = int(s * slice_ns) if s * slice_ns < span else 1 << 62  # the last: the rest
+        while pend_i.size and pend_s[0] < target:  # the flows starting in this slice
+            cut = int(np.searchsorted(pend_s, target))
             new = pop.make(pend_i[:cut], pend_s[:cut], xm)
             _count_new(tally, new)
             active = new if active is None else active.extend(new)
@@ -143,12 +143,19 @@ def records(spec: TraceSpec, tally: Tally) -> Iterator[tuple[int, bytes]]:
             if not pend_i.size:
                 pend_i, pend_s = next(starts, (pend_i, pend_s))
         if active is None:
+            s, t0 = s + 1, target
             continue
         tally.peak_active_flows = max(tally.peak_active_flows, len(active))
         c = active.c
         n, sent = c["n"], c["sent"]
-        last = np.minimum(n, np.floor((t1 - c["start"]) / c["gap"]) + 1).astype(np.int64)
-        cnt = np.maximum(last - sent, 0)
+        t1 = target
+        while True:  # packets k <= last can fall before t1 (a bound: jitter may push them after)
+            last = np.minimum(n, np.floor((t1 - c["start"]) / c["gap"]) + 1).astype(np.int64)
+            cnt = np.maximum(last - sent, 0)
+            if cnt.sum() <= MAX_SLICE or t1 - t0 < 2:
+                break
+            t1 = t0 + (t1 - t0) // 2  # an elephant squeezed into the end of the trace
+        s, t0 = s + (t1 == target), t1
         rep = np.repeat(np.arange(len(active)), cnt)
         k = np.arange(rep.size) - np.repeat(np.cumsum(cnt) - cnt, cnt) + sent[rep]
         jitter = 0.9 * uniform(spec.seed, 99, c["i"][rep], k)  # packet k in [k, k + 0.9) gaps

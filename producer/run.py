@@ -300,8 +300,9 @@ class RunWriter:
             self._mem.room(len(payload), prog, cb)
 
             def put() -> None:
-                # payload first, then the mark: Redis never counts a batch it lacks the payload
-                # of (with one Redis both are one transaction)
+                # payload first, then the mark: the store never counts a batch whose payload
+                # was not stored (a crash between the two leaves a payload past the mark, which
+                # the next writer overwrites)
                 self.store.queue.set(self._payloads.batch(seq), payload)
                 set_meta(self.store, self.keys, **{MetaField.ENQUEUED: enqueued})
 

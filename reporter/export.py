@@ -155,11 +155,12 @@ def _bi_csv(pairs: Iterable[Pair], addr: AddrText) -> Iterator[list[bytes]]:
         at = cache.get(a) or miss(a)
         bt = cache.get(b) or miss(b)
         pa, ba, pb, bb, fa, la, fb, lb, _, _ = unpack(v)
-        # Stored timestamps are equal-width digits, so bytes order is number order, unless
-        # one is negative; min/max below are then the model's st.first/st.last.
+        # Stored timestamps are equal-width digits, so bytes order is number order when
+        # none is negative ("-" sorts before every digit): if first and last both start with
+        # 1-9, no timestamp used below is negative or has a leading zero.
         f = fb if fb < fa else fa
         t = lb if lb > la else la
-        if MINUS in (fa[0], fb[0], la[0], lb[0]) or f[0] < _ONE or t[0] < _ONE:
+        if f[0] < _ONE or t[0] < _ONE:
             lines += _slow_lines(k, v, "bi")
             continue
         if (fb < fa and (at != bt or ap != bp)) or (fb == fa and (bt, bp) < (at, ap)):

@@ -69,15 +69,19 @@ class AddrText:
 
     ``inet_ntop`` for speed; IPv6 addresses that it prints with an embedded IPv4 part go
     through :func:`models.flows.addr_text` (Python's ``ipaddress``), whose output is the
-    contract. The cache holds at most ``size`` addresses and is emptied when full: memory is
-    bounded whatever the number of distinct addresses.
+    contract. The cache has two generations of at most ``size`` addresses each: when the
+    current one is full it becomes the old one (the previous old one is dropped), and an
+    address found in the old one moves back. Popular addresses stay; memory is bounded
+    whatever the number of distinct addresses. ``cache`` (the current generation) keeps its
+    identity, so a hot loop may hold it and call :meth:`miss` when it lacks an address.
     """
 
-    __slots__ = ("cache", "size")
+    __slots__ = ("cache", "old", "size")
 
-    def __init__(self, size: int = 1 << 14) -> None:
+    def __init__(self, size: int = 1 << 15) -> None:
         self.size = size
         self.cache: dict[bytes, bytes] = {}
+        self.old: dict[bytes, bytes] = {}
 
     def __call__(self, raw: bytes) -> bytes:
         text = self.cache.get(raw)
@@ -86,14 +90,18 @@ class AddrText:
         return text
 
     def miss(self, raw: bytes) -> bytes:
-        """Compute, cache and return the text of ``raw`` (the slow half of ``__call__``)."""
-        if len(raw) == 4:
-            s = socket.inet_ntop(socket.AF_INET, raw)
-        else:
-            s = socket.inet_ntop(socket.AF_INET6, raw)
-            if "." in s:
-                s = addr_text(raw)
+        """The text of ``raw``, from the old generation or computed, now in ``cache``."""
+        text = self.old.get(raw)
+        if text is None:
+            if len(raw) == 4:
+                s = socket.inet_ntop(socket.AF_INET, raw)
+            else:
+                s = socket.inet_ntop(socket.AF_INET6, raw)
+                if "." in s:
+                    s = addr_text(raw)
+            text = s.encode("ascii")
         if len(self.cache) >= self.size:
+            self.old = self.cache.copy()
             self.cache.clear()
-        text = self.cache[raw] = s.encode("ascii")
+        self.cache[raw] = text
         return text

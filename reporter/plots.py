@@ -133,7 +133,7 @@ def _dist_and_rules(
 def _note(fig: Figure, dist: SizeDist) -> None:
     """Name the approximation on the figure, when there is one."""
     if not dist.exact:
-        fig.text(0.5, 0.0, BUCKETED, ha="center", va="bottom", fontsize="x-small", color="grey")
+        fig.supxlabel(BUCKETED, fontsize="x-small", color="grey")  # constrained layout makes room
 
 
 def size_histogram_figure(

@@ -366,21 +366,27 @@ def status(store: Store, name: str, detail: bool = True) -> CaptureStatus:
     )
 
 
+#: seconds a writer's lock outlives its last renewal (a writer renews it every third of that)
+LOCK_TTL_S = 15.0
+
+
 class RunLock:
     """The one producer writing a run: ``submit``/``sniff`` while they run, ``--resume`` and
-    ``retry``. A lease renewed by :meth:`renew`; a crashed holder frees it after ``ttl``
-    seconds. Raises :class:`CaptureStateError` when another process holds it."""
+    ``retry``. A lease renewed by :meth:`renew`; a killed holder's lease lapses ``ttl`` seconds
+    after its last renewal. Raises :class:`CaptureStateError` when another process holds it."""
 
-    def __init__(self, store: Store, keys: RunKeys, name: str, ttl: float = 30.0) -> None:
+    def __init__(self, store: Store, keys: RunKeys, name: str, ttl: float = LOCK_TTL_S) -> None:
         self.store, self.keys, self.name, self.ttl = store, keys, name, ttl
         self.token = secrets.token_hex(8)
         self._renewed = 0.0
 
     def acquire(self) -> RunLock:
         if not self.store.kv.set(self.keys.lock, self.token, nx=True, px=int(self.ttl * 1000)):
+            left = max(int(self.store.kv.pttl(self.keys.lock)), 0) / 1000
             raise CaptureStateError(
                 f"capture {self.name!r} is being written by another producer (submit, sniff, "
-                f"--resume or retry); wait for it to end, or up to {self.ttl:.0f}s after it died"
+                f"--resume or retry): wait for it to end; if it was killed, its lock lapses "
+                f"in {left:.0f}s"
             )
         self._renewed = time.monotonic()
         return self

@@ -32,7 +32,7 @@ from tests.hosts import Host, Lan, RedisNode, script
 
 FAST = {"FLOWHERD_HEARTBEAT": "2", "FLOWHERD_MAINTENANCE_INTERVAL": "1"}
 FINAL = (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED)
-BATCH = 100  # frames per batch: many small jobs, so every host is busy often
+BATCH = 500  # frames per batch: ~20 jobs of a tenth of a second or more
 
 
 def capture_status(conn: Redis, name: str) -> CaptureStatus:
@@ -217,9 +217,10 @@ class Outcome:
     facts: dict[str, object] = field(default_factory=dict)
 
     def line(self) -> str:
+        same = f"identical={self.identical} " if self.state else ""
         times = " ".join(f"{k}={v:.1f}s" for k, v in self.seconds.items())
         facts = " ".join(f"{k}={v}" for k, v in self.facts.items())
-        return f"{self.scenario:<22} {self.state:<9} identical={self.identical} {times} {facts}"
+        return f"{self.scenario:<26} {self.state or '-':<9} {same}{times} {facts}"
 
 
 def one_host(lan: Lan, pcap: Path, port: int = 6380) -> tuple[bytes, bytes, float]:

@@ -239,3 +239,26 @@ def test_worker_refuses_a_batch_of_another_store(
     assert st.state is CaptureState.FAILED and st.packets == 0
     assert "another store" in st.failures[0]
     assert isinstance(keys, RunKeys)
+
+
+def test_retry_on_the_cluster_after_failed_batches(
+    cluster_store: Store, cluster: LocalCluster, redis_url: str, tmp_path: Path
+) -> None:
+    """Batches that failed for good (their worker wrote to the wrong store) are merged by
+    ``producer retry`` once the workers have the right store: complete and exact."""
+    from producer.retry import retry
+
+    path = tmp_path / "t.pcap"
+    truth = write_sample(path, flows=100, seed=15)
+    settings = settings_for(redis_url, batch_packets=400, retries=0)
+    store = cluster_store
+    submit(store, make_queue(store.queue, settings.queue), [str(path)], "r", settings)
+    _in_process_worker(store, "", settings.queue)  # wrong store: every batch fails
+    st = status(store, "r")
+    assert st.state is CaptureState.FAILED and st.batches_failed == st.total_batches
+    r = retry(store, "r", settings)
+    assert len(r.requeued) == st.total_batches and not r.lost
+    _in_process_worker(store, cluster.url, settings.queue)
+    st = status(store, "r")
+    assert st.state is CaptureState.COMPLETE, st
+    assert uni_truth(store, "r") == truth

@@ -191,9 +191,8 @@ def cut_aof_after_batch(server: RedisServer, run: str, seq: int) -> None:
         for i, (_, _, a) in enumerate(cmds[at:], at)
         if a[0].upper() == b"HSET" and a[1] == meta and MetaField.ENQUEUED.encode() in a[2::2]
     )
-    opened = [a[0].upper() for _, _, a in cmds[at:mark]].count(b"MULTI") > [
-        a[0].upper() for _, _, a in cmds[at:mark]
-    ].count(b"EXEC")
+    verbs = [a[0].upper() for _, _, a in cmds[:mark]]
+    opened = verbs.count(b"MULTI") > verbs.count(b"EXEC")  # the mark is inside a transaction
     end = next(e for _, e, a in cmds[mark:] if a[0].upper() == b"EXEC") if opened else cmds[mark][1]
     with path.open("r+b") as f:
         f.truncate(end)

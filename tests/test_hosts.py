@@ -44,7 +44,7 @@ def hosts(lan: Lan) -> Fleet:
 @pytest.fixture(scope="module")
 def pcap(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("pcap") / "hosts.pcap"
-    write_sample(path, flows=600, seed=31)  # ~10,000 frames: 100 batches of 100
+    write_sample(path, flows=600, seed=31)  # ~10,600 frames: 22 batches
     return path
 
 

@@ -35,8 +35,8 @@ def trace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Truth]:
 
 def _count(path: Path) -> dict[str, int]:
     """The totals of a trace by a parser of its own (Ethernet, IPv4/IPv6, TCP/UDP ports)."""
-    uni: dict[tuple, int] = defaultdict(int)
-    bi: dict[tuple, int] = defaultdict(int)
+    uni: dict[tuple[object, ...], int] = defaultdict(int)
+    bi: dict[tuple[object, ...], int] = defaultdict(int)
     c: dict[str, int] = defaultdict(int)
     with open_capture(path) as cap:
         for r in cap:
@@ -126,10 +126,11 @@ def test_scapy_reads_it(trace: tuple[Path, Truth]) -> None:
     path, truth = trace
     pkts = rdpcap(str(path))
     assert len(pkts) == truth.packets
-    assert all(len(p) == min(p.wirelen, 96) for p in pkts)
+    wires: list[int] = [p.wirelen or 0 for p in pkts]
+    assert all(len(p) == min(w, 96) for p, w in zip(pkts, wires, strict=True))
     layers = {layer for p in pkts for layer in (IP, IPv6, TCP, UDP, ICMP) if p.haslayer(layer)}
     assert layers == {IP, IPv6, TCP, UDP, ICMP}
-    assert sum(p.wirelen for p in pkts) == truth.bytes
+    assert sum(wires) == truth.bytes
     syn = next(p for p in pkts if p.haslayer(TCP) and p[TCP].flags == "S")
     assert dict(syn[TCP].options)["MSS"] == 1460
 
@@ -137,7 +138,7 @@ def test_scapy_reads_it(trace: tuple[Path, Truth]) -> None:
 def test_flow_keys_are_a_bijection() -> None:
     import numpy as np
 
-    i = np.arange(1 << 20)
+    i = np.arange(1 << 18)
     for seed in (0, 1, 12345):
         keys = flow_keys(i, seed)
         assert len(np.unique(keys)) == i.size and int(keys.max()) < 1 << 35

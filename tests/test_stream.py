@@ -191,11 +191,14 @@ def test_address_text_special_addresses(raw: bytes) -> None:
     assert AddrText()(raw).decode() == addr_text(raw)
 
 
-def test_address_cache_is_bounded() -> None:
+def test_address_cache_is_bounded_and_keeps_popular_addresses() -> None:
     addr = AddrText(size=8)
+    hot = bytes([192, 168, 0, 1])
     for i in range(100):
         assert addr(bytes([10, 0, 0, i])) == f"10.0.0.{i}".encode()
-        assert len(addr.cache) <= 8
+        assert addr(hot) == b"192.168.0.1"
+        assert len(addr.cache) <= 8 and len(addr.old) <= 8
+        assert hot in addr.cache or hot in addr.old
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,8 +396,9 @@ def test_histogram_counts_each_bucket_in_the_bin_of_its_smallest_size() -> None:
 
 def synthetic(n: int, seed: int = 1) -> Iterator[tuple[bytes, bytes]]:
     rng = random.Random(seed)
+    hosts = [rng.randbytes(4) for _ in range(4096)]  # fewer than the address cache holds
     for i in range(n):
-        a, b = sorted((rng.randbytes(4), rng.randbytes(4)))
+        a, b = sorted((rng.choice(hosts), rng.choice(hosts)))
         t = 1_704_067_200 * NS + rng.randrange(300 * NS)
         st_ = FlowStats(
             rng.randrange(1, 9), int(rng.paretovariate(1.1) * 100), 1, 60, t, t + 9, t + 1, t + 5

@@ -23,14 +23,14 @@ from workers.linktypes import LINKTYPES, locate
 pytestmark = pytest.mark.timeout(120)
 
 H = bytes.fromhex
-MACS = H("001b21aabbcc" "001122334455")  # dst, src
+MACS = H("001b21aabbcc 001122334455")  # dst, src
 # IPv4/UDP 192.0.2.1:5353 -> 198.51.100.2:53 and IPv6/UDP 2001:db8::1 -> 2001:db8:ffff::2
-IP4 = H("4500001c" "00000000" "4011" "0000" "c0000201" "c6336402") + H("14e9003500080000")
+IP4 = H("4500 001c 0000 0000 40 11 0000 c0000201 c6336402") + H("14e9 0035 0008 0000")
 IP6 = (
-    H("60000000" "0008" "11" "40")
+    H("60000000 0008 11 40")
     + H("20010db8000000000000000000000001")
     + H("20010db8ffff00000000000000000002")
-    + H("1194003500080000")
+    + H("1194 0035 0008 0000")
 )
 IP4_KEY = PacketInfo(H("c0000201"), H("c6336402"), 17, 5353, 53, 0)
 IP6_KEY = PacketInfo(
@@ -46,12 +46,15 @@ def label(value: int, bottom: bool) -> bytes:
     return struct.pack("!I", value << 12 | int(bottom) << 8 | 64)
 
 
-SNAP_IP4 = H("aaaa03" "000000" "0800") + IP4
-PPPOE_HDR = H("1100" "0007")  # ver/type, code 0, session 7; the length follows
-SLL_HDR = H("0000" "0001" "0006" "001b21aabbcc0000")  # type, hrd (ARPHRD_ETHER), hlen, addr
-ISL_HDR = H("01000c0000" "00" "001122334455" "0000" "aaaa03" "00000c" "0000" "0000" "0000")
+SNAP_IP4 = H("aaaa03 000000 0800") + IP4  # LLC (SNAP SAPs, UI), SNAP (OUI 0, IPv4)
+PPPOE_HDR = H("11 00 0007")  # ver/type, code 0, session 7; the length follows
+SLL_HDR = H("0000 0001 0006 001b21aabbcc0000")  # type, hrd (ARPHRD_ETHER), hlen, addr
+ISL_HDR = H("01000c0000 00 001122334455 0000 aaaa03 00000c 0000 0000 0000")
+SLL_IPGRE = H("0000 030a 0000 0000000000000000")  # hrd ARPHRD_IPGRE
+SLL2_HDR = H("0000 00000002 0001 00 06 001b21aabbcc0000")  # after the protocol: mbz .. addr
 
 # (id, linktype, frame, expected span or None)
+# fmt: off
 CASES: list[tuple[str, int, bytes, Span | None]] = [
     # Ethernet (1) and the ethertype table
     ("eth ipv4", 1, eth("0800", IP4), (IPV4, 14, 42)),
@@ -62,22 +65,22 @@ CASES: list[tuple[str, int, bytes, Span | None]] = [
     ("eth type 1501-1535 carries nothing", 1, eth("05dd", IP4), None),
     ("eth cut before its type", 1, MACS + H("08"), None),
     ("eth ipv4 without a header", 1, eth("0800", b""), (IPV4, 14, 14)),
-    ("802.1q", 1, eth("8100", H("0064" "0800") + IP4), (IPV4, 18, 46)),
-    ("802.1ad then 802.1q", 1, eth("88a8", H("00c8" "8100" "0064" "86dd") + IP6), (IPV6, 22, 70)),
-    ("0x9100 qinq", 1, eth("9100", H("0005" "8100" "0006" "0800") + IP4), (IPV4, 22, 50)),
+    ("802.1q", 1, eth("8100", H("0064 0800") + IP4), (IPV4, 18, 46)),
+    ("802.1ad then 802.1q", 1, eth("88a8", H("00c8 8100 0064 86dd") + IP6), (IPV6, 22, 70)),
+    ("0x9100 qinq", 1, eth("9100", H("0005 8100 0006 0800") + IP4), (IPV4, 22, 50)),
     ("802.1q cut", 1, eth("8100", H("0064")), None),
-    ("802.1q with an 802.3 length and snap", 1, eth("8100", H("0005" "0024") + SNAP_IP4), (IPV4, 26, 54)),
-    ("802.1q to an unknown ethertype", 1, eth("8100", H("0005" "1234") + IP4), None),
-    ("802.3 llc snap bounded by its length", 1, MACS + H("0024") + SNAP_IP4 + bytes(4), (IPV4, 22, 50)),
-    ("802.3 snap with a cisco oui", 1, MACS + H("0024" "aaaa03" "0000f8" "0800") + IP4, (IPV4, 22, 50)),
-    ("802.3 snap with another oui", 1, MACS + H("0024" "aaaa03" "080007" "0800") + IP4, None),
-    ("802.3 llc ip sap, ui frame", 1, MACS + H("001f" "060603") + IP4, (IPV4, 17, 45)),
-    ("802.3 llc ip sap, i frame", 1, MACS + H("0020" "06060000") + IP4, (IPV4, 18, 46)),
-    ("802.3 llc ip sap, s frame", 1, MACS + H("0020" "06060100") + IP4, None),
-    ("802.3 stp", 1, MACS + H("0026" "424203") + bytes(35), None),
-    ("802.3 raw ipx", 1, MACS + H("001e" "ffff") + bytes(28), None),
+    ("802.1q, 802.3 length, snap", 1, eth("8100", H("0005 0024") + SNAP_IP4), (IPV4, 26, 54)),
+    ("802.1q to an unknown ethertype", 1, eth("8100", H("0005 1234") + IP4), None),
+    ("802.3 snap bounded by its length", 1, MACS + H("0024") + SNAP_IP4 + bytes(4), (IPV4, 22, 50)),
+    ("802.3 snap, cisco oui", 1, MACS + H("0024 aaaa03 0000f8 0800") + IP4, (IPV4, 22, 50)),
+    ("802.3 snap, another oui", 1, MACS + H("0024 aaaa03 080007 0800") + IP4, None),
+    ("802.3 llc ip sap, ui frame", 1, MACS + H("001f 06 06 03") + IP4, (IPV4, 17, 45)),
+    ("802.3 llc ip sap, i frame", 1, MACS + H("0020 06 06 0000") + IP4, (IPV4, 18, 46)),
+    ("802.3 llc ip sap, s frame", 1, MACS + H("0020 06 06 0100") + IP4, None),
+    ("802.3 stp", 1, MACS + H("0026 42 42 03") + bytes(35), None),
+    ("802.3 raw ipx", 1, MACS + H("001e ffff") + bytes(28), None),
     ("cisco isl around ethernet", 1, ISL_HDR + eth("0800", IP4), (IPV4, 40, 68)),
-    ("cisco isl of another frame type", 1, ISL_HDR[:5] + H("10") + ISL_HDR[6:] + eth("0800", IP4), None),
+    ("cisco isl, other frame type", 1, ISL_HDR[:5] + H("10") + ISL_HDR[6:] + eth("0800", IP4), None),
     ("802.1ah i-tag", 1, eth("88e7", H("00000001") + eth("0800", IP4)), (IPV4, 32, 60)),
     ("802.1ah cut", 1, eth("88e7", H("0000")), None),
     ("transparent ethernet bridging", 1, eth("6558", eth("86dd", IP6)), (IPV6, 28, 76)),
@@ -88,45 +91,45 @@ CASES: list[tuple[str, int, bytes, Span | None]] = [
     ("mpls without a bottom label", 1, eth("8847", label(16, False)), None),
     ("mpls empty payload", 1, eth("8847", label(16, True)), None),
     ("mpls oam alert", 1, eth("8847", label(14, True) + IP4), None),
-    ("mpls gal, channel ipv4", 1, eth("8847", label(13, True) + H("10000021") + IP4), (IPV4, 22, 50)),
-    ("mpls nibble 1, channel ipv6", 1, eth("8847", label(30, True) + H("10000057") + IP6), (IPV6, 22, 70)),
-    ("mpls channel of another type", 1, eth("8847", label(13, True) + H("10000007") + IP4), None),
+    ("mpls gal, channel ipv4", 1, eth("8847", label(13, True) + H("1000 0021") + IP4), (IPV4, 22, 50)),
+    ("mpls nibble 1, channel ipv6", 1, eth("8847", label(30, True) + H("1000 0057") + IP6), (IPV6, 22, 70)),
+    ("mpls channel, other type", 1, eth("8847", label(13, True) + H("1000 0007") + IP4), None),
     ("mpls nibble 5", 1, eth("8847", label(30, True) + H("50") + IP4), None),
-    ("pseudowire without control word", 1, eth("8847", label(30, True) + eth("0800", IP4)), (IPV4, 32, 60)),
-    ("pseudowire with control word", 1, eth("8847", label(30, True) + bytes(4) + eth("0800", IP4)), (IPV4, 36, 64)),
+    ("pseudowire, no control word", 1, eth("8847", label(30, True) + eth("0800", IP4)), (IPV4, 32, 60)),
+    ("pseudowire, control word", 1, eth("8847", label(30, True) + bytes(4) + eth("0800", IP4)), (IPV4, 36, 64)),
     # PPPoE and PPP
-    ("pppoe ipv4", 1, eth("8864", PPPOE_HDR + H("001e" "0021") + IP4), (IPV4, 22, 50)),
-    ("pppoe compressed ipv6", 1, eth("8864", PPPOE_HDR + H("0031" "57") + IP6), (IPV6, 21, 69)),
-    ("pppoe length ends the span", 1, eth("8864", PPPOE_HDR + H("000c" "0021") + IP4), (IPV4, 22, 32)),
-    ("pppoe mpls", 1, eth("8864", PPPOE_HDR + H("0022" "0281") + label(3, True) + IP4), (IPV4, 26, 54)),
-    ("pppoe lcp", 1, eth("8864", PPPOE_HDR + H("0006" "c021") + bytes(4)), None),
+    ("pppoe ipv4", 1, eth("8864", PPPOE_HDR + H("001e 0021") + IP4), (IPV4, 22, 50)),
+    ("pppoe compressed ipv6", 1, eth("8864", PPPOE_HDR + H("0031 57") + IP6), (IPV6, 21, 69)),
+    ("pppoe length ends the span", 1, eth("8864", PPPOE_HDR + H("000c 0021") + IP4), (IPV4, 22, 32)),
+    ("pppoe mpls", 1, eth("8864", PPPOE_HDR + H("0022 0281") + label(3, True) + IP4), (IPV4, 26, 54)),
+    ("pppoe lcp", 1, eth("8864", PPPOE_HDR + H("0006 c021") + bytes(4)), None),
     ("pppoe cut", 1, eth("8864", PPPOE_HDR), None),
-    ("ppp address and control", 9, H("ff03" "0021") + IP4, (IPV4, 4, 32)),
+    ("ppp address and control", 9, H("ff 03 0021") + IP4, (IPV4, 4, 32)),
     ("ppp compressed", 9, H("21") + IP4, (IPV4, 1, 29)),
-    ("ppp ipv6 (50)", 50, H("ff03" "0057") + IP6, (IPV6, 4, 52)),
-    ("ppp mpls multicast", 50, H("ff03" "0283") + label(7, True) + IP6, (IPV6, 8, 56)),
-    ("ppp van jacobson tcp", 9, H("ff03" "002f") + IP4, (VJ_TCP, 4, 32)),
-    ("ppp lcp", 9, H("ff03" "c021" "01010004"), None),
-    ("ppp protocol cut", 9, H("ff03" "00"), None),
-    ("cisco hdlc", 9, H("0f00" "0800") + IP4, (IPV4, 4, 32)),
-    ("cisco hdlc cut", 50, H("8f00" "08"), None),
+    ("ppp ipv6 (50)", 50, H("ff 03 0057") + IP6, (IPV6, 4, 52)),
+    ("ppp mpls multicast", 50, H("ff 03 0283") + label(7, True) + IP6, (IPV6, 8, 56)),
+    ("ppp van jacobson tcp", 9, H("ff 03 002f") + IP4, (VJ_TCP, 4, 32)),
+    ("ppp lcp", 9, H("ff 03 c021 01010004"), None),
+    ("ppp protocol cut", 9, H("ff 03 00"), None),
+    ("cisco hdlc", 9, H("0f 00 0800") + IP4, (IPV4, 4, 32)),
+    ("cisco hdlc cut", 50, H("8f 00 08"), None),
     # Linux cooked captures
     ("sll ipv4", 113, SLL_HDR + H("0800") + IP4, (IPV4, 16, 44)),
-    ("sll vlan", 113, SLL_HDR + H("8100" "0003" "86dd") + IP6, (IPV6, 20, 68)),
-    ("sll netlink", 113, H("0000" "0338" "0006") + bytes(8) + H("0800") + IP4, None),
+    ("sll vlan", 113, SLL_HDR + H("8100 0003 86dd") + IP6, (IPV6, 20, 68)),
+    ("sll netlink", 113, H("0000 0338 0006") + bytes(8) + H("0800") + IP4, None),
     ("sll ethernet pseudo-protocol", 113, SLL_HDR + H("0003") + eth("0800", IP4), (IPV4, 30, 58)),
     ("sll llc pseudo-protocol", 113, SLL_HDR + H("0004") + SNAP_IP4, (IPV4, 24, 52)),
-    ("sll ppp pseudo-protocol", 113, SLL_HDR + H("0007" "ff03" "0021") + IP4, (IPV4, 20, 48)),
+    ("sll ppp pseudo-protocol", 113, SLL_HDR + H("0007 ff 03 0021") + IP4, (IPV4, 20, 48)),
     ("sll other pseudo-protocol", 113, SLL_HDR + H("0001") + IP4, None),
     ("sll cut", 113, SLL_HDR, None),
-    ("sll ipgre ipv6", 113, H("0000" "030a" "0000") + bytes(8) + H("86dd") + IP6, (IPV6, 16, 64)),
-    ("sll ipgre bridging", 113, H("0000030a0000") + bytes(8) + H("6558") + eth("0800", IP4), (IPV4, 30, 58)),
-    ("sll ipgre ppp", 113, H("0000030a0000") + bytes(8) + H("880b" "ff03" "0021") + IP4, (IPV4, 20, 48)),
-    ("sll ipgre vlan is no gre protocol", 113, H("0000030a0000") + bytes(8) + H("8100" "0001" "0800") + IP4, None),
-    ("sll2 ipv6", 276, H("86dd" "0000" "00000002" "0001" "00" "06") + bytes(8) + IP6, (IPV6, 20, 68)),
-    ("sll2 mpls", 276, H("8847000000000002000100" "06") + bytes(8) + label(5, True) + IP4, (IPV4, 24, 52)),
-    ("sll2 netlink", 276, H("0800000000000002" "0338" "0006") + bytes(8) + IP4, None),
-    ("sll2 cut", 276, H("0800" "0000") + bytes(15), None),
+    ("sll ipgre ipv6", 113, SLL_IPGRE + H("86dd") + IP6, (IPV6, 16, 64)),
+    ("sll ipgre bridging", 113, SLL_IPGRE + H("6558") + eth("0800", IP4), (IPV4, 30, 58)),
+    ("sll ipgre ppp", 113, SLL_IPGRE + H("880b ff 03 0021") + IP4, (IPV4, 20, 48)),
+    ("sll ipgre vlan: no gre protocol", 113, SLL_IPGRE + H("8100 0001 0800") + IP4, None),
+    ("sll2 ipv6", 276, H("86dd") + SLL2_HDR + IP6, (IPV6, 20, 68)),
+    ("sll2 mpls", 276, H("8847") + SLL2_HDR + label(5, True) + IP4, (IPV4, 24, 52)),
+    ("sll2 netlink", 276, H("0800 0000 00000002 0338 00 06") + bytes(8) + IP4, None),
+    ("sll2 cut", 276, H("0800") + SLL2_HDR[:-1], None),
     # BSD loopback
     ("null af_inet little-endian", 0, H("02000000") + IP4, (IPV4, 4, 32)),
     ("null af_inet big-endian", 0, H("00000002") + IP4, (IPV4, 4, 32)),
@@ -137,7 +140,7 @@ CASES: list[tuple[str, int, bytes, Span | None]] = [
     ("null irix 16-bit family", 0, H("00000200") + IP4, (IPV4, 4, 32)),
     ("null byte-swapped 16-bit family", 0, H("00020000") + IP4, (IPV4, 4, 32)),
     ("null ethertype", 0, H("00080000") + IP4, (IPV4, 4, 32)),
-    ("null ppp", 0, H("ff03" "0057") + IP6, (IPV6, 4, 52)),
+    ("null ppp", 0, H("ff 03 0057") + IP6, (IPV6, 4, 52)),
     ("null cut", 0, H("020000"), None),
     ("loop af_inet", 108, H("00000002") + IP4, (IPV4, 4, 32)),
     ("loop af_inet6", 108, H("0000001e") + IP6, (IPV6, 4, 52)),
@@ -147,8 +150,8 @@ CASES: list[tuple[str, int, bytes, Span | None]] = [
     ("raw ipv6", 101, IP6, (IPV6, 0, 48)),
     ("raw legacy 12", 12, IP4, (IPV4, 0, 28)),
     ("raw legacy 14", 14, IP6, (IPV6, 0, 48)),
-    ("raw ppp in hdlc", 101, H("ff03" "0021") + IP4, (IPV4, 4, 32)),
-    ("raw isdn fake mac", 14, bytes(6) + H("ff03" "0021") + IP4, (IPV4, 10, 38)),
+    ("raw ppp in hdlc", 101, H("ff 03 0021") + IP4, (IPV4, 4, 32)),
+    ("raw isdn fake mac", 14, bytes(6) + H("ff 03 0021") + IP4, (IPV4, 10, 38)),
     ("raw isdn link down", 101, bytes(10) + IP4, (IPV4, 10, 38)),
     ("raw version 5", 101, H("50") + IP4[1:], None),
     ("raw shorter than tshark reads", 101, IP4[:7], None),
@@ -157,6 +160,7 @@ CASES: list[tuple[str, int, bytes, Span | None]] = [
     ("ipv4 linktype, empty", 228, b"", (IPV4, 0, 0)),
     ("unknown linktype", 147, eth("0800", IP4), None),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(
@@ -236,8 +240,8 @@ def test_follow() -> None:
 def test_deep_tag_stacks_are_walked_in_a_loop() -> None:
     """Tags and labels loop rather than recurse, so a stack deeper than Python's recursion
     limit is still walked to its IP header."""
-    tags = H("0001" "8100") * 2000
-    frame = eth("8100", tags + H("0001" "0800") + IP4)
+    tags = H("00018100") * 2000
+    frame = eth("8100", tags + H("00010800") + IP4)
     assert locate(1, frame) == (IPV4, len(frame) - len(IP4), len(frame))
     labels = label(16, False) * 2000 + label(16, True)
     assert locate(1, eth("8847", labels + IP4)) == (IPV4, 14 + len(labels), 14 + len(labels) + 28)
@@ -319,7 +323,7 @@ def test_one_ethertype_entry_teaches_both_engines(monkeypatch: pytest.MonkeyPatc
     assert dissect(1, frame) == decode(1, frame) == "non_ip"
     monkeypatch.setitem(ETHERTYPES, 0x88B5, IPV4)
     assert dissect(1, frame) == decode(1, frame) == IP4_KEY
-    tagged = eth("8100", H("0009" "88b5") + IP4)  # reached through any table that leads to it
+    tagged = eth("8100", H("000988b5") + IP4)  # reached through any table that leads to it
     assert dissect(1, tagged) == decode(1, tagged) == IP4_KEY
 
 

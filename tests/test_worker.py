@@ -108,16 +108,16 @@ def busy_worker(conn: Redis, queue: str) -> tuple[str, int] | None:
     return None
 
 
-def freeze_busy(conn: Redis, queue: str) -> None:
+def freeze_busy(conn: Redis, queue: str) -> tuple[str, int]:
     """Stop (SIGSTOP) a worker of ``queue`` in the middle of a batch (a batch takes a fraction
-    of a second: freezing it is how "mid-batch" is made certain)."""
+    of a second: freezing it is how "mid-batch" is made certain); its job id and pid."""
     q = make_queue(conn, queue)
     while True:
         jid, pid = wait_for("a busy worker", lambda: busy_worker(conn, queue), 30, 0.005)  # type: ignore[misc]
         os.kill(pid, signal.SIGSTOP)
         job = q.fetch_job(jid)
         if job is not None and job.get_status() == "started":
-            return
+            return jid, pid
         os.kill(pid, signal.SIGCONT)
 
 
@@ -127,7 +127,7 @@ def freeze_busy(conn: Redis, queue: str) -> None:
 @pytest.mark.parametrize(
     ("var", "value", "message"),
     [
-        ("FLOWHERD_HEARTBEAT", "0", "Input should be greater than or equal to 1"),
+        ("FLOWHERD_HEARTBEAT", "1", "Input should be greater than or equal to 2"),
         ("FLOWHERD_MAINTENANCE_INTERVAL", "soon", "Input should be a valid integer"),
         ("FLOWHERD_HEARTBEAT", "99999", "Input should be less than or equal to 3600"),
     ],
@@ -158,16 +158,16 @@ def test_worker_takes_its_intervals_from_settings(
 
 
 def test_long_batch_keeps_its_heartbeat(server: RedisServer, tmp_path: Path) -> None:
-    """One batch that takes several heartbeats to dissect, a second worker running maintenance
-    every second: the batch is never taken for abandoned (run once, no retry used)."""
+    """One batch that takes longer than a heartbeat plus a maintenance round, a second worker
+    running maintenance every second: the batch is never taken for abandoned (it runs once)."""
     pcap = tmp_path / "big.pcap"
-    write_sample(pcap, flows=1800, seed=41)  # ~31,000 frames in one batch: seconds of scapy
-    env = {"FLOWHERD_HEARTBEAT": "1", "FLOWHERD_MAINTENANCE_INTERVAL": "1"}
+    write_sample(pcap, flows=2500, seed=41)  # ~52,000 frames in one batch: seconds of scapy
+    env = {"FLOWHERD_HEARTBEAT": "2", "FLOWHERD_MAINTENANCE_INTERVAL": "1"}
     conn = connect(server.url)
     pool = start_pool(server.url, "long", 2, tmp_path / "workers.log", **env)
     try:
         wait_for("2 workers idle", lambda: idle_workers(conn, "long") == 2, 30)
-        submit(server.url, pcap, "long", "long", 40_000, FLOWHERD_BATCH_BYTES=str(2**24))
+        submit(server.url, pcap, "long", "long", 60_000, FLOWHERD_BATCH_BYTES=str(2**24))
         q = make_queue(conn, "long")
 
         def batch_done() -> list[Job]:
@@ -180,9 +180,39 @@ def test_long_batch_keeps_its_heartbeat(server: RedisServer, tmp_path: Path) -> 
         pool.wait(30)
     assert job is not None and job.started_at and job.ended_at
     took = (job.ended_at - job.started_at).total_seconds()
-    assert took > 3, f"the batch took {took:.1f}s: too short to test the heartbeat"
-    assert job.retries_left == 3, "re-queued while its worker was alive"  # never retried
+    assert took > 3, f"the batch took {took:.1f}s: too short to test the heartbeat (2 s + 1 s)"
+    runs = job.results()  # one per execution, even when a stale one rewrites the job's hash
+    assert len(runs) == 1, f"re-queued while its worker was alive: ran {len(runs)} times"
     assert not q.failed_job_registry.get_job_ids()
+
+
+def test_worker_paused_mid_batch_stays_registered(server: RedisServer, tmp_path: Path) -> None:
+    """A worker frozen mid-batch (as a paused VM, or a host cut off from Redis) longer than a
+    heartbeat: its batch is re-queued and run elsewhere, and once it runs again it is still a
+    registered worker (RQ's own key TTL, not the batch's short heartbeat), idle."""
+    conn = connect(server.url)
+    pool = start_pool(server.url, "pause", 2, tmp_path / "workers.log", **FAST)
+    q = make_queue(conn, "pause")
+    try:
+        wait_for("2 workers idle", lambda: idle_workers(conn, "pause") == 2, 30)
+        pcap = tmp_path / "t.pcap"
+        write_sample(pcap, flows=300, seed=43)
+        submit(server.url, pcap, "pause", "pause", 2000)
+        jid, pid = freeze_busy(conn, "pause")
+        paused = time.monotonic()
+
+        def rerun() -> bool:
+            job = q.fetch_job(jid)
+            return job is not None and job.get_status() == "finished"
+
+        wait_for("the frozen batch run elsewhere", rerun, 30)
+        time.sleep(max(0.0, paused + 4 - time.monotonic()))  # the pause: heartbeat + 2 rounds
+        os.kill(pid, signal.SIGCONT)
+        wait_for("both workers idle", lambda: idle_workers(conn, "pause") == 2, 30, 0.2)
+        assert not q.count and not q.started_job_registry.get_job_ids()
+    finally:
+        pool.send_signal(signal.SIGTERM)
+        pool.wait(30)
 
 
 # --- stopping (defect 9) -------------------------------------------------------------------

@@ -87,7 +87,7 @@ def _decoder(
     """The decoder, answering ``fallback(linktype, data)`` wherever it is not sure.
 
     One body serves :func:`decode` and :func:`dissect_fast`, so the worker's per-frame call is
-    one Python call, not two (a tenth of the time of a common frame).
+    one Python call, not two (a few percent of a common frame's time).
     """
 
     def decode(linktype: int, data: bytes) -> PacketInfo | str | _R:

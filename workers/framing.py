@@ -75,6 +75,7 @@ Next: TypeAlias = "int | Step"
 
 _ETH_SIZE = ETHERNET.size
 _ETH_TYPE = ETHERNET.at("type")
+_ETH_DST, _ETH_SRC = ETHERNET.at("dst"), ETHERNET.at("src")
 _VLAN_SIZE = VLAN.size
 _VLAN_TYPE = VLAN.at("type")
 _ISL_DA = ISL.at("da")
@@ -90,6 +91,7 @@ _RAW_IPX = 0xFF  # an 802.3 frame starting ff-ff is Novell raw IPX, not LLC
 _MPLS_SIZE = MPLS.size
 _MPLS_LABEL_GAL = 13
 _MPLS_LABEL_OAM_ALERT = 14
+_PWACH_CHANNEL_TYPE = PWACH.at("channel_type")
 _PPPOE_LEN = PPPOE.at("len")
 _PPP_ADDRESS = 0xFF  # then a control byte
 _CHDLC_ADDRESSES = (0x0F, 0x8F)
@@ -208,7 +210,7 @@ def pwach(data: bytes, off: int, end: int) -> Span | None:
     """A pseudowire associated channel header: its channel type may be IPv4 or IPv6."""
     if end - off < PWACH.size:
         return None
-    channel = u16(data, off + PWACH.at("channel_type"))
+    channel = u16(data, off + _PWACH_CHANNEL_TYPE)
     return follow(PWACH_CHANNEL_TYPES, channel, data, off + PWACH.size, end)
 
 
@@ -218,7 +220,7 @@ def _looks_like_ethernet(data: bytes, off: int, end: int) -> bool:
     tshark consults its manufacturer database; without it, an all-zero OUI (what a pseudowire
     control word looks like) is taken as unknown and any other OUI as known.
     """
-    dst, src = off + ETHERNET.at("dst"), off + ETHERNET.at("src")
+    dst, src = off + _ETH_DST, off + _ETH_SRC
     return (
         end - off >= _ETH_SIZE
         and data[dst : dst + 3] != b"\x00\x00\x00"

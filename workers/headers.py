@@ -2,9 +2,9 @@
 
 A :class:`Layout` is a dpkt ``__hdr__`` table -- ``(field name, struct format)`` pairs in wire
 order, network byte order -- from which the header's size and each field's offset are computed
-once, at import. The walker (:mod:`workers.framing`, :mod:`workers.linktypes`) reads fields by
-offset (``data[off + ETHERNET.at("type")]``), taken from these tables rather than written as bare
-numbers, so a header is described in one place and in the vocabulary of
+once, at import. The walker (:mod:`workers.framing`, :mod:`workers.linktypes`) reads fields at
+offsets taken from these tables at import (``_ETH_TYPE = ETHERNET.at("type")``) rather than
+written as bare numbers, so a header is described in one place and in the vocabulary of
 ``kbandla/dpkt`` (``ethernet.py``, ``pppoe.py``, ``ppp.py``, ``llc.py``, ``sll.py``,
 ``sll2.py``, ``loopback.py``). Headers dpkt has no class for are named in the same style from
 their RFC or tshark dissector. Pure data: nothing here reads a frame.

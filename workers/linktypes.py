@@ -47,6 +47,8 @@ from workers.headers import LOOPBACK, SLL, SLL2
 _ARPHRD_IPGRE = 778
 _ARPHRD_NETLINK = 824
 _LOOPBACK_SIZE = LOOPBACK.size
+_SLL_HRD, _SLL_ETHTYPE = SLL.at("hrd"), SLL.at("ethtype")
+_SLL2_HRD, _SLL2_ETHTYPE = SLL2.at("hrd"), SLL2.at("ethtype")
 _ISDN_FAKE_MAC = 6  # Linux ISDN: a 6-byte fake MAC address before PPP in HDLC
 _ISDN_LINK_DOWN = b"\x00" * 10  # ISDN with the link down: ten zero bytes before IPv4
 _TSHARK_RAW_MIN = 8  # below 8 bytes tshark's raw IP heuristics throw
@@ -71,7 +73,7 @@ def sll(data: bytes, off: int, end: int) -> Span | None:
     """A Linux cooked v1 header (LINKTYPE_LINUX_SLL)."""
     if end - off < SLL.size:
         return None
-    hrd, protocol = u16(data, off + SLL.at("hrd")), u16(data, off + SLL.at("ethtype"))
+    hrd, protocol = u16(data, off + _SLL_HRD), u16(data, off + _SLL_ETHTYPE)
     return _cooked(data, off + SLL.size, end, hrd, protocol)
 
 
@@ -79,7 +81,7 @@ def sll2(data: bytes, off: int, end: int) -> Span | None:
     """A Linux cooked v2 header (LINKTYPE_LINUX_SLL2)."""
     if end - off < SLL2.size:
         return None
-    hrd, protocol = u16(data, off + SLL2.at("hrd")), u16(data, off + SLL2.at("ethtype"))
+    hrd, protocol = u16(data, off + _SLL2_HRD), u16(data, off + _SLL2_ETHTYPE)
     return _cooked(data, off + SLL2.size, end, hrd, protocol)
 
 

@@ -1,10 +1,11 @@
 """flowherd's RQ worker and pool: no fork per batch, lost batches re-queued within seconds, and a
 stop on SIGTERM that an unreachable Redis cannot delay.
 
-RQ's SimpleWorker runs each job in its own process (a fork per batch would cost more than a
-fast-engine batch), but beats once per job, for the job timeout plus a minute: the batch of a
+RQ's SimpleWorker runs each job in the worker's own process (a fork per batch would cost more
+than a fast-engine batch), but beats once per job, for the job timeout plus a minute: the batch of a
 killed worker would wait that long to be re-queued. This worker's batches live
-``FLOWHERD_HEARTBEAT`` seconds unless beaten (every third of that, from a side thread), and it
+``FLOWHERD_HEARTBEAT`` seconds (H) unless beaten, from a side thread, every (H - 1) / 3 seconds
+(RQ keeps expiry times in whole seconds, so a beat lives between H - 1 and H seconds), and it
 runs RQ's registry maintenance every ``FLOWHERD_MAINTENANCE_INTERVAL`` seconds: a killed
 worker's batch is back on the queue (it has retries left) within about heartbeat + maintenance
 seconds, and the merge's done-marker makes the second run count it once. A worker killed between
@@ -83,7 +84,7 @@ class FlowherdWorker(SimpleWorker):
         stop = threading.Event()
 
         def beat() -> None:
-            while not stop.wait(self.beat / 3):
+            while not stop.wait((self.beat - 1) / 3):
                 try:
                     self.maintain_heartbeats(job, execution)
                 except Exception:  # a missed beat is retried; never kill the job for it
