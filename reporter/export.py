@@ -9,8 +9,8 @@ Each line is byte-identical to what :func:`reporter.render.rows_csv` (``csv``) a
 :func:`reporter.render.rows_json` (``json``) write for the same row: the oracle's columns and
 number formats, :func:`models.flows.ts_text` timestamps, and the conversation orientation of
 :func:`reporter.views.conv_row`. ``jsonl`` is the same objects one per line. The fast paths
-read the packed bytes directly (no models per flow); a record with a negative timestamp takes
-a slower path with the same output.
+read the packed bytes directly (no models per flow); a record with a timestamp before
+2001-09-09 (or negative) takes a slower path with the same output.
 
 Errors: :class:`ValueError` for a pair that is not a packed flow record (the lines before it
 have been written), or for an unknown ``view`` or ``fmt``.

@@ -158,9 +158,16 @@ def bi_sizes(pairs: Iterable[Pair]) -> Iterator[int]:
         yield int(ba + bb)
 
 
-def _measures(v: bytes, direction: int | None, by: RankBy) -> float:
-    """The ranking measure of a record's direction (None: the conversation), as a float that
-    never exceeds the exact measure's float by more than rounding (see :func:`top_rows`)."""
+def _measure(v: bytes, direction: int | None, by: RankBy) -> float:
+    """The ranking measure of a record's direction (None: the conversation) as a float: exact
+    for bytes and packets, the exact value rounded for duration and rate."""
+    if by in ("bytes", "packets"):
+        pa, ba, pb, bb = COUNTS.unpack_from(v)
+        if direction == 0:
+            return ba if by == "bytes" else pa  # type: ignore[no-any-return]
+        if direction == 1:
+            return bb if by == "bytes" else pb  # type: ignore[no-any-return]
+        return ba + bb if by == "bytes" else pa + pb  # type: ignore[no-any-return]
     pa, ba, pb, bb, fa, la, fb, lb, _, _ = VALUE.unpack(v)
     if direction == 0:
         p, b, f, last = pa, ba, int(fa), int(la)
@@ -168,17 +175,13 @@ def _measures(v: bytes, direction: int | None, by: RankBy) -> float:
         p, b, f, last = pb, bb, int(fb), int(lb)
     else:
         p, b, f, last = pa + pb, ba + bb, min(int(fa), int(fb)), max(int(la), int(lb))
-    if by == "bytes":
-        return float(b)
-    if by == "packets":
-        return float(p)
     d = last - f
     if by == "duration":
         return float(d)
     return b * NS / d if p >= 2 and d > 0 else 0.0
 
 
-def top_rows(
+def top_from_pairs(
     pairs: Iterable[Pair],
     view: str,
     n: int,
@@ -187,8 +190,9 @@ def top_rows(
 ) -> list[FlowRow] | list[ConvRow]:
     """The ``n`` best rows of ``view`` (``uni`` or ``bi``) by ``by``, only of IP protocol
     ``proto`` if given: exactly :func:`reporter.rank.top` over every row in the order of
-    ``pairs``, holding ``n`` rows. Rows are built only for records that may enter (their float
-    measure within 1e-9 of the current floor's or above)."""
+    ``pairs``, holding ``n`` rows. Rows (models) are built only for records that may enter:
+    those whose float measure is not below the current floor by more than 1e-9 of it (so
+    rounding never leaves out a row that belongs)."""
     top: TopRows = TopRows(n, by)  # type: ignore[type-arg]
     floor = float("-inf")
     dirs: tuple[int | None, ...] = (None,) if view == "bi" else (0, 1)
@@ -197,7 +201,7 @@ def top_rows(
             continue
         key = st = None
         for d in dirs:
-            m = _measures(v, d, by)
+            m = _measure(v, d, by)
             if m < floor - abs(floor) * 1e-9:
                 continue
             if st is None:

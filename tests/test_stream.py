@@ -42,7 +42,7 @@ from reporter.stream import (
     TableScan,
     merge_ranked,
     scan_table,
-    top_rows,
+    top_from_pairs,
     top_uni_from_ranked,
     uni_sizes,
 )
@@ -337,11 +337,11 @@ def test_stream_report_equals_make_report(table: Table, n: int, shards: int) -> 
     n=st.integers(0, 8),
     proto=st.sampled_from([None, 6, 17]),
 )
-def test_top_rows_equals_rank_top(
+def test_top_from_pairs_equals_rank_top(
     table: Table, view: str, by: str, n: int, proto: int | None
 ) -> None:
     want = top(rows_of(table, view), by, n, proto)  # type: ignore[arg-type, type-var]
-    assert top_rows(packed(table), view, n, by, proto) == want  # type: ignore[arg-type]
+    assert top_from_pairs(packed(table), view, n, by, proto) == want  # type: ignore[arg-type]
 
 
 @settings(max_examples=100, deadline=None)
