@@ -1,23 +1,32 @@
-"""Test helpers: run the real pipeline (producer -> RQ worker processes -> Redis) in-process."""
+"""Test helpers: run the real pipeline (producer -> RQ worker processes -> Redis) in-process,
+and compare what it stored with the ground truth of ``producer.sample``."""
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from deploy.queueing import make_queue
-from models.capture import CaptureStatus
-from models.flows import FlowKey, FlowStats
+from models.capture import CaptureState, CaptureStatus
+from models.flows import FlowKey, FlowStats, addr_text
 from models.settings import Settings
 from producer.follow import LocalWorkers, follow
+from producer.run import Progress
 from producer.submit import submit
+from reporter.views import uni_rows
 from store.backend import Store
 from store.captures import run_of
 from store.tables import iter_flows
 from store.tables import table as run_table
 
+#: A text uni-directional flow key: (src, dst, proto, sport, dport).
+UniKey = tuple[str, str, int, int, int]
+
 
 def settings_for(redis_url: str, queue: str | None = None, **kw: object) -> Settings:
+    """Settings on ``redis_url`` with a queue of its own (a fresh name unless given)."""
     return Settings(redis_url=redis_url, queue=queue or f"t{uuid.uuid4().hex[:8]}", **kw)  # type: ignore[arg-type]
 
 
@@ -37,5 +46,55 @@ def run_capture(
     return follow(store, name, poll=0.05, check=workers.check)
 
 
+def submit_with(
+    store: Store,
+    settings: Settings,
+    path: Path,
+    name: str,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> None:
+    """``producer submit PATH --name NAME --replace`` in this process, on ``settings.queue``."""
+    queue = make_queue(store.queue, settings.queue)
+    submit(store, queue, [str(path)], name, settings, True, on_progress)
+
+
+def follow_for(
+    store: Store, name: str, seconds: float, workers: LocalWorkers | None = None
+) -> CaptureStatus:
+    """``follow`` until the capture is final, with a deadline for a stuck one (AssertionError
+    when it passes; give it generously: it is not a performance bound)."""
+    deadline = time.monotonic() + seconds
+
+    def check() -> None:
+        if workers is not None:
+            workers.check()
+        assert time.monotonic() < deadline, f"capture {name!r} not final after {seconds}s"
+
+    return follow(store, name, poll=0.05, check=check)
+
+
 def table(store: Store, name: str) -> dict[FlowKey, FlowStats]:
     return dict(iter_flows(store, run_table(run_of(store, name))))
+
+
+def uni_table(store: Store, name: str) -> dict[UniKey, list[int]]:
+    """The capture's unidirectional table: [packets, bytes] per text flow key."""
+    out = {}
+    for key, st in iter_flows(store, run_table(run_of(store, name))):
+        for r in uni_rows(key, st):
+            out[(r.src, r.dst, r.proto, r.sport, r.dport)] = [r.packets, r.bytes]
+    return out
+
+
+def truth_text(truth: dict) -> dict[UniKey, list[int]]:  # type: ignore[type-arg]
+    """``producer.sample``'s ground truth (addresses as bytes) with text addresses."""
+    return {(addr_text(s), addr_text(d), p, sp, dp): v for (s, d, p, sp, dp), v in truth.items()}
+
+
+def assert_exact(store: Store, name: str, st: CaptureStatus, truth: dict) -> None:  # type: ignore[type-arg]
+    """The capture is complete, every batch merged once, and its table is the ground truth."""
+    assert st.state is CaptureState.COMPLETE, st
+    assert st.batches_done == st.total_batches
+    assert st.batches_failed == 0
+    assert st.packets == sum(v[0] for v in truth.values())
+    assert uni_table(store, name) == truth_text(truth)

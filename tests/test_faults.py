@@ -17,23 +17,36 @@ from producer.follow import LocalWorkers, follow
 from producer.sample import write_sample
 from producer.submit import submit
 from store.backend import Store
-from tests.pipeline import settings_for, table
+from tests.helpers import wait_for_idle_workers, wait_until
+from tests.pipeline import assert_exact, follow_for, settings_for, table
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults]
 
 
-def _busy_worker(conn: Redis, queue: str, run: str, deadline: float) -> tuple[int, str]:
+def _busy_worker(conn: Redis, queue: str, run: str) -> tuple[int, str]:
     """A worker in the middle of a batch of ``run`` (its job marked started), and the job id."""
     q = make_queue(conn, queue)
-    while time.monotonic() < deadline:
+
+    def busy() -> tuple[int, str] | None:
         for w in Worker.all(connection=conn):
             jid = w.get_current_job_id()
             if jid and jid.startswith(f"fh-{run}-") and w.queue_names() == [queue]:
                 job = q.fetch_job(jid)
                 if job is not None and job.get_status() == "started":
                     return int(w.pid), jid
-        time.sleep(0.005)
-    raise AssertionError("no worker picked up a batch")
+        return None
+
+    return wait_until(busy, 60, "a worker to pick up a batch", poll=0.005)
+
+
+def _wait_done(job, seconds: float = 60) -> str:  # type: ignore[no-untyped-def]
+    """The job's status once a worker has finished or failed it."""
+
+    def done() -> str | None:
+        status = job.get_status(refresh=True)
+        return status if status in ("finished", "failed") else None
+
+    return wait_until(done, seconds, f"job {job.id} to finish or fail")
 
 
 def test_worker_killed_mid_batch_recounted_once(
@@ -50,49 +63,37 @@ def test_worker_killed_mid_batch_recounted_once(
         submit(store, queue, [str(path)], "ref", expected_settings)
         assert follow(store, "ref", poll=0.05, check=w.check).state is CaptureState.COMPLETE
     with LocalWorkers(redis_url, settings.queue, 2) as w:
-        time.sleep(2)  # workers registered and idle
+        wait_for_idle_workers(store.queue, settings.queue, 2, w)
         queue = make_queue(store.queue, settings.queue)
         keys, _ = submit(store, queue, [str(path)], "killed", settings)
-        pid, jid = _busy_worker(store.queue, settings.queue, keys.run, time.monotonic() + 30)
+        pid, jid = _busy_worker(store.queue, settings.queue, keys.run)
         os.kill(pid, signal.SIGKILL)
         t0 = time.monotonic()
-        st = follow(store, "killed", poll=0.1, check=w.check)
+        # a deadline for a stuck recovery only: RQ re-queues the batch within heartbeat +
+        # maintenance interval (3 s here), the rest is the load of the machine
+        st = follow_for(store, "killed", 120, w)
         recovered_in = time.monotonic() - t0
     with pytest.raises(ProcessLookupError):  # nothing of the pool is left running
         os.killpg(w.proc.pid, 0)
     assert st.state is CaptureState.COMPLETE, st
     assert table(store, "killed") == table(store, "ref")
     assert st.packets == follow(store, "ref").packets
-    assert recovered_in < 30, recovered_in
+    print(f"worker killed mid-batch: complete and exact {recovered_in:.1f}s after the kill")
     killed_job = make_queue(store.queue, settings.queue).fetch_job(jid)
     assert (
         killed_job is not None and killed_job.retries_left == settings.retries - 1
     )  # it did run twice
 
 
-def test_foreign_job_function_refused(conn: Redis, redis_url: str) -> None:
+def test_foreign_job_function_refused(conn: Redis, redis_url: str, tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
     settings = settings_for(redis_url)
     q = make_queue(conn, settings.queue)
-    job = q.enqueue_call("os.system", args=("touch /tmp/flowherd-pwned",))
+    job = q.enqueue_call("os.system", args=(f"touch {pwned}",))
     with LocalWorkers(redis_url, settings.queue, 1):
-        deadline = time.monotonic() + 30
-        while (
-            job.get_status(refresh=True) not in ("finished", "failed")
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
-    assert job.get_status() == "failed"
+        assert _wait_done(job) == "failed"
     assert "not a flowherd job" in (job.latest_result().exc_string or "")
-    assert not Path("/tmp/flowherd-pwned").exists()
-
-
-def _wait_done(job, seconds: float = 30) -> str:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while (
-        job.get_status(refresh=True) not in ("finished", "failed") and time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
-    return job.get_status()  # type: ignore[no-any-return]
+    assert not pwned.exists()
 
 
 def test_unknown_schema_and_bad_payload_refused(conn: Redis, redis_url: str) -> None:
@@ -123,8 +124,6 @@ def test_all_workers_killed_and_restarted_mid_capture(
 ) -> None:
     """SIGKILL the whole worker pool while batches are queued and running, start a new one:
     the batches the dead workers held are re-queued, and the totals are exact."""
-    from tests.test_faults_redis import assert_exact, follow_for
-
     monkeypatch.setenv("FLOWHERD_HEARTBEAT", "2")
     monkeypatch.setenv("FLOWHERD_MAINTENANCE_INTERVAL", "1")
     path = tmp_path / "t.pcap"
@@ -177,20 +176,23 @@ def test_oversized_payload_refused_before_reading(
     assert not any(conn.exists(sk.flows) for sk in keys.all_shards())
 
 
-PWNED = Path("/tmp/flowherd-callback-ran")
+PWNED_ENV = "FLOWHERD_TEST_PWNED"  # where mark_pwned writes (set for the worker processes)
 
 
 def mark_pwned(*args: object) -> None:
     """A callback a hostile client would name: it must never run in a flowherd worker."""
-    PWNED.write_text("ran")
+    Path(os.environ[PWNED_ENV]).write_text("ran")
 
 
-def test_foreign_callbacks_never_run(conn: Redis, redis_url: str) -> None:
+def test_foreign_callbacks_never_run(
+    conn: Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from rq import Callback
 
     from models.keys import BATCH_JOB
 
-    PWNED.unlink(missing_ok=True)
+    pwned = tmp_path / "callback-ran"
+    monkeypatch.setenv(PWNED_ENV, str(pwned))
     settings = settings_for(redis_url)
     q = make_queue(conn, settings.queue)
     name = f"{__name__}.mark_pwned"
@@ -199,7 +201,7 @@ def test_foreign_callbacks_never_run(conn: Redis, redis_url: str) -> None:
     )
     with LocalWorkers(redis_url, settings.queue, 1):
         assert _wait_done(bad) == "failed"
-    assert not PWNED.exists()
+    assert not pwned.exists()
 
 
 def test_batch_merged_but_not_marked_finished_counts_once(
