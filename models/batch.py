@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
 from typing import NamedTuple
 
 from models.errors import BatchError
@@ -102,8 +101,8 @@ def encode_batch(records: list[RawRecord], compress: bool = False) -> bytes:
     return b.payload(compress)
 
 
-def decode_batch(payload: bytes, max_body: int = MAX_BODY_BYTES) -> Iterator[RawRecord]:
-    """Validate ``payload`` and yield its records.
+def decode_batch(payload: bytes, max_body: int = MAX_BODY_BYTES) -> list[RawRecord]:
+    """Validate ``payload`` and return its records.
 
     The header and every record length are checked before a record is yielded; any
     inconsistency raises :class:`BatchError` (the payload is refused as a whole, since it did not
@@ -136,12 +135,15 @@ def decode_batch(payload: bytes, max_body: int = MAX_BODY_BYTES) -> Iterator[Raw
     return _records(bytes(body), count)
 
 
-def _records(body: bytes, count: int) -> Iterator[RawRecord]:
-    # Validate the whole body before yielding anything: a payload is accepted or refused whole.
-    offsets = []
+def _records(body: bytes, count: int) -> list[RawRecord]:
+    # The whole body is validated before anything is returned: a payload is accepted or refused
+    # whole. One pass, records built as plain tuples (about 0.7 us each).
+    out: list[RawRecord] = []
+    add = out.append
     pos = 0
     end = len(body)
     unpack = _RECORD.unpack_from
+    make = tuple.__new__
     for _ in range(count):
         if pos + RECORD_OVERHEAD > end:
             raise BatchError("batch body ends inside a record header")
@@ -152,7 +154,7 @@ def _records(body: bytes, count: int) -> Iterator[RawRecord]:
         pos = start + cap
         if pos > end:
             raise BatchError("batch body ends inside a record")
-        offsets.append((ts, wire, lt, start, pos))
+        add(make(RawRecord, (ts, wire, lt, body[start:pos])))
     if pos != end:
         raise BatchError(f"batch body has {end - pos} trailing bytes after {count} records")
-    return (RawRecord(ts, wire, lt, body[s:e]) for ts, wire, lt, s, e in offsets)
+    return out

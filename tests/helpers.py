@@ -40,11 +40,17 @@ T = TypeVar("T")
 
 
 def wait_until(
-    predicate: Callable[[], T | None], timeout: float, what: str, *, poll: float = 0.01
+    predicate: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    *,
+    poll: float = 0.01,
+    max_poll: float = 0.25,
 ) -> T:
     """Call ``predicate`` until it returns something true, and return that.
 
-    Polls with a short backoff (``poll`` growing to 0.25 s); raises AssertionError naming
+    Polls with a short backoff (``poll`` growing by half each time up to ``max_poll``; equal
+    values poll at a fixed rate, to catch a short-lived state); raises AssertionError naming
     ``what`` once ``timeout`` seconds have passed. ``timeout`` is a deadline for a stuck
     condition, not a performance bound: give it generously (CI has two loaded cores).
     """
@@ -56,7 +62,7 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(poll)
-        poll = min(poll * 1.5, 0.25)
+        poll = min(poll * 1.5, max_poll)
 
 
 def _workers_on(conn: Redis, queue: str) -> list[Worker]:

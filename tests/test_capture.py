@@ -25,6 +25,7 @@ from models.errors import CaptureError, TruncatedCaptureError
 from models.flows import NO_FIRST
 from producer import pcapng
 from producer.capture import open_capture
+from tests.helpers import block, epb, idb, old_pb, pcap_bytes, shb, spb
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PCAPS = SHARED / "pcaps"
@@ -32,64 +33,7 @@ ORACLE = SHARED / "oracle"
 G = 10**9
 
 
-# ------------------------------------------------------------------ helpers: hand-packed files
-
-
-def pcap_bytes(
-    records: list[tuple[int, int, int, bytes]],
-    endian: str = "<",
-    nano: bool = False,
-    network: int = 1,
-    snaplen: int = 65535,
-) -> bytes:
-    """A classic pcap: ``records`` are (sec, frac, wire_len, data)."""
-    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
-    out = struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, snaplen, network)
-    for sec, frac, wire, data in records:
-        out += struct.pack(endian + "IIII", sec, frac, len(data), wire) + data
-    return out
-
-
-def block(endian: str, btype: int, body: bytes) -> bytes:
-    body += b"\0" * (-len(body) % 4)
-    length = struct.pack(endian + "I", 12 + len(body))
-    return struct.pack(endian + "I", btype) + length + body + length
-
-
-def option(endian: str, code: int, value: bytes) -> bytes:
-    return struct.pack(endian + "HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
-
-
-def shb(endian: str = "<", major: int = 1) -> bytes:
-    return block(endian, 0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, major, 0, -1))
-
-
-def idb(
-    endian: str = "<", linktype: int = 1, snaplen: int = 0, tsresol: int | None = None,
-    tsoffset: int | None = None,
-) -> bytes:  # fmt: skip
-    opts = option(endian, 2, b"eth0")  # an option the reader ignores, before the ones it reads
-    if tsresol is not None:
-        opts += option(endian, 9, bytes([tsresol]))
-    if tsoffset is not None:
-        opts += option(endian, 14, struct.pack(endian + "q", tsoffset))
-    opts += struct.pack(endian + "HH", 0, 0)
-    return block(endian, 1, struct.pack(endian + "HHI", linktype, 0, snaplen) + opts)
-
-
-def epb(endian: str, iid: int, units: int, data: bytes, wire: int | None = None) -> bytes:
-    wire = len(data) if wire is None else wire
-    head = struct.pack(endian + "IIIII", iid, units >> 32, units & 0xFFFFFFFF, len(data), wire)
-    return block(endian, 6, head + data + b"\0" * (-len(data) % 4) + option(endian, 1, b"hi"))
-
-
-def spb(endian: str, wire: int, data: bytes) -> bytes:
-    return block(endian, 3, struct.pack(endian + "I", wire) + data)
-
-
-def old_pb(endian: str, iid: int, units: int, data: bytes) -> bytes:
-    head = struct.pack(endian + "HHIIII", iid, 0, units >> 32, units & 0xFFFFFFFF, len(data), 99)
-    return block(endian, 2, head + data)
+# ---------------------------------------------- helpers (hand-packed files: tests/helpers.py)
 
 
 def write(tmp_path: Path, data: bytes, name: str = "t.cap") -> Path:

@@ -5,7 +5,6 @@ runs with each merge acknowledged by a replica."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from producer.submit import submit
 from store.backend import Store, open_store
 from store.captures import batches_done, run_of
 from tests.cluster import uni_truth
+from tests.helpers import wait_until
 from tests.pipeline import settings_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster, pytest.mark.faults, pytest.mark.slow]
@@ -50,15 +50,6 @@ def _merged(store: Store, name: str) -> int:
         return batches_done(store, run_of(store, name))
     except CaptureStateError:  # not registered yet
         return 0
-
-
-def _wait_for(pred, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {seconds}s")
 
 
 def test_master_killed_mid_capture_exact_or_lost_parts_resent(
@@ -92,7 +83,7 @@ def test_master_killed_mid_capture_exact_or_lost_parts_resent(
         submit(store, q, [str(path)], "f", settings, on_progress=on_progress)
         if not killed:  # the producer was faster than the merges: kill now
             replicated.kill(masters[0])
-        _wait_for(lambda: len(replicated.masters()) == 3, 30, "a replica was not promoted")
+        wait_until(lambda: len(replicated.masters()) == 3, 60, "a replica to be promoted")
         st = follow(store, "f", poll=0.2, check=w.check)
         outcome = "exact at once"
         if st.state is not CaptureState.COMPLETE:

@@ -25,7 +25,7 @@ from models.batch import (
 from models.errors import BatchError
 from models.flows import NO_FIRST
 from producer.cli import main as producer_main
-from tests.test_capture import epb, idb, shb
+from tests.helpers import epb, idb, shb
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,8 @@ from store.backend import Store
 from store.captures import load_report, run_of
 from store.tables import iter_flows, top_conversations, top_directions, totals
 from store.tables import table as run_table
-from tests.pipeline import run_capture, settings_for, table
+from tests.helpers import wait_until
+from tests.pipeline import run_capture, settings_for, table, truth_text, uni_table
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 
@@ -31,23 +31,9 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return path, truth
 
 
-def _uni(store: Store, name: str) -> dict:
-    out = {}
-    for key, st in table(store, name).items():
-        for r in uni_rows(key, st):
-            out[(r.src, r.dst, r.proto, r.sport, r.dport)] = [r.packets, r.bytes]
-    return out
-
-
 def _raw_table(store: Store, keys: RunKeys) -> list[tuple[dict, dict]]:
     """Every shard's flows and totals, as stored."""
     return [(store.kv.hgetall(sk.flows), store.kv.hgetall(sk.totals)) for sk in keys.all_shards()]
-
-
-def _truth_text(truth: dict) -> dict:
-    from models.flows import addr_text
-
-    return {(addr_text(s), addr_text(d), p, sp, dp): v for (s, d, p, sp, dp), v in truth.items()}
 
 
 @pytest.mark.parametrize(("nworkers", "engine"), [(1, "scapy"), (3, "scapy"), (2, "fast")])
@@ -59,7 +45,7 @@ def test_tables_equal_ground_truth(
     with LocalWorkers(redis_url, settings.queue, nworkers) as w:
         st = run_capture(store, settings, [str(path)], "s", w)
     assert st.state is CaptureState.COMPLETE, st
-    assert _uni(store, "s") == _truth_text(truth)
+    assert uni_table(store, "s") == truth_text(truth)
     assert st.packets == sum(v[0] for v in truth.values())
     assert st.batches_done == st.total_batches > 1
     report = load_report(store, run_of(store, "s"))
@@ -131,12 +117,11 @@ def test_replayed_batch_counts_once(
             q, BatchRef(run=keys.run, seq=0, packets=500, shards=keys.shards), 60, 0
         )
 
-        deadline = time.monotonic() + 30
-        while (
-            job.get_status(refresh=True) not in ("finished", "failed")
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
+        wait_until(
+            lambda: job.get_status(refresh=True) in ("finished", "failed"),
+            60,
+            "the replayed batch's job to finish or fail",
+        )
         assert job.get_status() == "finished"
         assert job.return_value()["status"] == "duplicate"
     assert _raw_table(store, keys) == before

@@ -36,7 +36,7 @@ def _busy_worker(conn: Redis, queue: str, run: str) -> tuple[int, str]:
                     return int(w.pid), jid
         return None
 
-    return wait_until(busy, 60, "a worker to pick up a batch", poll=0.005)
+    return wait_until(busy, 60, "a worker to pick up a batch", poll=0.005, max_poll=0.005)
 
 
 def _wait_done(job, seconds: float = 60) -> str:  # type: ignore[no-untyped-def]

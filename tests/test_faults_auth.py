@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,8 @@ from producer.sample import write_sample
 from reporter.cli import main as reporter_main
 from store.backend import Store
 from store.captures import status
-from tests.test_faults_redis import RedisServer, assert_exact, truth_text, uni_table
+from tests.helpers import RedisServer, wait_until
+from tests.pipeline import assert_exact, truth_text, uni_table
 from workers.cli import main as workers_main
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(90)]
@@ -96,11 +96,12 @@ def _end_to_end(url: str, tmp_path: Path, secret: str) -> None:
     w = Workers(url, "authq", tmp_path / "workers.log")
     outputs = []
     try:
-        deadline = time.monotonic() + 20
-        while len(w.cmdlines()) < 3 and time.monotonic() < deadline:  # pool + 2 workers
-            time.sleep(0.1)
-        titles = w.cmdlines()
-        assert len(titles) >= 3, titles
+
+        def started() -> list[str] | None:  # the pool and its 2 workers
+            titles = w.cmdlines()
+            return titles if len(titles) >= 3 else None
+
+        titles = wait_until(started, 60, "the pool and its 2 worker processes")
         res = _invoke(producer_main, ["submit", str(path), "--wait", "-v", *q])
         outputs.append(res.output)
         assert res.exit_code == 0, res.output

@@ -8,7 +8,6 @@ import os
 import shutil
 import struct
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,11 @@ from producer.follow import LocalWorkers
 from producer.sample import write_sample
 from store.backend import Store
 from store.captures import load_report, names, run_of, status
-from tests.pipeline import settings_for
-from tests.test_capture import block as pcapng_block
-from tests.test_capture import epb, idb, pcap_bytes, shb
-from tests.test_faults_redis import follow_for, invoke
+from tests.helpers import block as pcapng_block
+from tests.helpers import epb, idb, invoke, pcap_bytes, shb, wait_until
+from tests.pipeline import follow_for, settings_for
 
-pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(150)]
 
 NOBODY = 65534
 
@@ -73,6 +71,8 @@ def _submit(redis_url: str, queue: str, path: Path, *more: str):  # type: ignore
 def test_file_without_read_permission(store: Store, redis_url: str, sample: Sample) -> None:
     """Root reads anything, so as root the submit runs with the effective uid of `nobody`
     (the interpreter lives where `nobody` may not go, so not in a subprocess)."""
+    # not tmp_path: pytest's base folder is closed to `nobody`, who must reach the file and
+    # be refused by the file's own mode (mkdtemp: a fresh name, removed below)
     d = Path(tempfile.mkdtemp(prefix="fh-perm-"))
     try:
         d.chmod(0o755)
@@ -124,12 +124,13 @@ def test_absurd_record_mid_file_leaves_an_aborted_capture(
     assert res.exit_code == 1 and "claims 2147483648 captured bytes" in _one_line(res.output)
     keys = run_of(store, "mid")
     with LocalWorkers(redis_url, queue, 1) as w:
-        assert follow_for(store, "mid", 30, w).state is CaptureState.ABORTED
-        for _ in range(400):  # 400 of the 450 records were queued, in 4 full batches
-            if status(store, "mid", detail=False).batches_done >= 4:
-                break
+        assert follow_for(store, "mid", 60, w).state is CaptureState.ABORTED
+
+        def merged() -> bool:  # 400 of the 450 records were queued, in 4 full batches
             w.check()
-            time.sleep(0.05)
+            return status(store, "mid", detail=False).batches_done >= 4
+
+        wait_until(merged, 60, "the 4 queued batches to be merged")
     st = status(store, "mid")
     assert st.state is CaptureState.ABORTED and st.batches_done >= 4
     assert st.total_batches is None and load_report(store, keys) is None

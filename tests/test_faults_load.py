@@ -14,8 +14,7 @@ from redis import Redis
 from producer.follow import LocalWorkers
 from producer.sample import write_sample
 from store.backend import Store
-from tests.pipeline import settings_for
-from tests.test_faults_redis import assert_exact, follow_for, submit_with
+from tests.pipeline import assert_exact, follow_for, settings_for, submit_with
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(120)]
 

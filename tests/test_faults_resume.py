@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,25 +19,18 @@ from producer.follow import LocalWorkers
 from producer.sample import write_sample
 from store.backend import Store
 from store.captures import run_of, status
-from tests.pipeline import settings_for
-from tests.test_faults_redis import (
-    assert_exact,
-    follow_for,
+from tests.helpers import (
     invoke,
     let_lease_run_out,
-    submit_with,
+    wait_for_queue_drained,
+    wait_until,
 )
+from tests.pipeline import assert_exact, follow_for, settings_for, submit_with
 
-pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(90)]
+# a hang guard above the tests' own deadlines, so those fail first
+pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _wait(cond, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_producer_killed_mid_submit_resumes_exactly(
@@ -55,19 +47,22 @@ def test_producer_killed_mid_submit_resumes_exactly(
     cmd += ["--max-in-flight", "3", "--no-wait"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait(lambda: conn.hexists("fh:captures", "k"), 20, "the capture to be registered")
+        wait_until(lambda: conn.hexists("fh:captures", "k"), 60, "the capture to be registered")
         keys = run_of(store, "k")
-        _wait(lambda: conn.hget(keys.meta, "enqueued") == b"3", 20, "three batches queued")
-        time.sleep(0.3)  # blocked in backpressure
+        wait_until(lambda: conn.hget(keys.meta, "enqueued") == b"3", 60, "three batches queued")
+        jid = batch_job_id(keys.run, 2)
+        q = make_queue(conn, queue)
+        # batch 2's job queued: the producer is now blocked in backpressure (3 in flight, no
+        # workers), before anything of batch 3
+        wait_until(lambda: jid in q.job_ids, 60, "batch 2's job queued")
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     assert status(store, "k").state is CaptureState.SUBMITTING
     # the kill came between SET batch:2 and its enqueue
-    jid = batch_job_id(keys.run, 2)
     conn.delete(FlowherdJob.key_for(jid))
-    conn.lrem(make_queue(conn, queue).key, 0, jid)
+    conn.lrem(q.key, 0, jid)
     # the dead producer's run lock holds off a resume until its lease runs out
     res = invoke(["submit", "--resume", "k", str(path), "--redis-url", redis_url])
     assert res.exit_code == 1 and "being written by another producer" in res.output, res.output
@@ -92,7 +87,7 @@ def test_resume_refused_for_complete_capture_and_other_files(
     settings = settings_for(redis_url, batch_packets=100)
     submit_with(store, settings, a, "done")
     with LocalWorkers(redis_url, settings.queue, 1) as w:
-        assert follow_for(store, "done", 30, w).state is CaptureState.COMPLETE
+        assert follow_for(store, "done", 60, w).state is CaptureState.COMPLETE
     url = ["--redis-url", redis_url]
 
     res = invoke(["submit", "--resume", "done", str(a), *url])
@@ -128,10 +123,11 @@ def test_failed_batch_never_complete_until_retried(
     good = store.queue.get(payload)
     store.queue.set(payload, b"BROKEN" * 8)  # a transient corruption, say
     with LocalWorkers(redis_url, settings.queue, 2) as w:
-        assert follow_for(store, "f", 30, w).state is CaptureState.FAILED
+        assert follow_for(store, "f", 60, w).state is CaptureState.FAILED
         total = int(conn.hget(keys.meta, "total_batches"))  # type: ignore[arg-type]
-        _wait(lambda: conn.scard(keys.done) == total - 1, 30, "the other batches merged")
-        time.sleep(0.5)
+        wait_until(lambda: conn.scard(keys.done) == total - 1, 60, "the other batches merged")
+        # all the workers would do is done: a report, if one were wrongly claimed, is written
+        wait_for_queue_drained(conn, settings.queue, 2, w)
         st = status(store, "f")
         assert st.batches_failed == 1 and st.batches_done == total - 1
         assert st.state is CaptureState.FAILED and not conn.exists(keys.report)
@@ -141,7 +137,7 @@ def test_failed_batch_never_complete_until_retried(
         store.queue.set(payload, good)
         res = invoke(["retry", "f", "--redis-url", redis_url])
         assert res.exit_code == 0 and res.output.strip() == "f: requeued failed batch 1"
-        st = follow_for(store, "f", 30, w)
+        st = follow_for(store, "f", 60, w)
     assert_exact(store, "f", st, truth)
     res = invoke(["retry", "f", "--redis-url", redis_url])
     assert res.exit_code == 1 and "is complete: nothing to retry" in res.output
@@ -160,9 +156,9 @@ def test_lost_payload_needs_resume_and_gets_exactly_it(
     store.queue.delete(PayloadKeys(keys.run).batch(2))
     url = ["--redis-url", redis_url]
     with LocalWorkers(redis_url, settings.queue, 2) as w:
-        assert follow_for(store, "lp", 30, w).state is CaptureState.FAILED
+        assert follow_for(store, "lp", 60, w).state is CaptureState.FAILED
         total = int(conn.hget(keys.meta, "total_batches"))  # type: ignore[arg-type]
-        _wait(lambda: conn.scard(keys.done) == total - 1, 30, "the other batches merged")
+        wait_until(lambda: conn.scard(keys.done) == total - 1, 60, "the other batches merged")
         st = status(store, "lp")
         assert st.state is CaptureState.FAILED and st.batches_failed == 1
         res = invoke(["status", "lp", *url])
@@ -178,5 +174,5 @@ def test_lost_payload_needs_resume_and_gets_exactly_it(
         res = invoke(["submit", "--resume", "lp", str(path), *url])
         assert res.exit_code == 0, res.output
         assert f"re-sent batch 2, sent 0 more; {total} batches" in res.output
-        st = follow_for(store, "lp", 30, w)
+        st = follow_for(store, "lp", 60, w)
     assert_exact(store, "lp", st, truth)

@@ -32,13 +32,12 @@ from models.keys import PayloadKeys
 from producer.cli import main
 from producer.follow import LocalWorkers, follow
 from producer.options import parse_duration
-from reporter.views import uni_rows
 from store.backend import Store
 from store.captures import run_of
 from tests.conftest import ROOT
-from tests.pipeline import table
+from tests.pipeline import uni_table
 
-pytestmark = [pytest.mark.redis, pytest.mark.e2e]
+pytestmark = [pytest.mark.redis]  # the capture tests add root, and e2e when workers run
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2 (veth pairs)"
 )
@@ -114,14 +113,6 @@ def _expected(frames: list[tuple[Flow, bytes]]) -> dict[Flow, list[int]]:
     return out
 
 
-def _uni(store: Store, name: str) -> dict[Flow, list[int]]:
-    out = {}
-    for key, st in table(store, name).items():
-        for r in uni_rows(key, st):
-            out[(r.src, r.dst, r.proto, r.sport, r.dport)] = [r.packets, r.bytes]
-    return out
-
-
 def _start(*args: str, new_session: bool = False) -> subprocess.Popen[str]:
     """``producer sniff ARGS`` as a subprocess; returns once it listens (its socket is bound)."""
     proc = subprocess.Popen(
@@ -154,6 +145,7 @@ def _meta(store: Store, name: str) -> dict[str, str]:
 
 
 @pytest.mark.root
+@pytest.mark.e2e
 @needs_root
 @pytest.mark.timeout(90)
 def test_counts_per_flow_equal_what_was_sent(
@@ -177,7 +169,7 @@ def test_counts_per_flow_equal_what_was_sent(
         assert f"captured {len(frames)} packets" in out
         st = follow(store, "live", poll=0.05, check=w.check)
     assert st.state is CaptureState.COMPLETE, st
-    assert _uni(store, "live") == expected
+    assert uni_table(store, "live") == expected
     assert st.packets == len(frames) and st.bytes == sum(map(len, frames))
     assert st.total_batches == st.batches_done and st.batches_done > 1
     assert st.first_ns is not None and st.last_ns is not None
@@ -192,6 +184,7 @@ def test_counts_per_flow_equal_what_was_sent(
 
 
 @pytest.mark.root
+@pytest.mark.e2e
 @needs_root
 @pytest.mark.timeout(90)
 def test_sigint_mid_traffic_loses_nothing_captured(
@@ -237,7 +230,7 @@ def test_sigint_mid_traffic_loses_nothing_captured(
                     before_stop = len(sent)
                     proc.send_signal(signal.SIGINT)
                 if not 1400 <= len(sent) < 7000:  # paced, except for that burst
-                    time.sleep(0.0005)
+                    time.sleep(0.0005)  # the scenario: traffic at a rate the kernel keeps
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         st = follow(store, "stop", poll=0.05, check=w.check)
@@ -246,10 +239,11 @@ def test_sigint_mid_traffic_loses_nothing_captured(
     assert meta["kernel_drops"] == "0" and meta["producer_drops"] == "0", meta
     assert st.packets == int(meta["kernel_packets"])  # every frame the kernel delivered
     assert before_stop <= st.packets < len(sent), (before_stop, len(sent))  # mid-traffic
-    assert _uni(store, "stop") == _expected(sent[: st.packets])
+    assert uni_table(store, "stop") == _expected(sent[: st.packets])
 
 
 @pytest.mark.root
+@pytest.mark.e2e
 @needs_root
 @pytest.mark.timeout(120)
 def test_embedded_ctrl_c_quiet_link_and_windows(veth: tuple[str, str], tmp_path: Path) -> None:
@@ -284,7 +278,7 @@ def test_embedded_ctrl_c_quiet_link_and_windows(veth: tuple[str, str], tmp_path:
         assert (info.window_ns, info.keep_windows, info.sources) == (10**9, 5, [f"live:{a}"])
         st = follow(store, "quiet", poll=0.05)
         assert st.state is CaptureState.COMPLETE and st.packets == 20
-        assert _uni(store, "quiet") == _expected(pairs)
+        assert uni_table(store, "quiet") == _expected(pairs)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

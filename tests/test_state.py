@@ -18,6 +18,7 @@ from producer.sample import write_sample
 from producer.submit import submit
 from store.backend import Store
 from store.captures import RunLock, failed_job_ids, run_of, status
+from tests.helpers import wait_until
 from tests.pipeline import settings_for
 
 pytestmark = [pytest.mark.redis]
@@ -69,8 +70,7 @@ def test_lock_expires_when_its_holder_died(conn: Redis) -> None:
     with pytest.raises(CaptureStateError):
         RunLock(store, keys, "x").acquire()
     conn.pexpire(keys.lock, 1)  # what the lease's expiry does after ttl
-    while conn.exists(keys.lock):
-        pass
+    wait_until(lambda: not conn.exists(keys.lock), 10, "the lock to expire")
     RunLock(store, keys, "x").acquire().release()
     assert not conn.exists(keys.lock)
 
