@@ -19,11 +19,13 @@ from models.errors import CaptureStateError
 from models.flows import ts_text
 from models.report import ConvRow, FlowRow
 from reporter import windows
-from reporter.build import make_report
+from reporter.build import stream_report
 from reporter.cli_windows import persist_cmd, watch_cmd, windows_cmd
-from reporter.elephants import DEFAULT_RULES, RULE_FORMS, parse_rule
-from reporter.query import all_rows, top_rows
-from reporter.rank import RANK_BY, parse_proto, top
+from reporter.elephants import DEFAULT_RULES, RULE_FORMS, classify_dist, parse_rule
+from reporter.export import write_rows
+from reporter.query import top_rows
+from reporter.rank import RANK_BY, parse_proto
+from reporter.ranked import write_rows_ranked
 from reporter.render import (
     elephants_table,
     human_ts,
@@ -33,8 +35,10 @@ from reporter.render import (
     summary_table,
 )
 from reporter.show import out_console, show_status
+from reporter.sizes import SizeDist
+from reporter.stream import bi_sizes, uni_sizes
 from store.captures import load_report, names, run_of, status
-from store.tables import iter_flows, table
+from store.tables import iter_raw, table
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 FORMATS = click.Choice(["table", "json", "csv"])
@@ -63,6 +67,20 @@ def main() -> None:
 def _conn(redis_url: str | None, queue: str) -> Any:
     store, _, _ = open_backend(settings_from(redis_url, queue))
     return store
+
+
+def _fresh_report(store: Any, keys: Any, st: Any, rules: list[Any]) -> Any:
+    """The report computed now, in streaming passes; a capture still being merged can change
+    between two passes: then say so."""
+    import time
+
+    try:
+        return stream_report(st, lambda: iter_raw(store, table(keys)), time.time_ns(), rules=rules)
+    except ValueError as exc:
+        raise CaptureStateError(
+            f"capture {st.name!r} changed while it was read ({exc}): it is still being merged; "
+            "try again, or when it is complete"
+        ) from None
 
 
 def _emit(rows: list[FlowRow] | list[ConvRow], fmt: str, title: str, direction: str) -> None:
@@ -174,20 +192,51 @@ def top_cmd(
 @main.command(context_settings=HELP)
 @click.argument("name")
 @click.option("--direction", type=DIRECTION, default="uni", show_default=True)
-@click.option("--format", "fmt", type=FORMATS, default="csv", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "jsonl"]),
+    default="csv",
+    show_default=True,
+    help="csv (with a header), json (one array) or jsonl (one object per line).",
+)
+@click.option(
+    "--order",
+    type=click.Choice(["table", "rank"]),
+    default="table",
+    show_default=True,
+    help="table: as stored, streamed shard by shard in memory that does not grow with the "
+    "capture (the fastest); rank: largest first (bytes, then packets, then the key), sorted "
+    "through temporary files in bounded memory.",
+)
 @redis_options
 @handle_errors
-def flows(name: str, direction: str, fmt: str, redis_url: str | None, queue: str) -> None:
-    """Every flow of capture NAME, largest first.
+def flows(
+    name: str, direction: str, fmt: str, order: str, redis_url: str | None, queue: str
+) -> None:
+    """Every flow of capture NAME, for other programs: CSV, JSON or JSON lines.
 
     CSV columns are those of tshark-derived flow tables: uni
     src,dst,proto,sport,dport,packets,bytes,first_ts,last_ts; bi
     proto,a_addr,a_port,b_addr,b_port,frames_a_to_b,bytes_a_to_b,frames_b_to_a,bytes_b_to_a,frames,bytes,first_ts,last_ts
-    (timestamps in epoch seconds with 9 decimals).
+    (timestamps in epoch seconds with 9 decimals). For a ranked table on the terminal, use
+    `reporter top`.
+
+    \b
+    Examples:
+      reporter flows day1 > day1.uni.csv
+      reporter flows day1 --direction bi --order rank > day1.bi.csv
+      reporter flows day1 --format jsonl | jq -c 'select(.bytes > 1e6)'
     """
     conn = _conn(redis_url, queue)
-    rows = top(all_rows(conn, table(run_of(conn, name)), direction), "bytes", sys.maxsize)  # type: ignore[type-var]
-    _emit(rows, fmt, f"{name}: {len(rows)} flows", direction)  # type: ignore[arg-type]
+    pairs = iter_raw(conn, table(run_of(conn, name)))
+    view = "bi" if direction == "bi" else "uni"
+    if order == "rank":
+        write_rows_ranked(pairs, sys.stdout, view, fmt)  # type: ignore[arg-type]
+    else:
+        write_rows(pairs, sys.stdout, view, fmt)  # type: ignore[arg-type]
+    if fmt == "json":
+        sys.stdout.write("\n")
 
 
 @main.command(context_settings=HELP)
@@ -215,9 +264,7 @@ def summary(
     report = load_report(conn, keys)
     st = status(conn, name)
     if report is None or rules or report.summary.packets != st.packets:
-        import time
-
-        report = make_report(st, iter_flows(conn, table(keys)), time.time_ns(), rules=chosen)
+        report = _fresh_report(conn, keys, st, chosen)
     if as_json:
         click.echo(report.model_dump_json(indent=1))
         return
@@ -277,15 +324,18 @@ def hist(
         raise click.BadParameter(f"use one of {', '.join(PLOT_FORMATS)}", param_hint="--output")
     conn = _conn(redis_url, queue)
     keys = run_of(conn, name)
-    sizes = [r.bytes for r in all_rows(conn, table(keys), direction)]
-    if not sizes:
+    t = table(keys)
+    sizes_of = bi_sizes if direction == "bi" else uni_sizes
+    dist = SizeDist.of(sizes_of(iter_raw(conn, t)))  # one pass: exact counts per size bucket
+    if not dist.n:
         raise CaptureStateError(f"capture {name!r} has no flows to plot")
+    rules, _ = classify_dist(dist, DEFAULT_RULES, lambda: sizes_of(iter_raw(conn, t)))
     if timeline:
         windows.select(conn, keys, name, "all")  # a clear error when there are none
         starts, series = windows.timeline(conn, keys, nflows)
-        fig = timeline_figure(starts, series, sizes, top_n, name)
+        fig = timeline_figure(starts, series, dist, top_n, name, rules)
     else:
-        fig = size_histogram_figure(sizes, top_n, name)
+        fig = size_histogram_figure(dist, top_n, name, rules)
     path = save_figure(fig, output)
     click.echo(f"wrote {path}", err=True)
 

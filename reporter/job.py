@@ -10,22 +10,25 @@ from redis import Redis
 from rq import get_current_job
 
 from models.keys import RunKeys
-from reporter.build import make_report
+from reporter.build import stream_report
 from store.backend import Store, store_for_job
 from store.captures import load_info, name_of_run, status, store_report
-from store.tables import iter_flows, table
+from store.tables import iter_raw, table
 
 log = logging.getLogger(__name__)
 
 
 def build_report_for(store: Store, run: str) -> str:
-    """Compute and store the report of ``run``; mark the capture complete. Returns the state."""
+    """Compute and store the report of ``run``; mark the capture complete. Returns the state.
+
+    The report is built in streaming passes over the shards (memory does not grow with the
+    table, see :func:`reporter.build.stream_report`)."""
     name = name_of_run(store, run)
     if name is None or not store.kv.exists(RunKeys(run).meta):
         return "stale"
     keys = RunKeys(run, load_info(store, RunKeys(run), name).shards)
     st = status(store, name)
-    report = make_report(st, iter_flows(store, table(keys)), time.time_ns())
+    report = stream_report(st, lambda: iter_raw(store, table(keys)), time.time_ns())
     store_report(store, keys, report)
     log.info("event=report_stored run=%s name=%s flows=%d", run, name, report.summary.flows_uni)
     return "complete" if report.complete else "partial"

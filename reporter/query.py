@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 from models.report import ConvRow, FlowRow
 from reporter.rank import RankBy, top
+from reporter.stream import top_from_pairs
 from reporter.views import conv_row, uni_row, uni_rows
 from store.backend import Store
-from store.tables import Table, iter_flows, top_conversations, top_directions
+from store.tables import Table, iter_flows, iter_raw, top_conversations, top_directions
 
 Row = FlowRow | ConvRow
 
@@ -25,13 +26,11 @@ def top_rows(
     store: Store, t: Table, n: int, by: RankBy, direction: str, proto: int | None = None
 ) -> list[Row]:
     """The ``n`` largest rows. By bytes without a protocol filter this reads the shards'
-    ranking sorted sets (no scan); any other order scans the table."""
+    ranking sorted sets (no scan); any other order scans the table, holding ``n`` rows."""
     if by == "bytes" and proto is None:
         if direction == "bi":
             return list(
                 top([conv_row(k, s) for k, s in top_conversations(store, t, n)], "bytes", n)
             )
-        return list(
-            top([uni_row(k, s, d) for k, s, d in top_directions(store, t, n)], "bytes", n)
-        )
-    return list(top(all_rows(store, t, direction), by, n, proto))  # type: ignore[type-var]
+        return list(top([uni_row(k, s, d) for k, s, d in top_directions(store, t, n)], "bytes", n))
+    return list(top_from_pairs(iter_raw(store, t), direction, n, by, proto))

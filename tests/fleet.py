@@ -5,7 +5,8 @@ A Redis host (password, real TCP), a producer host and worker hosts, each runnin
 ``workers run -n 1``: the installed console scripts, run as an operator runs them, with the
 URL in the environment (FLOWHERD_REDIS_URL), never on a command line. The controlling process
 reads Redis only to follow progress and to find a busy worker; tables are compared as
-``reporter flows --format csv`` prints them, byte for byte, against a run on one host.
+``reporter flows --format csv --order rank`` prints them, byte for byte, against a run on one
+host.
 Heartbeat and maintenance are 2 s and 1 s, so a lost batch is re-queued within seconds.
 """
 
@@ -189,12 +190,13 @@ class Fleet:
         return st
 
     def tables(self, name: str, host: Host | None = None) -> tuple[bytes, bytes]:
-        """``reporter flows NAME --format csv``, unidirectional and bidirectional."""
+        """``reporter flows NAME --format csv --order rank`` (largest first, ties by key: the
+        same bytes whatever the hosts), unidirectional and bidirectional."""
         out = []
         for direction in ("uni", "bi"):
+            argv = [script("reporter"), "flows", name, "--direction", direction]
             res = (host or self.producer).run(
-                [script("reporter"), "flows", name, "--direction", direction, "--format", "csv"],
-                env=self.env,
+                [*argv, "--format", "csv", "--order", "rank"], env=self.env
             )
             if res.returncode != 0:
                 raise AssertionError(f"reporter flows exited {res.returncode}: {res.stderr!r}")

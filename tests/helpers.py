@@ -28,6 +28,7 @@ from click.testing import CliRunner, Result
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Worker
+from rq.worker import BaseWorker
 
 from deploy.queueing import make_queue
 from models.keys import RunKeys
@@ -65,7 +66,7 @@ def wait_until(
         poll = min(poll * 1.5, max_poll)
 
 
-def _workers_on(conn: Redis, queue: str) -> list[Worker]:
+def _workers_on(conn: Redis, queue: str) -> list[BaseWorker]:
     return [w for w in Worker.all(connection=conn) if w.queue_names() == [queue]]
 
 
@@ -209,7 +210,7 @@ def let_lease_run_out(conn: Redis, keys: RunKeys) -> None:
     """A producer that died (or whose lock release a crash lost) still holds the run's lock
     (``store.captures.RunLock``): a lease that frees itself within its TTL. Check that it is
     such a lease, then let it run out now instead of waiting for it."""
-    ttl = int(conn.pttl(keys.lock))  # type: ignore[arg-type]
+    ttl = int(conn.pttl(keys.lock))
     assert 0 < ttl <= 30_000, ttl
     conn.pexpire(keys.lock, 1)
     wait_until(lambda: not conn.exists(keys.lock), 10, "the run lock to expire")

@@ -84,6 +84,8 @@ def test_unreachable_redis_is_one_line_error(monkeypatch: pytest.MonkeyPatch) ->
     assert "s3cret" not in line and "127.0.0.1:1" in line
 
 
+@pytest.mark.slow
+@pytest.mark.e2e  # a private redis-server and local worker processes
 def test_embedded_mode_end_to_end(tmp_path: Path) -> None:
     """No Redis URL: a private redis-server and local workers are started; reporter finds it."""
     home = Settings().home

@@ -162,6 +162,8 @@ def test_lost_part_detected_and_sent_again_by_resume(
     assert st.packets == sum(v[0] for v in truth.values())
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_windows_and_retention_on_the_cluster(
     cluster_store: Store, cluster: LocalCluster, redis_url: str, conn: Redis, tmp_path: Path
 ) -> None:
@@ -188,6 +190,7 @@ def test_windows_and_retention_on_the_cluster(
     assert len(table(k2, starts[0]).parts) == 5
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.faults
 def test_worker_killed_mid_capture_on_the_cluster_exact(

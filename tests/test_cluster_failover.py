@@ -26,7 +26,13 @@ from tests.cluster import uni_truth
 from tests.helpers import wait_until
 from tests.pipeline import settings_for
 
-pytestmark = [pytest.mark.redis, pytest.mark.cluster, pytest.mark.faults, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.e2e,
+    pytest.mark.cluster,
+    pytest.mark.faults,
+    pytest.mark.slow,
+]
 
 
 @pytest.fixture

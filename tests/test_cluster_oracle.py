@@ -21,7 +21,13 @@ from tests.cluster import flush_cluster
 from tests.conftest import SHARED
 from tests.pipeline import run_capture, settings_for
 
-pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.corpus, pytest.mark.cluster]
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.e2e,
+    pytest.mark.corpus,
+    pytest.mark.cluster,
+    pytest.mark.slow,
+]
 
 CAPTURES = (
     sorted(p.name for p in (SHARED / "pcaps").glob("*.pcap*"))

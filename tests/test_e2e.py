@@ -78,6 +78,7 @@ def test_top_n_from_ranking_equals_full_scan(
         assert top(bi, "bytes", n) == top(every_bi, "bytes", n)
 
 
+@pytest.mark.slow
 def test_one_and_three_workers_identical(
     store: Store, redis_url: str, sample: tuple[Path, dict]
 ) -> None:

@@ -49,6 +49,7 @@ def _wait_done(job, seconds: float = 60) -> str:  # type: ignore[no-untyped-def]
     return wait_until(done, seconds, f"job {job.id} to finish or fail")
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_batch_recounted_once(
     store: Store, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -118,6 +119,7 @@ def test_unknown_schema_and_bad_payload_refused(conn: Redis, redis_url: str) -> 
     assert not any(conn.exists(sk.flows, sk.done) for sk in keys.all_shards())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_all_workers_killed_and_restarted_mid_capture(
     store: Store, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -204,6 +206,7 @@ def test_foreign_callbacks_never_run(
     assert not pwned.exists()
 
 
+@pytest.mark.slow
 def test_batch_merged_but_not_marked_finished_counts_once(
     conn: Redis, store: Store, redis_url: str, tmp_path: Path
 ) -> None:

@@ -16,7 +16,14 @@ from producer.sample import write_sample
 from store.backend import Store
 from tests.pipeline import assert_exact, follow_for, settings_for, submit_with
 
-pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(120)]
+# a hang guard above the test's own deadlines, so those fail first
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.e2e,
+    pytest.mark.faults,
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +72,7 @@ def test_many_captures_from_several_producers_never_mix(
             _, err = p.communicate(timeout=60)
             assert p.returncode == 0, err.decode()
         assert not errors, errors
-        statuses = {n: follow_for(store, n, 60, w) for n in traces}
+        statuses = {n: follow_for(store, n, 120, w) for n in traces}
     for name, (_, truth) in traces.items():
         assert_exact(store, name, statuses[name], truth)
     assert len({st.run for st in statuses.values()}) == len(traces)

@@ -274,6 +274,7 @@ def test_redis_coming_up_during_the_wait_is_used(
 # --- memory -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_maxmemory_noeviction_producer_waits_for_memory(tmp_path: Path) -> None:
     """A Redis with a small maxmemory and no workers yet: the producer fills it, leaving a
     reserve, says it waits for Redis memory and waits; once workers merge, it goes on; the

@@ -2,10 +2,10 @@
 
 A Redis host (password), a producer host and three worker hosts each running
 ``workers run -n 1`` (``tests/fleet.py``, on ``tests/hosts.py``). Each case compares
-``reporter flows --format csv`` (uni and bi) byte for byte with a run on one host: spread over
-the hosts; one worker host SIGKILLed mid-batch; one worker host's link down 15 s mid-batch; and
-``workers run`` stopped by SIGTERM while its link is down. Needs root; ``bench/hosts.py`` runs
-the same scenarios and prints their times.
+``reporter flows --format csv --order rank`` (uni and bi) byte for byte with a run on one host:
+spread over the hosts; one worker host SIGKILLed mid-batch; one worker host's link down 15 s
+mid-batch; and ``workers run`` stopped by SIGTERM while its link is down. Needs root;
+``bench/hosts.py`` runs the same scenarios and prints their times.
 """
 
 from __future__ import annotations

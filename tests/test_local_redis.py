@@ -4,13 +4,11 @@ commands ask at the same time, on a socket in a directory only this user can wri
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,15 +17,19 @@ from redis import Redis
 
 from deploy.local import ensure_local_redis, is_running, local_url, socket_path, stop_local_redis
 from models.errors import BackendError
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[1]
+# HOME GO READY: says it is ready (a file in READY), then starts the server once GO exists;
+# its fine-grained poll is what lines the three processes up, not a synchronisation
 _START = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 from deploy.local import ensure_local_redis
 go = Path(sys.argv[2])
+Path(sys.argv[3], str(os.getpid())).touch()
 while not go.exists():
     time.sleep(0.001)
 print(ensure_local_redis(Path(sys.argv[1])))
@@ -56,13 +58,13 @@ def _kill_servers_on(sock: Path) -> None:
 
 
 @pytest.fixture
-def short_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A world-writable sticky temp folder, like /tmp, with a short name (sockets: 108 bytes)."""
-    d = Path(tempfile.mkdtemp(prefix="fh", dir="/tmp"))
+def short_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A world-writable sticky temp folder, like /tmp, with a short name (sockets: 108 bytes):
+    a direct child of pytest's base folder, made the process's temp folder."""
+    d = tmp_path_factory.mktemp("fh")
     d.chmod(0o1777)
     monkeypatch.setattr(tempfile, "tempdir", str(d))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    return d
 
 
 @pytest.fixture
@@ -77,10 +79,11 @@ def long_home(tmp_path: Path, short_tmp: Path) -> Iterator[Path]:
 def test_two_commands_at_once_start_one_server(tmp_path: Path) -> None:
     home = tmp_path / "home"
     sock = socket_path(home)
-    go = tmp_path / "go"
+    go, ready = tmp_path / "go", tmp_path / "ready"
+    ready.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _START, str(home), str(go)],
+            [sys.executable, "-c", _START, str(home), str(go), str(ready)],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE,
@@ -90,12 +93,18 @@ def test_two_commands_at_once_start_one_server(tmp_path: Path) -> None:
         for _ in range(3)
     ]
     try:
-        time.sleep(1.5)  # all three are waiting for the go file
+
+        def waiting() -> bool:
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            return len(list(ready.iterdir())) == 3
+
+        wait_until(waiting, 60, "all three to wait for the go file")
         go.touch()
         outs = [p.communicate(timeout=60) for p in procs]
         assert [p.returncode for p in procs] == [0, 0, 0], outs
         assert {out.strip() for out, _ in outs} == {local_url(home)}
-        time.sleep(0.5)  # a second server, if any, has had time to daemonize
+        # no grace needed: `redis-server --daemonize yes` forks the server before it returns,
+        # so a second server started by any of the three (all exited) is listed already
         assert len(_servers_on(sock)) == 1
         assert Redis.from_url(local_url(home)).ping()
     finally:

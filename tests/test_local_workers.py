@@ -3,7 +3,6 @@ drained while it runs, so a chatty pool never blocks on a full pipe (issue 12)."
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from producer.follow import LocalWorkers
 from producer.sample import write_sample
 from store.backend import Store
 from store.captures import status
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -26,14 +26,16 @@ PIPE_BUF = 64 * 1024  # Linux's default pipe capacity
 
 
 def _until_final(store: Store, name: str, w: LocalWorkers, seconds: float) -> CaptureState:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    def final() -> CaptureState | None:
         w.check()
-        st = status(store, name, detail=False)
-        if st.state in (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED):
-            return st.state
-        time.sleep(0.1)
-    raise AssertionError(f"capture {name!r} not final after {seconds}s: the pool is blocked")
+        state = status(store, name, detail=False).state
+        return (
+            state
+            if state in (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED)
+            else None
+        )
+
+    return wait_until(final, seconds, f"capture {name!r} to be final (is the pool blocked?)")
 
 
 def test_pool_writing_more_than_a_pipe_holds_keeps_working(
@@ -56,14 +58,14 @@ def test_pool_writing_more_than_a_pipe_holds_keeps_working(
 
 
 def _until_exit(w: LocalWorkers, seconds: float) -> BackendError:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    def exited() -> BackendError | None:
         try:
             w.check()
         except BackendError as exc:
             return exc
-        time.sleep(0.1)
-    raise AssertionError(f"the pool has not exited after {seconds}s: blocked on its stderr?")
+        return None
+
+    return wait_until(exited, seconds, "the pool to exit (blocked on its stderr?)")
 
 
 def test_a_pool_that_floods_stderr_then_fails_exits(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -242,6 +242,7 @@ def test_sigint_mid_traffic_loses_nothing_captured(
     assert uni_table(store, "stop") == _expected(sent[: st.packets])
 
 
+@pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.e2e
 @needs_root

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import Redis
@@ -14,6 +15,8 @@ from store.backend import Store
 from store.captures import close_run
 from workers.aggregate import PartialTable, fold, fold_windows
 from workers.store import MergeStatus, merge_partial
+
+pytestmark = [pytest.mark.redis]
 
 
 class P:

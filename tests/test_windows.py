@@ -64,6 +64,7 @@ def _cli(redis_url: str, *args: str) -> str:
     return res.output
 
 
+@pytest.mark.slow
 def test_window_views(store: Store, redis_url: str, trace: Path, tmp_path: Path) -> None:
     settings = settings_for(redis_url, window=10.0, keep_windows=4)
     with LocalWorkers(redis_url, settings.queue, 2) as w:

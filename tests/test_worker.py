@@ -32,7 +32,7 @@ from producer.sample import write_sample
 from tests.fleet import wait_for
 from tests.test_faults_redis import RedisServer
 from workers.cli import main as workers_main
-from workers.worker import STOP_GRACE, FlowherdWorker
+from workers.worker import MAINTENANCE_LOCK_TTL, STOP_GRACE, FlowherdWorker
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -213,6 +213,30 @@ def test_worker_paused_mid_batch_stays_registered(server: RedisServer, tmp_path:
     finally:
         pool.send_signal(signal.SIGTERM)
         pool.wait(30)
+
+
+def test_worker_killed_while_cleaning_leaves_a_short_lock(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    """One worker at a time cleans a queue's registries (re-queues abandoned batches), under a
+    lock that RQ keeps 15 minutes: a worker killed while cleaning would stop every re-queue for
+    that long. A pool worker's lock lives MAINTENANCE_LOCK_TTL seconds."""
+    conn = connect(server.url)
+    lock = make_queue(conn, "lock").registry_cleaning_key
+    for _ in range(30):  # until the kill lands inside a cleaning pass (a few milliseconds)
+        pool = start_pool(server.url, "lock", 2, tmp_path / "workers.log", **FAST)
+        try:
+            wait_for("2 workers idle", lambda: idle_workers(conn, "lock") == 2, 30)
+            wait_for("a cleaning pass", lambda: conn.exists(lock), 10, 0.0002)
+        finally:
+            os.killpg(pool.pid, signal.SIGKILL)
+            pool.wait(10)
+        ttl = conn.ttl(lock)
+        if ttl > 0:
+            break
+    else:
+        pytest.skip("never killed a worker while it cleaned")
+    assert ttl <= MAINTENANCE_LOCK_TTL, f"a killed worker's lock lives {ttl}s"
 
 
 # --- stopping (defect 9) -------------------------------------------------------------------

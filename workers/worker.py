@@ -33,6 +33,9 @@ What is overridden of RQ 3.0, and why (``rq`` is pinned below 4 for it):
 * ``work``: never with RQ's scheduler process (flowherd schedules no job; retries are
   immediate): a scheduler would be one more process whose exit waits for Redis.
 * ``WorkerPool.request_stop``: also arms the pool's deadline.
+* ``Queue.acquire_maintenance_lock`` (a queue class is RQ's documented extension point, given
+  to the pool): the lock lives 10 s, not 15 minutes, so that a worker killed while it cleans
+  does not stop the re-queueing of killed workers' batches.
 
 Intervals are constructor arguments (``maintenance_interval``, ``worker_ttl``), as RQ intends.
 """
@@ -61,6 +64,8 @@ log = logging.getLogger(__name__)
 
 #: seconds a stopping worker has to finish its batch and deregister before it exits anyway
 STOP_GRACE = 5.0
+#: seconds a queue's registry-maintenance lock lives (RQ: 899); a cleaning pass takes milliseconds
+MAINTENANCE_LOCK_TTL = 10
 
 
 class FlowherdWorker(SimpleWorker):
@@ -129,11 +134,26 @@ class FlowherdWorker(SimpleWorker):
         return bool(super().work(*args, **kwargs))
 
 
+class FlowherdQueue(Queue):
+    """RQ's Queue, but a worker holds the queue's maintenance lock (one worker at a time re-queues
+    abandoned batches) :data:`MAINTENANCE_LOCK_TTL` seconds, not RQ's 15 minutes: a worker killed
+    while it cleans would otherwise stop every re-queue of the queue for that long."""
+
+    def acquire_maintenance_lock(self) -> bool:
+        key = self.registry_cleaning_key
+        return bool(self.connection.set(key, 1, nx=True, ex=MAINTENANCE_LOCK_TTL))
+
+
 class FlowherdPool(WorkerPool):
     """RQ's WorkerPool (SIGTERM or SIGINT: each worker is asked to stop after its batch) whose
-    stop is bounded: workers still alive ``STOP_GRACE + 2`` seconds later are killed."""
+    workers use :class:`FlowherdQueue`, and whose stop is bounded: workers still alive
+    ``STOP_GRACE + 2`` seconds later are killed."""
 
     _killer: threading.Timer | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("queue_class", FlowherdQueue)
+        super().__init__(*args, **kwargs)
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
