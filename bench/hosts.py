@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def main() -> int:
         uni, bi, took = scenarios.one_host(lan, pcap)
         print(f"{'one host (reference)':<26} complete  complete={took:.1f}s")
         ref = (uni, bi)
-        runs = [
+        runs: list[tuple[str, Callable[[Fleet], Outcome]]] = [
             ("spread", lambda f: scenarios.spread(f, pcap, ref)),
             ("killed", lambda f: scenarios.host_killed(f, pcap, ref)),
             ("flap", lambda f: scenarios.link_flap(f, pcap, ref, down=args.down)),

@@ -18,7 +18,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-from deploy.clitools import handle_errors, open_backend, redis_options, settings_from, setup_logging
+from console.cli import handle_errors, open_backend, redis_options, settings_from, setup_logging
+from console.show import err_console, out_console, show_outcome, show_status
 from deploy.queueing import make_queue
 from producer.follow import LocalWorkers, follow_with_progress
 from producer.gaps import batches, missing, settings_of
@@ -30,7 +31,6 @@ from producer.run import ProgressFn
 from producer.sniff import sniff_command
 from producer.submit import default_name, submit
 from producer.synth import synth_command
-from reporter.show import err_console, out_console, show_outcome, show_status
 from store.captures import run_of, status
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

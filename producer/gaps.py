@@ -170,9 +170,7 @@ def load_run(store: Store, name: str) -> tuple[RunKeys, CaptureInfo, CaptureMeta
     return load(store, name)
 
 
-def check_sources(
-    name: str, info: CaptureInfo, meta: CaptureMeta, sources: Sequence[str]
-) -> None:
+def check_sources(name: str, info: CaptureInfo, meta: CaptureMeta, sources: Sequence[str]) -> None:
     """Refuse files other than the run's (by fingerprint; by file name for older runs)."""
     given = [str(s) for s in sources]
     expect = ", ".join(info.sources)

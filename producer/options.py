@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from deploy.clitools import remember
+from console.cli import remember
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

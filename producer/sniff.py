@@ -36,7 +36,8 @@ from rich.markup import escape
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rq import Queue
 
-from deploy.clitools import handle_errors, open_backend, redis_options, settings_from, setup_logging
+from console.cli import handle_errors, open_backend, redis_options, settings_from, setup_logging
+from console.show import err_console, show_outcome
 from deploy.queueing import make_queue
 from models.keys import RunKeys
 from models.settings import Settings
@@ -45,7 +46,6 @@ from producer.live import Counters, Limits, LiveSocket, Reader
 from producer.options import duration_option, run_options
 from producer.run import Progress as WriterProgress
 from producer.run import RunWriter
-from reporter.show import err_console, show_outcome
 from store.backend import Store
 from store.captures import RunLock, register, set_meta
 

@@ -9,10 +9,10 @@ import time
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from deploy.clitools import handle_errors
+from console.cli import handle_errors
+from console.show import err_console
 from producer.mawi import SCALES, TraceSpec, Truth, write_trace
 from producer.options import duration_option
-from reporter.show import err_console
 
 _SCALE_HELP = "; ".join(
     f"{name}: {s.packets:,} packets, {s.flows:,} flows, {s.duration_s:g} s"

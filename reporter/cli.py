@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from deploy.clitools import handle_errors, open_backend, redis_options, settings_from
+from console.cli import handle_errors, open_backend, redis_options, settings_from
+from console.show import out_console, show_status
 from models.errors import CaptureStateError
 from models.flows import ts_text
 from models.report import ConvRow, FlowRow
@@ -34,7 +35,6 @@ from reporter.render import (
     rows_table,
     summary_table,
 )
-from reporter.show import out_console, show_status
 from reporter.sizes import SizeDist
 from reporter.stream import bi_sizes, uni_sizes
 from store.captures import load_report, names, run_of, status

@@ -10,7 +10,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from deploy.clitools import handle_errors, open_backend, redis_options, settings_from
+from console.cli import handle_errors, open_backend, redis_options, settings_from
+from console.show import out_console
 from models.capture import CaptureStatus
 from models.flows import ts_text
 from models.keys import RunKeys
@@ -18,7 +19,6 @@ from reporter import windows
 from reporter.distribution import human_bytes
 from reporter.query import top_rows
 from reporter.render import human_ts, proto_name, rows_table
-from reporter.show import out_console
 from store.backend import Store
 from store.captures import run_of, status
 from store.tables import table as run_table

@@ -17,9 +17,11 @@ import heapq
 import math
 from collections import Counter
 from collections.abc import Sequence
-from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING
+
+from console.units import human_bytes as human_bytes  # re-exported
+from console.units import human_rate as human_rate  # re-exported
 
 if TYPE_CHECKING:
     from reporter.sizes import SizeDist
@@ -189,40 +191,3 @@ def histogram(blocks: Sequence[tuple[int, float, float]], edges: Sequence[float]
         i = min(max(bisect.bisect_right(edges, lo) - 1, 0), len(counts) - 1)
         counts[i] += c
     return counts
-
-
-def _si(value: Decimal, unit: str) -> str:
-    """``value`` (>= 0) with an SI prefix and 3 significant digits, e.g. ``1.23 MB``."""
-    for i, prefix in enumerate(("", *_SI)):
-        d = value.scaleb(-3 * i)
-        if i < len(_SI) and d >= 1000:
-            continue
-        if d == 0:
-            return f"0 {prefix}{unit}"
-        q = d.quantize(Decimal(1).scaleb(min(0, d.adjusted() - 2)), ROUND_HALF_EVEN)
-        if q.adjusted() != d.adjusted():  # 9.996 -> 10.00: drop the fourth digit
-            q = q.quantize(Decimal(1).scaleb(min(0, q.adjusted() - 2)), ROUND_HALF_EVEN)
-        if q >= 1000 and i < len(_SI):
-            continue
-        return f"{q} {prefix}{unit}"
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def human_bytes(n: int) -> str:
-    """Bytes in SI units with 3 significant digits: ``999 B``, ``1.23 kB``, ``45.6 MB``.
-
-    Below 1000 the exact count is shown. Negative values get a leading ``-``.
-    """
-    if n < 0:
-        return "-" + human_bytes(-n)
-    if n < 1000:
-        return f"{n} B"
-    return _si(Decimal(n), "B")
-
-
-def human_rate(bytes_per_s: Fraction | float | int) -> str:
-    """A byte rate as bits per second in SI units, 3 significant digits: ``8.00 Mbit/s``."""
-    v = Fraction(bytes_per_s) * 8
-    if v < 0:
-        return "-" + human_rate(-Fraction(bytes_per_s))
-    return _si(Decimal(v.numerator) / Decimal(v.denominator), "bit/s")

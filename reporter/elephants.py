@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
+from console.units import human_bytes
+from console.units import rule_text as rule_text  # re-exported
 from models.report import ElephantResult, ElephantRule
-from reporter.distribution import human_bytes
 from reporter.sizes import (
     CAP,
     FAN,
@@ -247,17 +248,3 @@ def classify(sizes: Sequence[int], rule: ElephantRule) -> ElephantResult:
     Raises :class:`ValueError` for a negative size.
     """
     return classify_all(sizes, [rule])[0]
-
-
-def rule_text(rule: ElephantRule) -> str:
-    """A rule's definition in words, e.g. ``>= 1% of all bytes`` or ``constant load, beta=0.8``."""
-    if rule.kind == "top_n":
-        return f"the {rule.n} largest flows"
-    if rule.kind == "threshold":
-        if rule.bytes is not None:
-            return f">= {human_bytes(rule.bytes)}"
-        return f">= {(rule.fraction or 0) * 100:g}% of all bytes"
-    if rule.kind == "constant_load":
-        beta = rule.beta or 0.0
-        return f"fewest largest flows with {beta * 100:g}% of bytes (constant load, beta={beta:g})"
-    return "> mean + 3 sigma"

@@ -21,23 +21,15 @@ from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import Literal, TypeVar, get_args
 
-from models.flows import NS
+from console.units import PROTOCOL_NAMES, rate
 from models.report import ConvRow, FlowRow
+
+__all__ = ["PROTOCOLS", "PROTOCOL_NAMES", "RANK_BY", "parse_proto", "rate", "sort_key", "top"]
 
 RankBy = Literal["bytes", "packets", "duration", "rate"]
 RANK_BY: tuple[str, ...] = get_args(RankBy)
 RowT = TypeVar("RowT", FlowRow, ConvRow)
 
-#: Display names of the common IP protocols (``render.proto_name`` shows these).
-PROTOCOL_NAMES: dict[int, str] = {
-    1: "ICMP",
-    6: "TCP",
-    17: "UDP",
-    47: "GRE",
-    50: "ESP",
-    58: "ICMPv6",
-    132: "SCTP",
-}
 #: IP protocol numbers by the (lower-case) names :func:`parse_proto` accepts.
 PROTOCOLS: dict[str, int] = {name.lower(): p for p, name in PROTOCOL_NAMES.items()} | {
     "ipv6-icmp": 58
@@ -62,18 +54,6 @@ def parse_proto(text: str) -> int:
         raise ValueError(f"protocol number {p} is out of range: use 0-255")
     names = ", ".join(PROTOCOLS)
     raise ValueError(f"unknown protocol {text!r}: use one of {names} or a number 0-255")
-
-
-def rate(row: FlowRow | ConvRow) -> Fraction:
-    """Bytes per second over the row's duration (``last_ns - first_ns``), exactly.
-
-    A one-packet row, or one whose packets share a timestamp (duration 0), has rate 0: it has
-    no duration to spread its bytes over, and ranking it first would only reward short flows.
-    """
-    d = row.last_ns - row.first_ns
-    if row.packets < 2 or d <= 0:
-        return Fraction(0)
-    return Fraction(row.bytes * NS, d)
 
 
 def key_text(row: FlowRow | ConvRow) -> str:

@@ -22,7 +22,7 @@ FLOORS = {
     "deploy": 1,
     "store": 2,
     "console": 3,
-    "workers": 3,
+    "workers": 4,
     "reporter": 4,
     "producer": 5,
 }

@@ -20,9 +20,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from redis import Redis
 from rq import Worker
+from rq.worker import BaseWorker
 
 from deploy.connect import connect
 from deploy.queueing import make_queue
@@ -31,6 +33,7 @@ from store.backend import Store
 from store.captures import status
 from tests.hosts import Host, Lan, RedisNode, script
 
+T = TypeVar("T")
 FAST = {"FLOWHERD_HEARTBEAT": "2", "FLOWHERD_MAINTENANCE_INTERVAL": "1"}
 FINAL = (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED)
 BATCH = 500  # frames per batch: ~20 jobs of a tenth of a second or more
@@ -40,8 +43,9 @@ def capture_status(conn: Redis, name: str) -> CaptureStatus:
     return status(Store.single(conn), name, detail=False)
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float, poll: float = 0.05) -> object:
-    """Poll ``check`` until it returns something true; AssertionError after ``timeout``."""
+def wait_for(what: str, check: Callable[[], T | None], timeout: float, poll: float = 0.05) -> T:
+    """Poll ``check`` until it returns something true, and return it; AssertionError after
+    ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -86,13 +90,13 @@ class Fleet:
         for h in self.hosts if hosts is None else hosts:
             self.procs[h.role] = h.popen([script("workers"), "run", "-n", "1", "-v"], env=self.env)
 
-    def host_of(self, w: Worker) -> Host | None:
+    def host_of(self, w: BaseWorker) -> Host | None:
         addr = (w.ip_address or "").rsplit(":", 1)[0]
         return next((h for h in self.hosts if h.addr == addr), None)
 
-    def live_workers(self) -> dict[str, list[Worker]]:
+    def live_workers(self) -> dict[str, list[BaseWorker]]:
         """The queue's registered workers whose process is alive, by host role."""
-        out: dict[str, list[Worker]] = {h.role: [] for h in self.hosts}
+        out: dict[str, list[BaseWorker]] = {h.role: [] for h in self.hosts}
         pids = {h.role: set(h.pids()) for h in self.hosts}
         for w in Worker.all(queue=make_queue(self.conn(), self.queue)):
             h = self.host_of(w)
@@ -123,9 +127,7 @@ class Fleet:
                         return jid, w.pid
             return None
 
-        found = wait_for(f"a batch busy on {host.role}", started, timeout, poll=0.005)
-        assert isinstance(found, tuple)
-        return found
+        return wait_for(f"a batch busy on {host.role}", started, timeout, poll=0.005)
 
     def freeze_busy(self, host: Host, timeout: float = 30) -> tuple[str, int]:
         """Stop (SIGSTOP) the worker of ``host`` in the middle of a batch; return the batch's

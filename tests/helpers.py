@@ -21,7 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 from click.testing import CliRunner, Result
@@ -32,8 +32,9 @@ from rq.worker import BaseWorker
 
 from deploy.queueing import make_queue
 from models.keys import RunKeys
-from producer.cli import main as producer_main
-from producer.follow import LocalWorkers
+
+if TYPE_CHECKING:
+    from producer.follow import LocalWorkers
 
 T = TypeVar("T")
 
@@ -218,6 +219,8 @@ def let_lease_run_out(conn: Redis, keys: RunKeys) -> None:
 
 def invoke(args: Sequence[str]) -> Result:
     """``producer ARGS`` in this process (click's runner), exceptions propagated."""
+    from producer.cli import main as producer_main  # here: the file builders need no CLI
+
     return CliRunner().invoke(producer_main, list(args), catch_exceptions=False)
 
 

@@ -116,7 +116,7 @@ def _pick_subnet() -> ipaddress.IPv4Network:
     ]
     rng = random.SystemRandom()
     for _ in range(1000):
-        net = ipaddress.ip_network(f"10.{rng.randrange(64, 255)}.{rng.randrange(256)}.0/24")
+        net = ipaddress.IPv4Network(f"10.{rng.randrange(64, 255)}.{rng.randrange(256)}.0/24")
         if not any(net.overlaps(u) for u in used if u.prefixlen > 0):
             return net
     raise RuntimeError("no free private /24 found")
@@ -261,7 +261,7 @@ class RedisNode:
         return f"redis://:{self.password}@{self.host.addr}:{self.port}/0"
 
     def client(self, **kw: object) -> Redis:
-        return Redis.from_url(self.url, **kw)  # type: ignore[arg-type]
+        return Redis.from_url(self.url, **kw)
 
     def start(self, timeout: float = 15) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from deploy.queueing import FlowherdJob, make_queue
 from models.keys import BATCH_JOB
 from producer.sample import write_sample
 from tests.fleet import wait_for
-from tests.test_faults_redis import RedisServer
+from tests.test_faults_redis import RedisServer  # type: ignore[attr-defined]
 from workers.cli import main as workers_main
 from workers.worker import MAINTENANCE_LOCK_TTL, STOP_GRACE, FlowherdWorker
 
@@ -113,7 +113,7 @@ def freeze_busy(conn: Redis, queue: str) -> tuple[str, int]:
     of a second: freezing it is how "mid-batch" is made certain); its job id and pid."""
     q = make_queue(conn, queue)
     while True:
-        jid, pid = wait_for("a busy worker", lambda: busy_worker(conn, queue), 30, 0.005)  # type: ignore[misc]
+        jid, pid = wait_for("a busy worker", lambda: busy_worker(conn, queue), 30, 0.005)
         os.kill(pid, signal.SIGSTOP)
         job = q.fetch_job(jid)
         if job is not None and job.get_status() == "started":
@@ -174,7 +174,7 @@ def test_long_batch_keeps_its_heartbeat(server: RedisServer, tmp_path: Path) -> 
             jobs = [q.fetch_job(j) for j in q.finished_job_registry.get_job_ids()]
             return [j for j in jobs if j is not None and j.func_name == BATCH_JOB]
 
-        (job,) = wait_for("the batch finished", batch_done, 90, 0.1)  # type: ignore[misc]
+        (job,) = wait_for("the batch finished", batch_done, 90, 0.1)
     finally:
         pool.send_signal(signal.SIGTERM)
         pool.wait(30)

@@ -25,7 +25,7 @@ import click
 from pydantic import ValidationError
 from rq.serializers import JSONSerializer
 
-from deploy.clitools import handle_errors, open_backend, redis_options, settings_from, setup_logging
+from console.cli import handle_errors, open_backend, redis_options, settings_from, setup_logging
 from deploy.connect import redact
 from deploy.local import ensure_local_redis, is_running, local_url, stop_local_redis
 from deploy.queueing import FlowherdJob

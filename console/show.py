@@ -1,14 +1,14 @@
-"""Human display of a capture's status and report (rich, to any console)."""
+"""Human display of a capture's status and report (rich, to any console), for every CLI."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
+from console.tables import elephants_table, rows_table, summary_table
+from console.units import human_bytes, human_ts
 from models.capture import CaptureState, CaptureStatus
 from models.report import Report
-from reporter.distribution import human_bytes
-from reporter.render import elephants_table, human_ts, rows_table, summary_table
 from store.backend import Store
 from store.captures import load_report, run_of
 
