@@ -154,6 +154,27 @@ def test_worker_takes_its_intervals_from_settings(
         FlowherdWorker(["q"], connection=conn)
 
 
+def test_stop_deadline_ends_with_the_work_loop(redis_url: str) -> None:
+    """A worker that stopped in time (as in-process workers of tests and ``bench/`` do) leaves
+    no deadline behind to end its process later. In a process of its own: that end is
+    ``os._exit``."""
+    code = f"""
+import time
+from redis import Redis
+from workers import worker
+worker.STOP_GRACE = 2.0
+w = worker.FlowherdWorker(["q"], connection=Redis.from_url({redis_url!r}))
+armed = time.monotonic()
+w.handle_warm_shutdown_request()  # what SIGTERM does first: arms the deadline
+w.work(burst=True)  # the queue is empty: it stops (deregisters) within a second
+assert time.monotonic() - armed < 2.0
+time.sleep(armed + 2.5 - time.monotonic())  # past the deadline
+print("alive")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.endswith("\nalive\n"), res.stdout + res.stderr
+
+
 # --- heartbeat during a batch (defect 11) --------------------------------------------------
 
 

@@ -31,7 +31,8 @@ What is overridden of RQ 3.0, and why (``rq`` is pinned below 4 for it):
 * ``handle_warm_shutdown_request`` (RQ's hook for a stop request; HerokuWorker's too): arms
   the :data:`STOP_GRACE` deadline.
 * ``work``: never with RQ's scheduler process (flowherd schedules no job; retries are
-  immediate): a scheduler would be one more process whose exit waits for Redis.
+  immediate): a scheduler would be one more process whose exit waits for Redis. A stop
+  deadline ends with the work loop, for workers run inside another program (tests, bench).
 * ``WorkerPool.request_stop``: also arms the pool's deadline.
 * ``Queue.acquire_maintenance_lock`` (a queue class is RQ's documented extension point, given
   to the pool): the lock lives 10 s, not 15 minutes, so that a worker killed while it cleans
@@ -131,7 +132,12 @@ class FlowherdWorker(SimpleWorker):
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         kwargs["with_scheduler"] = False
-        return bool(super().work(*args, **kwargs))
+        try:
+            return bool(super().work(*args, **kwargs))
+        finally:
+            if self._stop_timer is not None:  # stopped in time: no deadline left behind
+                self._stop_timer.cancel()
+                self._stop_timer = None
 
 
 class FlowherdQueue(Queue):
