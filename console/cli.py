@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from deploy.connect import connect, redact
 from deploy.local import ensure_local_redis
@@ -144,7 +144,7 @@ def handle_errors(f: F) -> F:
         except FlowherdError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             click.echo(f"error: Redis: {redact(str(exc))}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:

@@ -26,12 +26,10 @@ def redact(url: str) -> str:
     except ValueError:
         return "<unparsable url>"
     netloc = parts.netloc
-    if parts.password is not None:
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        netloc = f"{user}:***@{host}"
+    if "@" in netloc:  # by text: a cluster URL names several host:port pairs
+        cred, hosts = netloc.rsplit("@", 1)
+        user, sep, _ = cred.partition(":")
+        netloc = f"{user}:***@{hosts}" if sep else f"***@{hosts}"
     query = "&".join(
         f"{k}=***" if k.lower() == "password" else (f"{k}={v}" if v or "=" in part else k)
         for part in parts.query.split("&")

@@ -19,7 +19,17 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from redis import Redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterDownError,
+    ConnectionError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TimeoutError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from deploy.connect import command_retry, connect, redact
@@ -89,6 +99,88 @@ def _cluster_nodes(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
     return nodes, opts
 
 
+#: seconds a cluster client keeps retrying a command through a failover (the cluster's node
+#: timeout, an election and a new slot map; `cluster-node-timeout` is 15 s by default)
+FAILOVER_WAIT_S = 30.0
+
+
+def _transient(exc: BaseException) -> bool:
+    """An error a failover causes and ends: a refused or lost connection, a slot without a
+    master for now, a cluster that cannot be reached yet."""
+    if isinstance(exc, ConnectionError | TimeoutError | ClusterDownError | TryAgainError):
+        return not isinstance(exc, AuthenticationError)
+    return type(exc) in (RedisClusterException, SlotNotCoveredError)
+
+
+def _with_backoff(call: Any, wait: float) -> Any:
+    deadline = time.monotonic() + wait
+    delay = 0.05
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if not _transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+class _Pipeline:
+    """A cluster pipeline that can be sent again: it records the commands and, when sending
+    fails for a failover, builds a fresh pipeline of them after a pause (flowherd's pipelines
+    are reads, or writes that are idempotent: absolute values, script calls guarded by
+    done-markers)."""
+
+    def __init__(self, client: FailoverCluster, transaction: bool | None) -> None:
+        self._client, self._transaction = client, transaction
+        self._calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def record(*args: Any, **kwargs: Any) -> _Pipeline:
+            self._calls.append((name, args, kwargs))
+            return self
+
+        return record
+
+    def execute(self) -> list[Any]:
+        def send() -> list[Any]:
+            p = RedisCluster.pipeline(self._client, transaction=self._transaction)  # type: ignore[no-untyped-call]
+            for name, args, kwargs in self._calls:
+                getattr(p, name)(*args, **kwargs)
+            try:
+                return list(p.execute())
+            finally:
+                p.reset()
+
+        try:
+            return list(_with_backoff(send, self._client.failover_wait))
+        finally:
+            self._calls = []
+
+    def __enter__(self) -> _Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._calls = []
+
+
+class FailoverCluster(RedisCluster):
+    """A Redis Cluster client that waits out a failover: a command (script calls included) or a
+    pipeline that fails for want of a master is sent again with exponential backoff (50 ms to
+    1 s) for up to ``failover_wait`` seconds. redis-py alone retries at once, so its retries
+    are spent before a replica has been promoted. Every command flowherd sends to the store is
+    safe to repeat (see :class:`_Pipeline`)."""
+
+    failover_wait: float = FAILOVER_WAIT_S
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        call = super().execute_command
+        return _with_backoff(lambda: call(*args, **kwargs), self.failover_wait)  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        return _Pipeline(self, transaction)
+
+
 def connect_cluster(url: str, wait: float = 10.0) -> RedisCluster:
     """A Redis Cluster client from ``redis+cluster://`` (or ``rediss+cluster://``), checked by
     reading the cluster's slot map. Retries reaching it for ``wait`` seconds, then raises
@@ -101,7 +193,7 @@ def connect_cluster(url: str, wait: float = 10.0) -> RedisCluster:
     delay = 0.1
     while True:
         try:
-            client = RedisCluster(
+            client = FailoverCluster(
                 startup_nodes=nodes,
                 socket_connect_timeout=max(1.0, min(wait, 5.0)),
                 socket_timeout=15.0,  # longer than a WAIT (workers/store.py)
@@ -112,13 +204,14 @@ def connect_cluster(url: str, wait: float = 10.0) -> RedisCluster:
                 ),
                 **opts,
             )
-            client.ping(target_nodes=RedisCluster.PRIMARIES)
+            # the first contact has its own deadline (this loop), not the failover wait
+            RedisCluster.execute_command(client, "PING", target_nodes=RedisCluster.PRIMARIES)  # type: ignore[no-untyped-call]
             return client
         except (AuthenticationError, ResponseError) as exc:
             raise BackendError(
                 f"Redis Cluster at {redact(url)} refused the connection: {exc}"
             ) from None
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise BackendError(

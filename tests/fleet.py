@@ -29,7 +29,7 @@ from rq.worker import BaseWorker
 from deploy.connect import connect
 from deploy.queueing import make_queue
 from models.capture import CaptureState, CaptureStatus
-from store.backend import Store
+from store.backend import Store, open_store
 from store.captures import status
 from tests.hosts import Host, Lan, RedisNode, script
 
@@ -39,8 +39,9 @@ FINAL = (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED)
 BATCH = 500  # frames per batch: ~20 jobs of a tenth of a second or more
 
 
-def capture_status(conn: Redis, name: str) -> CaptureStatus:
-    return status(Store.single(conn), name, detail=False)
+def capture_status(conn: Redis | Store, name: str) -> CaptureStatus:
+    store = conn if isinstance(conn, Store) else Store.single(conn)
+    return status(store, name, detail=False)
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, poll: float = 0.05) -> T:
@@ -66,6 +67,8 @@ class Fleet:
     hosts: list[Host]
     queue: str = "flowherd"
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: the flow store when it is not the queue's Redis (a Redis Cluster on its own host)
+    store_url: str | None = None
 
     @classmethod
     def build(cls, lan: Lan, workers: int = 3) -> Fleet:
@@ -77,9 +80,51 @@ class Fleet:
     def on_queue(self, queue: str) -> Fleet:
         return dataclasses.replace(self, queue=queue, procs={})
 
+    @classmethod
+    def build_cluster(cls, lan: Lan, workers: int = 3, masters: int = 3) -> Fleet:
+        """Like :meth:`build`, plus a ``store`` host running a Redis Cluster of ``masters``
+        nodes (one password, real TCP) that holds the flow tables."""
+        fleet = cls.build(lan, workers)
+        host = lan.add_host("store")
+        pw = fleet.redis.password
+        nodes = [
+            RedisNode(
+                host,
+                7000 + i,
+                pw,
+                [
+                    "cluster-enabled yes",
+                    "cluster-config-file nodes.conf",
+                    "cluster-node-timeout 3000",
+                    f"masterauth {pw}",
+                ],
+            )  # fmt: skip
+            for i in range(masters)
+        ]
+        for n in nodes:
+            n.start()
+        res = host.run(
+            ["redis-cli", "--cluster", "create", *[f"{host.addr}:{n.port}" for n in nodes],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            env={"REDISCLI_AUTH": pw},
+        )  # fmt: skip
+        if res.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create: {res.stdout!r} {res.stderr!r}")
+        nodes_txt = ",".join(f"{host.addr}:{n.port}" for n in nodes)
+        fleet.store_url = f"redis+cluster://:{pw}@{nodes_txt}"
+        wait_for("cluster ok", lambda: fleet.store().kv.cluster_info()["cluster_state"] == "ok", 30)
+        return fleet
+
     @property
     def env(self) -> dict[str, str]:
-        return {"FLOWHERD_REDIS_URL": self.redis.url, "FLOWHERD_QUEUE": self.queue, **FAST}
+        env = {"FLOWHERD_REDIS_URL": self.redis.url, "FLOWHERD_QUEUE": self.queue, **FAST}
+        if self.store_url:
+            env["FLOWHERD_STORE_URL"] = self.store_url
+        return env
+
+    def store(self) -> Store:
+        """The flow store as the producer sees it (the queue's Redis, or the cluster)."""
+        return open_store(self.conn(), self.store_url)
 
     def conn(self) -> Redis:
         return connect(self.redis.url)
@@ -181,7 +226,7 @@ class Fleet:
             raise AssertionError(f"producer submit exited {res.returncode}: {res.stderr!r}")
 
     def follow(self, name: str, timeout: float = 90) -> CaptureStatus:
-        conn = self.conn()
+        conn = self.store()
         st = wait_for(
             f"capture {name!r} final",
             lambda: (s := capture_status(conn, name)).state in FINAL and s,
