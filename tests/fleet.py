@@ -98,7 +98,7 @@ class Fleet:
                     "cluster-node-timeout 3000",
                     f"masterauth {pw}",
                 ],
-            )  # fmt: skip
+            )
             for i in range(masters)
         ]
         for n in nodes:
