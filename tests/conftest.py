@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,15 +13,10 @@ import pytest
 from redis import Redis
 
 from store.backend import Store
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +24,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.fail("redis-server is not installed: run scripts/install.sh (or `make install`)")
-    port = _free_port()
+    port = free_port()
     d = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [

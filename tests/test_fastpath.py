@@ -55,7 +55,8 @@ from workers.linktypes import LINKTYPES as WALKED_LINKTYPES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PCAPS = SHARED / "pcaps"
-BIG = Path("/tmp/big.pcap")
+#: the benchmark trace, where bench/ keeps it (bench/run.py and bench/cluster.py build it there)
+BIG = Path(__file__).resolve().parents[1] / "out" / "big.pcap"
 LINKTYPES = (0, 1, 9, 12, 14, 50, 101, 108, 113, 147, 228, 229, 276)
 #: Link types decode() knows (the shared walker's); a capture holding one of them must get
 #: some frames decoded.
@@ -85,6 +86,7 @@ def _records(path: Path) -> Iterator[tuple[int, bytes]]:
         return
 
 
+@pytest.mark.corpus
 @pytest.mark.skipif(not CAPTURES, reason=f"shared corpus not found at {PCAPS}")
 @pytest.mark.parametrize("name", CAPTURES)
 def test_corpus_capture(name: str) -> None:
@@ -524,6 +526,7 @@ def mutated(draw: st.DrawFn) -> tuple[int, bytes]:
     return linktype, bytes(buf)
 
 
+@pytest.mark.slow
 @settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=mutated())
 def test_mutated_frames(case: tuple[int, bytes]) -> None:
@@ -576,6 +579,7 @@ def ipv6_chain(draw: st.DrawFn) -> bytes:
     return frame
 
 
+@pytest.mark.slow
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frame=ipv6_chain())
 def test_ipv6_extension_chains(frame: bytes) -> None:

@@ -411,6 +411,7 @@ class _Sink(io.StringIO):
         return len(s)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["export", "scan", "report"])
 def test_memory_does_not_grow_with_the_table(what: str) -> None:
     """The traced peak for 80,000 conversations is about what 20,000 need (a table held in

@@ -30,7 +30,7 @@ from deploy.queueing import FlowherdJob, make_queue
 from models.keys import BATCH_JOB
 from producer.sample import write_sample
 from tests.fleet import wait_for
-from tests.test_faults_redis import RedisServer  # type: ignore[attr-defined]
+from tests.helpers import RedisServer
 from workers.cli import main as workers_main
 from workers.worker import MAINTENANCE_LOCK_TTL, STOP_GRACE, FlowherdWorker
 
