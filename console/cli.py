@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 from redis import Redis
 from redis.exceptions import RedisClusterException, RedisError
 
@@ -144,6 +145,11 @@ def handle_errors(f: F) -> F:
         except FlowherdError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except ValidationError as exc:  # a bad FLOWHERD_* value: one line, a usage error
+            bad = exc.errors()[0]
+            name = f"FLOWHERD_{str(bad['loc'][0]).upper()}" if bad["loc"] else "settings"
+            click.echo(f"error: {name}={bad.get('input')!r}: {bad['msg']}", err=True)
+            sys.exit(2)
         except (RedisError, RedisClusterException) as exc:
             click.echo(f"error: Redis: {redact(str(exc))}", err=True)
             sys.exit(1)

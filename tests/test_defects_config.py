@@ -86,3 +86,27 @@ def test_no_help_shows_a_password(cli: click.Command) -> None:
         assert res.exit_code == 0, (path, res.output)
         found = CREDENTIAL_URL.findall(res.output)
         assert not found, f"`{' '.join(path)} --help` shows a credential: {found}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["workers", "local-redis", "status"], {"FLOWHERD_HEARTBEAT": "1"}),
+        (["producer", "status", "x"], {"FLOWHERD_BATCH_BYTES": "zz"}),
+        (["reporter", "captures"], {"FLOWHERD_SHARDS": "0"}),
+    ],
+)
+def test_bad_setting_is_one_line_in_every_command(argv: list[str], env: dict[str, str]) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = str(Path(sys.executable).parent / argv[0])
+    res = subprocess.run(
+        [exe, *argv[1:]], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 2, res.stderr
+    name = next(iter(env))
+    assert res.stderr.startswith(f"error: {name}=") and res.stderr.count("\n") == 1, res.stderr
+    assert "Traceback" not in res.stderr

@@ -19,10 +19,8 @@ Plain ``rq worker`` works too, with flowherd's serializer and job class (``RQ_RE
 from __future__ import annotations
 
 import os
-import sys
 
 import click
-from pydantic import ValidationError
 from rq.serializers import JSONSerializer
 
 from console.cli import handle_errors, open_backend, redis_options, settings_from, setup_logging
@@ -64,13 +62,7 @@ def run(num: int, burst: bool, verbose: int, redis_url: str | None, queue: str) 
     within about FLOWHERD_HEARTBEAT + FLOWHERD_MAINTENANCE_INTERVAL seconds (20 + 15).
     """
     setup_logging(verbose)
-    try:
-        settings = settings_from(redis_url, queue)
-    except ValidationError as exc:  # a bad FLOWHERD_* value: one line, a usage error
-        bad = exc.errors()[0]
-        name = f"FLOWHERD_{str(bad['loc'][0]).upper()}" if bad["loc"] else "settings"
-        click.echo(f"error: {name}={bad['input']!r}: {bad['msg']}", err=True)
-        sys.exit(2)
+    settings = settings_from(redis_url, queue)  # a bad FLOWHERD_* value: one line, exit 2
     store, url, embedded = open_backend(settings)  # checks the store is reachable
     conn = store.queue
     if settings.store_url:  # the pool's worker processes build their store from it
