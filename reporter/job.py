@@ -12,6 +12,7 @@ from rq import get_current_job
 from models.keys import RunKeys
 from reporter.build import stream_report
 from store.backend import Store, store_for_job
+from store.captures import exists as run_exists
 from store.captures import load_info, name_of_run, status, store_report
 from store.tables import iter_raw, table
 
@@ -24,7 +25,7 @@ def build_report_for(store: Store, run: str) -> str:
     The report is built in streaming passes over the shards (memory does not grow with the
     table, see :func:`reporter.build.stream_report`)."""
     name = name_of_run(store, run)
-    if name is None or not store.kv.exists(RunKeys(run).meta):
+    if name is None or not run_exists(store, RunKeys(run)):
         return "stale"
     keys = RunKeys(run, load_info(store, RunKeys(run), name).shards)
     st = status(store, name)

@@ -72,6 +72,11 @@ def load(store: Store, name: str) -> tuple[RunKeys, CaptureInfo, CaptureMeta]:
     return keys, info, read_meta(store, keys)
 
 
+def exists(store: Store, keys: RunKeys) -> bool:
+    """The run still exists (not replaced or deleted)."""
+    return bool(store.kv.exists(keys.meta))
+
+
 def read_meta(store: Store, keys: RunKeys) -> CaptureMeta:
     return CaptureMeta.from_hash(store.kv.hgetall(keys.meta))
 
@@ -116,7 +121,10 @@ def register(
         p.execute()
     with kv.pipeline() as p:
         p.set(keys.info, info.model_dump_json())
-        p.hset(keys.meta, mapping={MetaField.STATE: StoredState.SUBMITTING.value, "enqueued": 0})
+        p.hset(
+            keys.meta,
+            mapping={MetaField.STATE: StoredState.SUBMITTING.value, MetaField.ENQUEUED: 0},
+        )
         p.execute()
     if kv.hsetnx(CAPTURES, name, keys.run):
         return keys

@@ -20,6 +20,7 @@ from models.capture import BatchRef
 from models.errors import BatchError
 from models.keys import PayloadKeys, RunKeys
 from store.backend import Store, store_for_job
+from store.captures import exists as run_exists
 from store.captures import is_done, store_id
 from workers.aggregate import fold, fold_windows
 from workers.dissect import dissect
@@ -81,7 +82,7 @@ def _process(store: Store, ref_json: str, origin: str) -> dict[str, int | str]:
         )
     payload = conn.get(payload_key)
     if payload is None:
-        if not store.kv.exists(keys.meta):
+        if not run_exists(store, keys):
             return {"status": "stale"}
         if is_done(store, keys, ref.seq):
             return {"status": "duplicate"}
