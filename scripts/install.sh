@@ -21,10 +21,14 @@ apt_install() {
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+# redis-cli joins the nodes of a local Redis Cluster (deploy/cluster.py, the cluster tests)
+command -v redis-cli >/dev/null || need+=(redis-tools)
 # libpcap compiles the BPF filters of `producer sniff`
 ldconfig -p 2>/dev/null | grep -q 'libpcap\.so\.0\.8' || need+=(libpcap0.8)
 if [ "$want_test" = 1 ]; then
   command -v tshark >/dev/null || need+=(tshark)
+  # `ip netns` and bridges for the host tests (tests/hosts.py)
+  command -v ip >/dev/null || need+=(iproute2)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} with apt-get" >&2
