@@ -36,7 +36,8 @@ from producer.gaps import (
 )
 from producer.run import Progress, ProgressFn, RunWriter
 from store.backend import Store
-from store.captures import RunLock, reopen, set_meta, warnings
+from store.captures import reopen, set_meta, warnings
+from store.lock import RunLock
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from models.state import StoredState
 from producer.gaps import failed_registry, finish, load_run, ranges, run_settings, scan
 from producer.run import batch_ref
 from store.backend import Store
-from store.captures import RunLock, failed_job_ids, is_done, store_id
+from store.captures import failed_job_ids, is_done, store_id
+from store.lock import RunLock
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,6 @@ from models.settings import Settings
 from models.state import MetaField, StoredState
 from store.backend import Store
 from store.captures import (
-    RunLock,
     add_warning,
     batches_done,
     close_run,
@@ -35,6 +34,7 @@ from store.captures import (
     set_meta,
     store_id,
 )
+from store.lock import RunLock
 
 log = logging.getLogger(__name__)
 

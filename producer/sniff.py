@@ -47,7 +47,8 @@ from producer.options import duration_option, run_options
 from producer.run import Progress as WriterProgress
 from producer.run import RunWriter
 from store.backend import Store
-from store.captures import RunLock, register, set_meta
+from store.captures import register, set_meta
+from store.lock import RunLock
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from producer.gaps import record_batching
 from producer.resume import feed, resend
 from producer.run import Progress, ProgressFn, RunWriter
 from store.backend import Store
-from store.captures import RunLock, register
+from store.captures import register
+from store.lock import RunLock
 
 
 def default_name(sources: Sequence[str]) -> str:

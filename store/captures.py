@@ -22,6 +22,7 @@ from models.report import Report
 from models.settings import Settings
 from models.state import CaptureMeta, MetaField, StoredState
 from store.backend import Store
+from store.tables import sum_totals
 
 _CLOSE = resources.files(__package__).joinpath("close.lua").read_text()
 _FINISH = resources.files(__package__).joinpath("finish.lua").read_text()
@@ -294,21 +295,6 @@ def failed_batches(queue: Redis, queue_name: str, run: str, limit: int = 20) -> 
     return out
 
 
-def _sum_totals(raws: list[dict[bytes, bytes]]) -> dict[str, int]:
-    """Shard totals added up; ``first_ns`` is the minimum and ``last_ns`` the maximum."""
-    tot: dict[str, int] = {}
-    for raw in raws:
-        for k, v in raw.items():
-            f, n = k.decode(), int(v)
-            if f == "first_ns":
-                tot[f] = min(tot.get(f, n), n)
-            elif f == "last_ns":
-                tot[f] = max(tot.get(f, n), n)
-            else:
-                tot[f] = tot.get(f, 0) + n
-    return tot
-
-
 def status(store: Store, name: str, detail: bool = True) -> CaptureStatus:
     """The capture's state and totals. ``detail=False`` (progress polls) skips the failures'
     error texts and the search for lost parts; the counts are always exact."""
@@ -323,7 +309,7 @@ def status(store: Store, name: str, detail: bool = True) -> CaptureStatus:
             p.hgetall(sk.totals)
         meta_raw, done, warns, *shard_totals = p.execute()
     meta = CaptureMeta.from_hash(meta_raw)
-    tot = _sum_totals(shard_totals)
+    tot = sum_totals(shard_totals)
     if detail:
         failures = failed_batches(store.queue, info.queue, run)
         lost = lost_parts(store, keys, int(done)) if info.shards > 1 or done else {}
@@ -372,48 +358,3 @@ def status(store: Store, name: str, detail: bool = True) -> CaptureStatus:
         lost_parts=[f"batch {q} shard {s}" for q, ss in sorted(lost.items()) for s in ss],
         elapsed_s=((meta.completed_ns or time.time_ns()) - info.created_ns) / 1e9,
     )
-
-
-#: seconds a writer's lock outlives its last renewal (a writer renews it every third of that)
-LOCK_TTL_S = 15.0
-
-
-class RunLock:
-    """The one producer writing a run: ``submit``/``sniff`` while they run, ``--resume`` and
-    ``retry``. A lease renewed by :meth:`renew`; a killed holder's lease lapses ``ttl`` seconds
-    after its last renewal. Raises :class:`CaptureStateError` when another process holds it."""
-
-    def __init__(self, store: Store, keys: RunKeys, name: str, ttl: float = LOCK_TTL_S) -> None:
-        self.store, self.keys, self.name, self.ttl = store, keys, name, ttl
-        self.token = secrets.token_hex(8)
-        self._renewed = 0.0
-
-    def acquire(self) -> RunLock:
-        if not self.store.kv.set(self.keys.lock, self.token, nx=True, px=int(self.ttl * 1000)):
-            left = max(int(self.store.kv.pttl(self.keys.lock)), 0) / 1000
-            raise CaptureStateError(
-                f"capture {self.name!r} is being written by another producer (submit, sniff, "
-                f"--resume or retry): wait for it to end; if it was killed, its lock lapses "
-                f"in {left:.0f}s"
-            )
-        self._renewed = time.monotonic()
-        return self
-
-    def renew(self) -> None:
-        """Extend the lease (cheap to call often: it writes at most every ttl / 3)."""
-        now = time.monotonic()
-        if now - self._renewed < self.ttl / 3:
-            return
-        self._renewed = now
-        if _s(self.store.kv.get(self.keys.lock)) == self.token:
-            self.store.kv.pexpire(self.keys.lock, int(self.ttl * 1000))
-
-    def release(self) -> None:
-        if _s(self.store.kv.get(self.keys.lock)) == self.token:
-            self.store.kv.delete(self.keys.lock)
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

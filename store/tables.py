@@ -62,7 +62,11 @@ def totals(store: Store, t: Table) -> dict[str, int]:
     with store.kv.pipeline(transaction=False) as p:
         for part in t.parts:
             p.hgetall(part.totals)
-        raws = p.execute()
+        return sum_totals(p.execute())
+
+
+def sum_totals(raws: list[dict[bytes, bytes]]) -> dict[str, int]:
+    """Shards' totals hashes added up; ``first_ns`` is the minimum and ``last_ns`` the maximum."""
     tot: dict[str, int] = {}
     for raw in raws:
         for k, v in raw.items():

@@ -17,7 +17,8 @@ from producer.retry import retry
 from producer.sample import write_sample
 from producer.submit import submit
 from store.backend import Store
-from store.captures import RunLock, failed_job_ids, run_of, status
+from store.captures import failed_job_ids, run_of, status
+from store.lock import RunLock
 from tests.helpers import wait_until
 from tests.pipeline import settings_for
 
