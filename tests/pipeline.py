@@ -3,6 +3,8 @@ and compare what it stored with the ground truth of ``producer.sample``."""
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,6 +25,9 @@ from store.tables import table as run_table
 
 #: A text uni-directional flow key: (src, dst, proto, sport, dport).
 UniKey = tuple[str, str, int, int, int]
+
+
+SHARED_PCAPS = Path(__file__).resolve().parents[2] / "shared" / "pcaps"
 
 
 def settings_for(redis_url: str, queue: str | None = None, **kw: object) -> Settings:
@@ -98,3 +103,38 @@ def assert_exact(store: Store, name: str, st: CaptureStatus, truth: dict) -> Non
     assert st.batches_failed == 0
     assert st.packets == sum(v[0] for v in truth.values())
     assert uni_table(store, name) == truth_text(truth)
+
+
+# --- the shared corpus through the pipeline (tests/test_oracle.py, tests/test_cluster_oracle.py)
+
+#: every capture of ../shared/pcaps (empty when it is absent)
+CORPUS = sorted(p.name for p in (SHARED_PCAPS).glob("*.pcap*")) if SHARED_PCAPS.is_dir() else []
+ENGINES = ["scapy", "fast"]
+
+
+def corpus_name(file: str, engine: str) -> str:
+    """The capture name of ``file`` submitted with ``engine``."""
+    return f"{engine}-" + file.replace(".", "_")
+
+
+def merge_corpus(
+    store: Store, redis_url: str, store_url: str | None = None
+) -> dict[tuple[str, str], CaptureStatus]:
+    """Submit every corpus capture once per engine through two real worker processes (writing
+    to ``store_url``, or to the queue's Redis); their final status by (file, engine)."""
+    out: dict[tuple[str, str], CaptureStatus] = {}
+    for engine in ENGINES:
+        settings = settings_for(redis_url, batch_packets=500, engine=engine)
+        with LocalWorkers(redis_url, settings.queue, 2, store_url) as w:
+            for name in CORPUS:
+                path = str(SHARED_PCAPS / name)
+                out[name, engine] = run_capture(
+                    store, settings, [path], corpus_name(name, engine), w
+                )
+    return out
+
+
+def sorted_rows(text: str) -> list[list[str]]:
+    """A CSV's header, then its rows sorted (the oracle compares tables, not row orders)."""
+    rows = list(csv.reader(io.StringIO(text)))
+    return [rows[0], *sorted(rows[1:])]

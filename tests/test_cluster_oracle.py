@@ -4,8 +4,6 @@ do, tests/test_oracle.py) and the totals equal its summary."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 
 import pytest
@@ -14,12 +12,11 @@ from redis import Redis
 
 from deploy.cluster import LocalCluster
 from models.capture import CaptureState, CaptureStatus
-from producer.follow import LocalWorkers
 from reporter.cli import main as reporter_main
 from store.backend import open_store
 from tests.cluster import flush_cluster
 from tests.conftest import SHARED
-from tests.pipeline import run_capture, settings_for
+from tests.pipeline import CORPUS, ENGINES, corpus_name, merge_corpus, sorted_rows
 
 pytestmark = [
     pytest.mark.redis,
@@ -29,12 +26,7 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
-CAPTURES = (
-    sorted(p.name for p in (SHARED / "pcaps").glob("*.pcap*"))
-    if (SHARED / "pcaps").is_dir()
-    else []
-)
-ENGINES = ["scapy", "fast"]
+CAPTURES = CORPUS
 
 
 @pytest.fixture(scope="module")
@@ -45,23 +37,7 @@ def merged(redis_url: str, cluster: LocalCluster) -> dict[tuple[str, str], Captu
     queue.flushall()
     store = open_store(queue, cluster.url)
     flush_cluster(store.kv)
-    out: dict[tuple[str, str], CaptureStatus] = {}
-    for engine in ENGINES:
-        settings = settings_for(redis_url, batch_packets=500, engine=engine)
-        with LocalWorkers(redis_url, settings.queue, 2, cluster.url) as w:
-            for name in CAPTURES:
-                path = str(SHARED / "pcaps" / name)
-                out[name, engine] = run_capture(store, settings, [path], _cap(name, engine), w)
-    return out
-
-
-def _cap(file: str, engine: str) -> str:
-    return f"{engine}-" + file.replace(".", "_")
-
-
-def _sorted_rows(text: str) -> list[list[str]]:
-    rows = list(csv.reader(io.StringIO(text)))
-    return [rows[0], *sorted(rows[1:])]
+    return merge_corpus(store, redis_url, cluster.url)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -83,7 +59,7 @@ def test_cluster_tables_equal_oracle(
             reporter_main,
             [
                 "flows",
-                _cap(file, engine),
+                corpus_name(file, engine),
                 "--direction",
                 direction,
                 "--format",
@@ -96,4 +72,4 @@ def test_cluster_tables_equal_oracle(
         )
         assert res.exit_code == 0, res.output
         expected = (SHARED / "oracle" / f"{file}.{direction}.csv").read_text()
-        assert _sorted_rows(res.output) == _sorted_rows(expected), direction
+        assert sorted_rows(res.output) == sorted_rows(expected), direction

@@ -6,8 +6,6 @@ for row once sorted, and the summary totals must match. Runs where ../shared exi
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 
 import pytest
@@ -15,22 +13,14 @@ from click.testing import CliRunner
 from redis import Redis
 
 from models.capture import CaptureState
-from producer.follow import LocalWorkers
 from reporter.cli import main as reporter_main
 from store.backend import Store
 from tests.conftest import SHARED
-from tests.pipeline import run_capture, settings_for
+from tests.pipeline import CORPUS, ENGINES, corpus_name, merge_corpus, sorted_rows
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.corpus]
 
-CAPTURES = (
-    sorted(p.name for p in (SHARED / "pcaps").glob("*.pcap*"))
-    if (SHARED / "pcaps").is_dir()
-    else []
-)
-
-
-ENGINES = ["scapy", "fast"]
+CAPTURES = CORPUS
 
 
 @pytest.fixture(scope="module")
@@ -40,24 +30,7 @@ def merged(redis_url: str) -> dict[tuple[str, str], object]:
         pytest.skip("../shared/pcaps is not present")
     conn = Redis.from_url(redis_url)
     conn.flushall()
-    store = Store.single(conn)
-    out: dict[tuple[str, str], object] = {}
-    for engine in ENGINES:
-        settings = settings_for(redis_url, batch_packets=500, engine=engine)
-        with LocalWorkers(redis_url, settings.queue, 2) as w:
-            for name in CAPTURES:
-                path = str(SHARED / "pcaps" / name)
-                out[name, engine] = run_capture(store, settings, [path], _cap(name, engine), w)
-    return out
-
-
-def _cap(file: str, engine: str) -> str:
-    return f"{engine}-" + file.replace(".", "_")
-
-
-def _sorted_rows(text: str) -> list[list[str]]:
-    rows = list(csv.reader(io.StringIO(text)))
-    return [rows[0], *sorted(rows[1:])]
+    return merge_corpus(Store.single(conn), redis_url)  # type: ignore[return-value]
 
 
 def _flows_csv(redis_url: str, name: str, direction: str) -> str:
@@ -73,14 +46,18 @@ def _flows_csv(redis_url: str, name: str, direction: str) -> str:
 @pytest.mark.parametrize("file", CAPTURES)
 def test_uni_table_equals_oracle(merged: dict, redis_url: str, file: str, engine: str) -> None:
     expected = (SHARED / "oracle" / f"{file}.uni.csv").read_text()
-    assert _sorted_rows(_flows_csv(redis_url, _cap(file, engine), "uni")) == _sorted_rows(expected)
+    assert sorted_rows(_flows_csv(redis_url, corpus_name(file, engine), "uni")) == sorted_rows(
+        expected
+    )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("file", CAPTURES)
 def test_bi_table_equals_oracle(merged: dict, redis_url: str, file: str, engine: str) -> None:
     expected = (SHARED / "oracle" / f"{file}.bi.csv").read_text()
-    assert _sorted_rows(_flows_csv(redis_url, _cap(file, engine), "bi")) == _sorted_rows(expected)
+    assert sorted_rows(_flows_csv(redis_url, corpus_name(file, engine), "bi")) == sorted_rows(
+        expected
+    )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
