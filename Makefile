@@ -28,10 +28,13 @@ test-core: ## the fast core alone: no worker processes, corpus, cluster, faults 
 lint: ## ruff and mypy
 	$(VENV)/ruff check . && $(VENV)/ruff format --check . && $(VENV)/mypy
 
+lock: ## re-resolve every dependency (all extras) into constraints.txt, which installs use
+	@scripts/lock.sh
+
 bench: ## throughput benchmark against the single-process scapy baseline
 	$(VENV)/python bench/run.py
 
 clean: ## remove build outputs (not the virtual environment)
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install demo test test-core lint bench clean
+.PHONY: help install demo test test-core lint lock bench clean

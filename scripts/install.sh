@@ -29,6 +29,8 @@ if [ "$want_test" = 1 ]; then
   command -v tshark >/dev/null || need+=(tshark)
   # `ip netns` and bridges for the host tests (tests/hosts.py)
   command -v ip >/dev/null || need+=(iproute2)
+  # nfcapd and nfdump: the IPFIX collector of tests/test_ipfix_nfdump.py
+  command -v nfcapd >/dev/null || need+=(nfdump)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} with apt-get" >&2
@@ -39,12 +41,17 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-extra=""
+# plots and the web view by default; the test tools (and every extra) with --test. A host that
+# only runs workers can `pip install flowherd` alone (docs/operations.md).
+extra="[plot,web]"
 [ "$want_test" = 1 ] && extra="[test]"
+# the locked versions (`make lock` refreshes constraints.txt)
+constraints=()
+[ -f constraints.txt ] && constraints=(-c constraints.txt)
 stamp=".venv/.installed${extra}"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   log=.venv/install.log
-  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".${extra}"; } >"$log" 2>&1; then
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q "${constraints[@]}" -e ".${extra}"; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "error: pip install failed (log above, also in $log)" >&2
     exit 1
