@@ -53,6 +53,17 @@ ISL_HDR = H("01000c0000 00 001122334455 0000 aaaa03 00000c 0000 0000 0000")
 SLL_IPGRE = H("0000 030a 0000 0000000000000000")  # hrd ARPHRD_IPGRE
 SLL2_HDR = H("0000 00000002 0001 00 06 001b21aabbcc0000")  # after the protocol: mbz .. addr
 
+
+def tlv(tlv_type: int, value: bytes, order: str = "<") -> bytes:
+    """An NFLOG TLV (a netlink attribute) padded to 4 bytes; x86 byte order unless ``order``."""
+    return struct.pack(order + "HH", 4 + len(value), tlv_type) + value + bytes(-len(value) % 4)
+
+
+def nflog(family: int, *tlvs: bytes, version: int = 0) -> bytes:
+    """An NFLOG frame: family (NFPROTO_), version, resource id 0, then ``tlvs``."""
+    return bytes([family, version]) + H("0000") + b"".join(tlvs)
+
+
 # (id, linktype, frame, expected span or None)
 # fmt: off
 CASES: list[tuple[str, int, bytes, Span | None]] = [
@@ -158,6 +169,25 @@ CASES: list[tuple[str, int, bytes, Span | None]] = [
     ("ipv4 linktype", 228, IP6, (IPV4, 0, 48)),
     ("ipv6 linktype", 229, IP4, (IPV6, 0, 28)),
     ("ipv4 linktype, empty", 228, b"", (IPV4, 0, 0)),
+    # Linux NFLOG (239): family, version, resource id, then TLVs in the capturing host's order
+    ("nflog ipv4", 239, nflog(2, tlv(1, H("0800 03 00")), tlv(10, b"fw: \0"), tlv(9, IP4)), (IPV4, 28, 56)),
+    ("nflog ipv6", 239, nflog(10, tlv(1, H("86dd 01 00")), tlv(9, IP6)), (IPV6, 16, 64)),
+    ("nflog family, no packet header", 239, nflog(2, tlv(9, IP4)), (IPV4, 8, 36)),
+    ("nflog hw protocol before family", 239, nflog(7, tlv(1, H("0800 03 00")), tlv(9, IP4)), (IPV4, 16, 44)),
+    ("nflog hw protocol 0: family", 239, nflog(10, tlv(1, H("0000 03 00")), tlv(9, IP6)), (IPV6, 16, 64)),
+    ("nflog hw protocol vlan", 239, nflog(2, tlv(1, H("8100 03 00")), tlv(9, H("0001 0800") + IP4)), (IPV4, 20, 48)),
+    ("nflog hw protocol arp", 239, nflog(2, tlv(1, H("0806 03 00")), tlv(9, bytes(28))), None),
+    ("nflog packet header of another length", 239, nflog(2, tlv(1, H("86dd 03 00 00")), tlv(9, IP4)), (IPV4, 20, 48)),
+    ("nflog unknown family", 239, nflog(7, tlv(9, IP4)), None),
+    ("nflog last payload wins", 239, nflog(2, tlv(9, IP6), tlv(9, IP4)), (IPV4, 60, 88)),
+    ("nflog nested flag on the type", 239, nflog(2, H("2000 0980") + IP4), (IPV4, 8, 36)),
+    ("nflog tlv shorter than 4 ends it", 239, nflog(2, tlv(9, IP4), H("0200 0000")), None),
+    ("nflog tlv past the frame", 239, nflog(2, H("2800 0900") + IP4), None),
+    ("nflog trailing bytes", 239, nflog(2, tlv(9, IP4)) + H("0800"), (IPV4, 8, 36)),
+    ("nflog no payload", 239, nflog(2, tlv(1, H("0800 03 00"))), None),
+    ("nflog big-endian tlvs", 239, nflog(2, tlv(1, H("86dd 03 00"), ">"), tlv(9, IP6, ">")), (IPV6, 16, 64)),
+    ("nflog version 1 is little-endian", 239, nflog(2, tlv(9, IP4, ">"), version=1), None),
+    ("nflog cut", 239, H("0200 00"), None),
     ("unknown linktype", 147, eth("0800", IP4), None),
 ]
 # fmt: on
@@ -205,6 +235,8 @@ def test_unknown_linktype_is_not_in_the_table() -> None:
         (headers.SLL, 16),
         (headers.SLL2, 20),
         (headers.LOOPBACK, 4),
+        (headers.NFLOG, 4),
+        (headers.NFLOG_TLV, 4),
     ],
     ids=lambda v: v.name if isinstance(v, headers.Layout) else str(v),
 )
@@ -268,54 +300,66 @@ def test_a_cut_frame_has_the_whole_frames_span_clipped_or_none(
 
 # --- teaching the walker something new: one table entry ----------------------------------------
 
-NFLOG = 239  # LINKTYPE_NFLOG
-NFULA_PAYLOAD = 9
-NFLOG_FAMILIES: dict[int, Next] = {2: IPV4, 10: IPV6}  # AF_INET, Linux AF_INET6
+USER1 = 148  # LINKTYPE_USER1, private use: here a 2-byte ethertype, then the packet
 
 
-def nflog(data: bytes, off: int, end: int) -> Span | None:
-    """A minimal LINKTYPE_NFLOG step: family, version, resource id, then TLVs (little-endian
-    length and type, padded to 4 bytes) up to the packet payload TLV."""
-    if end - off < 4:
+def user_header(data: bytes, off: int, end: int) -> Span | None:
+    """A made-up link header: an ethertype and nothing else."""
+    if end - off < 2:
         return None
-    family, pos = data[off], off + 4
-    while end - pos >= 4:
-        length, tlv_type = struct.unpack_from("<HH", data, pos)
-        if length < 4:
-            return None
-        if tlv_type == NFULA_PAYLOAD:
-            return follow(NFLOG_FAMILIES, family, data, pos + 4, min(end, pos + length))
-        pos += (length + 3) & ~3
-    return None
-
-
-def nflog_frame(family: int, packet: bytes) -> bytes:
-    prefix = b"fw: " + bytes(4)
-    return (
-        bytes([family, 0]) + H("0000")
-        + struct.pack("<HH", 4 + len(prefix), 10) + prefix  # NFULA_PREFIX
-        + struct.pack("<HH", 4 + len(packet), NFULA_PAYLOAD) + packet
-    )  # fmt: skip
+    return follow(ETHERTYPES, framing.u16(data, off), data, off + 2, end)
 
 
 def test_a_new_link_type_is_one_entry_of_a_local_table() -> None:
-    table = {**LINKTYPES, NFLOG: nflog}
-    frame = nflog_frame(2, IP4)
-    assert locate(NFLOG, frame, table) == (IPV4, 20, 48)
-    assert locate(NFLOG, nflog_frame(10, IP6), table) == (IPV6, 20, 68)
-    assert locate(NFLOG, nflog_frame(7, IP4), table) is None
-    assert locate(NFLOG, frame) is None  # production's table is untouched
-    assert NFLOG not in LINKTYPES
+    table = {**LINKTYPES, USER1: user_header}
+    frame = H("0800") + IP4
+    assert locate(USER1, frame, table) == (IPV4, 2, 30)
+    assert locate(USER1, H("86dd") + IP6, table) == (IPV6, 2, 50)
+    assert locate(USER1, H("0806") + IP4, table) is None
+    assert locate(USER1, frame) is None  # production's table is untouched
+    assert USER1 not in LINKTYPES
 
 
 def test_one_entry_teaches_both_engines(monkeypatch: pytest.MonkeyPatch) -> None:
-    frame = nflog_frame(2, IP4)
-    assert dissect(NFLOG, frame) == dissect_fast(NFLOG, frame) == "unsupported_linktype"
-    monkeypatch.setitem(LINKTYPES, NFLOG, nflog)
-    assert dissect(NFLOG, frame) == IP4_KEY  # the scapy engine
-    assert decode(NFLOG, frame) == IP4_KEY  # the fast engine, without scapy
-    assert dissect(NFLOG, nflog_frame(10, IP6)) == decode(NFLOG, nflog_frame(10, IP6)) == IP6_KEY
-    assert dissect(NFLOG, nflog_frame(7, IP4)) == decode(NFLOG, nflog_frame(7, IP4)) == "non_ip"
+    frame = H("0800") + IP4
+    assert dissect(USER1, frame) == dissect_fast(USER1, frame) == "unsupported_linktype"
+    monkeypatch.setitem(LINKTYPES, USER1, user_header)
+    assert dissect(USER1, frame) == IP4_KEY  # the scapy engine
+    assert decode(USER1, frame) == IP4_KEY  # the fast engine, without scapy
+    assert dissect(USER1, H("86dd") + IP6) == decode(USER1, H("86dd") + IP6) == IP6_KEY
+    assert dissect(USER1, H("0806") + IP4) == decode(USER1, H("0806") + IP4) == "non_ip"
+
+
+@pytest.mark.parametrize(
+    ("linktype", "frame", "key"),
+    [
+        (239, nflog(2, tlv(1, H("0800 03 00")), tlv(9, IP4)), IP4_KEY),
+        (239, nflog(10, tlv(1, H("86dd 03 00"), ">"), tlv(9, IP6, ">")), IP6_KEY),
+        (239, nflog(2, tlv(9, IP4 + bytes(4))), IP4_KEY),
+        (228, IP4, IP4_KEY),
+        (229, IP6, IP6_KEY),
+        (239, nflog(7, tlv(9, IP4)), "non_ip"),
+        (228, IP6, "malformed_ip"),
+    ],
+    ids=[
+        "nflog ipv4",
+        "nflog big-endian ipv6",
+        "nflog trailer",
+        "ipv4",
+        "ipv6",
+        "nflog family 7",
+        "ipv4 holding ipv6",
+    ],
+)
+def test_nflog_and_raw_ip_link_types_in_both_engines(
+    linktype: int, frame: bytes, key: PacketInfo | str
+) -> None:
+    """The frames tests/test_linktypes.py checks against tshark, frame by frame: both engines
+    find the same key, the fast engine without scapy wherever it decides alone."""
+    assert dissect(linktype, frame) == dissect_fast(linktype, frame) == key
+    assert decode(linktype, frame) in (key, None)
+    if isinstance(key, PacketInfo):
+        assert decode(linktype, frame) == key
 
 
 def test_one_ethertype_entry_teaches_both_engines(monkeypatch: pytest.MonkeyPatch) -> None:

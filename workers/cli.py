@@ -1,6 +1,7 @@
 """``workers``: run flowherd's RQ workers, and manage the embedded private Redis.
 
     workers run -n 4                      # 4 worker processes on this host
+    workers run -n 4 --metrics-port 9350  # and their Prometheus metrics (docs/metrics.md)
     FLOWHERD_REDIS_URL_FILE=/etc/flowherd/redis-url workers run -n 8   # a shared Redis
     workers local-redis status|start|stop
 
@@ -26,8 +27,9 @@ from rq.serializers import JSONSerializer
 from console.cli import handle_errors, open_backend, redis_options, settings_from, setup_logging
 from deploy.connect import redact
 from deploy.local import ensure_local_redis, is_running, local_url, stop_local_redis
-from deploy.queueing import FlowherdJob
+from deploy.queueing import FlowherdJob, make_queue
 from models.settings import Settings
+from workers import metrics
 from workers.worker import FlowherdPool, FlowherdWorker
 
 
@@ -51,15 +53,48 @@ def main() -> None:
     help="Worker processes to start.",
 )
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    envvar="FLOWHERD_METRICS_PORT",
+    default=None,
+    metavar="PORT",
+    help="Serve Prometheus metrics of all NUM workers on http://HOST:PORT/metrics: packets, "
+    "bytes, batches by outcome, dissect and merge seconds, queue depth (docs/metrics.md) "
+    "[env FLOWHERD_METRICS_PORT]. Default: no metrics.",
+)
+@click.option(
+    "--metrics-host",
+    envvar="FLOWHERD_METRICS_HOST",
+    default="0.0.0.0",
+    show_default=True,
+    metavar="HOST",
+    help="Address the metrics endpoint listens on (127.0.0.1: this host only) "
+    "[env FLOWHERD_METRICS_HOST].",
+)
 @click.option("-v", "--verbose", count=True, help="-v: one log line per job; -vv: debug.")
 @redis_options
 @handle_errors
-def run(num: int, burst: bool, verbose: int, redis_url: str | None, queue: str) -> None:
+def run(
+    num: int,
+    burst: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+    verbose: int,
+    redis_url: str | None,
+    queue: str,
+) -> None:
     """Run NUM worker processes on this host until interrupted (Ctrl-C stops them cleanly).
 
     Each process is an RQ worker that does not fork per job and only runs flowherd's own job
     functions; a dead process is replaced, and a batch it was processing goes back on the queue
     within about FLOWHERD_HEARTBEAT + FLOWHERD_MAINTENANCE_INTERVAL seconds (20 + 15).
+
+    \b
+    Examples:
+      workers run -n 8                          # 8 processes, private Redis
+      FLOWHERD_REDIS_URL_FILE=/etc/flowherd/redis-url workers run -n 8 --metrics-port 9350
+      curl -s localhost:9350/metrics | grep flowherd_packets_total
     """
     setup_logging(verbose)
     settings = settings_from(redis_url, queue)  # a bad FLOWHERD_* value: one line, exit 2
@@ -78,7 +113,14 @@ def run(num: int, burst: bool, verbose: int, redis_url: str | None, queue: str) 
         serializer=JSONSerializer,
         job_class=FlowherdJob,
     )
-    pool.start(burst=burst, logging_level={0: "WARNING", 1: "INFO"}.get(verbose, "DEBUG"))
+    level = {0: "WARNING", 1: "INFO"}.get(verbose, "DEBUG")
+    if metrics_port is None:
+        pool.start(burst=burst, logging_level=level)
+        return
+    q = make_queue(conn, queue)
+    with metrics.endpoint(metrics_host, metrics_port, q, lambda: pool.number_of_active_workers):
+        click.echo(f"metrics on http://{metrics_host}:{metrics_port}/metrics", err=True)
+        pool.start(burst=burst, logging_level=level)
 
 
 @main.command("local-redis")

@@ -23,6 +23,8 @@ __all__ = [
     "LLC",
     "LOOPBACK",
     "MPLS",
+    "NFLOG",
+    "NFLOG_TLV",
     "PPP",
     "PPPOE",
     "PWACH",
@@ -126,3 +128,10 @@ SLL2 = Layout(
 #: BSD loopback (dpkt ``Loopback``): ``family`` is an address family, in the capturing host's
 #: byte order for LINKTYPE_NULL, in network byte order for LINKTYPE_LOOP.
 LOOPBACK = Layout("loopback", (("family", "I"),))
+#: Linux netfilter NFLOG, LINKTYPE_NFLOG (tshark ``nflog``): ``family`` is an NFPROTO_ value
+#: (2 IPv4, 10 IPv6), ``resource_id`` the NFLOG group; TLVs follow.
+NFLOG = Layout("nflog", (("family", "B"), ("version", "B"), ("resource_id", "H")))
+#: One NFLOG TLV (a netlink attribute): ``length`` counts this header and the value, and the next
+#: TLV starts at the next multiple of 4. Both fields are in the capturing host's byte order (the
+#: file's, for version 0), unlike everything else here; the top bit of ``type`` is a flag.
+NFLOG_TLV = Layout("nflog_tlv", (("length", "H"), ("type", "H")))

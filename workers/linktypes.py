@@ -21,6 +21,7 @@ Per link type, following TShark 4.0:
 * Raw IP (101, and 12/14 as some files use): tshark's ``raw`` heuristics (PPP in HDLC at
   offset 0 or 6, ten zero bytes before IPv4), then the version nibble. scapy maps 14 nowhere
   on Linux. 228 is IPv4 and 229 IPv6 whatever the version nibble says.
+* Linux NFLOG (239, ``tcpdump -i nflog:N``): :func:`nflog`. scapy has no NFLOG layer.
 
 Every step only reads the frame and never raises.
 """
@@ -42,7 +43,7 @@ from workers.framing import (
     ppp_hdlc,
     u16,
 )
-from workers.headers import LOOPBACK, SLL, SLL2
+from workers.headers import LOOPBACK, NFLOG, NFLOG_TLV, SLL, SLL2
 
 _ARPHRD_IPGRE = 778
 _ARPHRD_NETLINK = 824
@@ -52,6 +53,14 @@ _SLL2_HRD, _SLL2_ETHTYPE = SLL2.at("hrd"), SLL2.at("ethtype")
 _ISDN_FAKE_MAC = 6  # Linux ISDN: a 6-byte fake MAC address before PPP in HDLC
 _ISDN_LINK_DOWN = b"\x00" * 10  # ISDN with the link down: ten zero bytes before IPv4
 _TSHARK_RAW_MIN = 8  # below 8 bytes tshark's raw IP heuristics throw
+_NFLOG_FAMILY, _NFLOG_VERSION = NFLOG.at("family"), NFLOG.at("version")
+_NFLOG_TLV_SIZE = NFLOG_TLV.size
+_NFLOG_TLV_LENGTH, _NFLOG_TLV_TYPE = NFLOG_TLV.at("length"), NFLOG_TLV.at("type")
+_NFULA_PACKET_HDR = 1  # value: hw_protocol (an ethertype, big-endian), hook, padding
+_NFULA_PACKET_HDR_LENGTH = 8
+_NFULA_PAYLOAD = 9  # value: the packet, from its network header
+_NFULA_TYPE_MASK = 0x7FFF  # the top bit is netlink's NLA_F_NESTED
+_NFULA_TYPES = 0x100  # attribute types are small: a larger one is read in the wrong byte order
 
 
 def _is_ppp_in_hdlc(data: bytes, off: int) -> bool:
@@ -131,12 +140,70 @@ def raw(data: bytes, off: int, end: int) -> Span | None:
     return follow(IP_VERSIONS, data[off] >> 4, data, off, end)
 
 
+def _host_u16(data: bytes, off: int, big: bool) -> int:
+    """The 16-bit field at ``data[off]``, big- or little-endian (the caller checked it is there)."""
+    return u16(data, off) if big else data[off + 1] << 8 | data[off]
+
+
+def _nflog_tlvs_big_endian(data: bytes, pos: int, end: int) -> bool:
+    """Whether the first TLV at ``data[pos]`` reads as a TLV in big-endian order only.
+
+    TLV headers are in the capturing host's byte order, and a big-endian pcap file holds a
+    big-endian host's, which tshark's file reader swaps (for NFLOG version 0) before it reads
+    them in x86 order. A batch does not carry the file's byte order: the first TLV tells it.
+    """
+    if end - pos < _NFLOG_TLV_SIZE:
+        return False
+    return not _plausible_tlv(data, pos, False) and _plausible_tlv(data, pos, True)
+
+
+def _plausible_tlv(data: bytes, pos: int, big: bool) -> bool:
+    length = _host_u16(data, pos + _NFLOG_TLV_LENGTH, big)
+    tlv_type = _host_u16(data, pos + _NFLOG_TLV_TYPE, big) & _NFULA_TYPE_MASK
+    return length >= _NFLOG_TLV_SIZE and tlv_type < _NFULA_TYPES
+
+
+def nflog(data: bytes, off: int, end: int) -> Span | None:
+    """Linux NFLOG (LINKTYPE_NFLOG): the last NFULA_PAYLOAD TLV, as tshark's ``nflog`` reads it.
+
+    The payload is an IP packet: the ethertype of an NFULA_PACKET_HDR TLV (one of value length
+    4) says which when it is not 0, else the header's family (NFPROTO_IPV4 2, NFPROTO_IPV6 10).
+    TLV headers are in x86 (little-endian) order, or big-endian where only that reads as a TLV
+    (:func:`_nflog_tlvs_big_endian`). tshark finds no payload when a TLV's length is below 4,
+    or when a TLV runs past the captured bytes (a frame cut by the snaplen inside its payload).
+    """
+    if end - off < NFLOG.size:
+        return None
+    family = data[off + _NFLOG_FAMILY]
+    pos = off + NFLOG.size
+    big = data[off + _NFLOG_VERSION] == 0 and _nflog_tlvs_big_endian(data, pos, end)
+    hw_protocol, payload = 0, None
+    while end - pos >= _NFLOG_TLV_SIZE:
+        length = _host_u16(data, pos + _NFLOG_TLV_LENGTH, big)
+        if length < _NFLOG_TLV_SIZE or length > end - pos:
+            return None
+        tlv_type = _host_u16(data, pos + _NFLOG_TLV_TYPE, big) & _NFULA_TYPE_MASK
+        if tlv_type == _NFULA_PAYLOAD:
+            payload = pos + _NFLOG_TLV_SIZE, pos + length
+        elif tlv_type == _NFULA_PACKET_HDR and length == _NFULA_PACKET_HDR_LENGTH:
+            hw_protocol = u16(data, pos + _NFLOG_TLV_SIZE)
+        pos += (length + 3) & ~3
+    if payload is None:
+        return None
+    start, stop = payload
+    if hw_protocol:
+        return follow(ETHERTYPES, hw_protocol, data, start, stop)
+    return follow(NFPROTO_FAMILIES, family, data, start, stop)
+
+
 #: BSD address family (NULL, LOOP) -> what follows: AF_INET, and the BSDs' AF_INET6 values.
 BSD_FAMILIES: dict[int, Next] = {2: IPV4, 24: IPV6, 28: IPV6, 30: IPV6}
 #: Linux pseudo-protocol of a cooked header (<= 1536) -> what follows.
 COOKED_PROTOCOLS: dict[int, Next] = {0x0003: ethernet, 0x0004: llc, 0x0007: ppp_hdlc}
 #: IP version nibble of a raw IP frame -> its dissector.
 IP_VERSIONS: dict[int, Next] = {4: IPV4, 6: IPV6}
+#: Netfilter protocol family of an NFLOG header -> its payload's dissector.
+NFPROTO_FAMILIES: dict[int, Next] = {2: IPV4, 10: IPV6}
 
 #: LINKTYPE_* value -> what the frame starts with. Anything else is an unsupported link type.
 LINKTYPES: dict[int, Next] = {
@@ -151,6 +218,7 @@ LINKTYPES: dict[int, Next] = {
     113: sll,
     228: IPV4,
     229: IPV6,
+    239: nflog,
     276: sll2,
 }
 

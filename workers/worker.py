@@ -34,6 +34,8 @@ What is overridden of RQ 3.0, and why (``rq`` is pinned below 4 for it):
   immediate): a scheduler would be one more process whose exit waits for Redis. A stop
   deadline ends with the work loop, for workers run inside another program (tests, bench).
 * ``WorkerPool.request_stop``: also arms the pool's deadline.
+* ``WorkerPool.handle_dead_worker``: also drops a dead worker's in-flight gauge when the pool
+  serves metrics (:mod:`workers.metrics`).
 * ``Queue.acquire_maintenance_lock`` (a queue class is RQ's documented extension point, given
   to the pool): the lock lives 10 s, not 15 minutes, so that a worker killed while it cleans
   does not stop the re-queueing of killed workers' batches.
@@ -52,10 +54,11 @@ from typing import TYPE_CHECKING, Any
 from rq.job import Job
 from rq.queue import Queue
 from rq.worker import SimpleWorker
-from rq.worker_pool import WorkerPool
+from rq.worker_pool import WorkerData, WorkerPool
 
 from deploy.local import die_with_parent
 from models.settings import Settings
+from workers import metrics
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
@@ -82,6 +85,7 @@ class FlowherdWorker(SimpleWorker):
         self._stop_timer: threading.Timer | None = None
         if os.environ.get("FLOWHERD_DIE_WITH_PARENT") == "1":  # set by `workers run`
             die_with_parent()  # a worker of a pool ends with its pool
+        metrics.start_worker()  # with --metrics-port: exported at 0 before the first batch
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.beat
@@ -167,6 +171,10 @@ class FlowherdPool(WorkerPool):
             self._killer = threading.Timer(STOP_GRACE + 2, self._kill_stragglers)
             self._killer.daemon = True
             self._killer.start()
+
+    def handle_dead_worker(self, worker_data: WorkerData) -> None:
+        super().handle_dead_worker(worker_data)
+        metrics.process_dead(worker_data.pid)
 
     def _kill_stragglers(self) -> None:
         for data in list(self.worker_dict.values()):
