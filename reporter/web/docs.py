@@ -1,0 +1,211 @@
+"""The documents of the web view, computed by the functions the CLIs use (no web framework here).
+
+Each ``*_json`` function returns the text that the matching command prints with ``--json`` or
+``--format json``: ``reporter captures``, ``producer status``, ``reporter top``, ``reporter
+summary``, ``reporter windows`` and ``reporter persist``. Query parameters are parsed here too,
+so the pages and the JSON API refuse the same values with the same messages.
+
+Failures: :class:`BadParam` (a parameter is wrong: HTTP 400), :class:`NotFound` (no such
+capture, or no windows: 404); any other :class:`~models.errors.CaptureStateError` is a capture
+in a state that does not allow the request (409).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from models.capture import CaptureStatus
+from models.errors import CaptureStateError
+from models.flows import ts_text
+from models.keys import NAME_RE, RunKeys
+from models.report import ElephantRule, PersistentFlow, Report, WindowSummary
+from reporter import windows
+from reporter.build import stream_report
+from reporter.elephants import DEFAULT_RULES, parse_rule
+from reporter.query import Row, top_rows
+from reporter.rank import RANK_BY, RankBy, parse_proto
+from reporter.render import rows_json
+from store.backend import Store
+from store.captures import load_report, names, run_of, status
+from store.tables import iter_raw, table
+
+#: the largest ``n`` a request may ask for (a top-N list is held in memory)
+MAX_N = 1000
+DIRECTIONS = ("uni", "bi")
+
+
+class BadParam(ValueError):
+    """A query parameter the view cannot use (HTTP 400)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(f"{param}: {message}")
+
+
+class NotFound(CaptureStateError):
+    """No capture of that name, or nothing of that kind in it (HTTP 404)."""
+
+
+@dataclass(frozen=True)
+class TopQuery:
+    """What ``reporter top`` takes: ``-n``, ``--by``, ``--direction``, ``--proto``, ``--window``."""
+
+    n: int = 20
+    by: RankBy = "bytes"
+    direction: str = "uni"
+    proto: str = ""  # as given (the page shows it back); parsed by :attr:`proto_number`
+    window: str = ""
+
+    @property
+    def proto_number(self) -> int | None:
+        return parse_proto(self.proto) if self.proto else None
+
+    def params(self, **change: object) -> dict[str, str]:
+        """The query string's values, with ``change`` applied (for links)."""
+        d: dict[str, object] = {"n": self.n, "by": self.by, "direction": self.direction}
+        d |= {"proto": self.proto, "window": self.window} | change
+        return {k: str(v) for k, v in d.items() if v not in ("", None)}
+
+
+def int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = params.get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()):
+        raise BadParam(name, f"{raw!r} is not a whole number")
+    v = int(raw)
+    if not lo <= v <= hi:
+        raise BadParam(name, f"{v} is out of range: use {lo}-{hi}")
+    return v
+
+
+def parse_top(params: Mapping[str, str], default_n: int = 20) -> TopQuery:
+    """A :class:`TopQuery` from query parameters; :class:`BadParam` for a wrong value."""
+    n = int_param(params, "n", default_n, 1, MAX_N)
+    by = params.get("by", "bytes") or "bytes"
+    if by not in RANK_BY:
+        raise BadParam("by", f"{by!r}: use one of {', '.join(RANK_BY)}")
+    direction = params.get("direction", "uni") or "uni"
+    if direction not in DIRECTIONS:
+        raise BadParam("direction", f"{direction!r}: use uni or bi")
+    proto = params.get("proto", "").strip()
+    if proto:
+        try:
+            parse_proto(proto)
+        except ValueError as exc:
+            raise BadParam("proto", str(exc)) from None
+    q = TopQuery(n, by, direction, proto, params.get("window", "").strip())  # type: ignore[arg-type]
+    return q
+
+
+def parse_rules(values: list[str]) -> list[ElephantRule]:
+    try:
+        return [parse_rule(r) for r in values] or list(DEFAULT_RULES)
+    except ValueError as exc:
+        raise BadParam("rule", str(exc)) from None
+
+
+def keys_of(store: Store, name: str) -> RunKeys:
+    """The current run of capture ``name``; :class:`NotFound` when there is none."""
+    if not NAME_RE.match(name):
+        raise NotFound(f"no capture named {name!r}: names use letters, digits, '.', '_', '-'")
+    try:
+        return run_of(store, name)
+    except CaptureStateError as exc:
+        raise NotFound(str(exc)) from None
+
+
+def status_of(store: Store, name: str, detail: bool = True) -> CaptureStatus:
+    keys_of(store, name)
+    try:
+        return status(store, name, detail)
+    except CaptureStateError as exc:  # replaced or deleted between the two reads
+        raise NotFound(str(exc)) from None
+
+
+def captures(store: Store, detail: bool = True) -> list[CaptureStatus]:
+    """Every capture's status (``reporter captures``), skipping one deleted meanwhile;
+    ``detail=False`` skips the failures' texts (see :func:`store.captures.status`)."""
+    out = []
+    for n in names(store):
+        try:
+            out.append(status(store, n, detail))
+        except CaptureStateError:
+            continue
+    return out
+
+
+def captures_json(store: Store) -> str:
+    return "[" + ",".join(s.model_dump_json() for s in captures(store)) + "]"
+
+
+def status_json(store: Store, name: str) -> str:
+    return status_of(store, name).model_dump_json(indent=1)
+
+
+def window_starts(store: Store, keys: RunKeys, name: str, which: str) -> list[int]:
+    try:
+        return windows.select(store, keys, name, which)
+    except CaptureStateError as exc:
+        if "no windows" in str(exc) or "no window containing" in str(exc):
+            raise NotFound(str(exc)) from None
+        raise BadParam("window", str(exc)) from None
+
+
+def top_of(store: Store, name: str, q: TopQuery) -> list[Row]:
+    """The rows of ``reporter top`` without ``--window``."""
+    keys = keys_of(store, name)
+    return top_rows(store, table(keys), q.n, q.by, q.direction, q.proto_number)
+
+
+def top_json(store: Store, name: str, q: TopQuery) -> str:
+    """``reporter top NAME ... --format json``: the rows, or with a window one item per window."""
+    if not q.window:
+        return rows_json(top_of(store, name, q))  # type: ignore[arg-type]
+    keys = keys_of(store, name)
+    items = [
+        f'{{"window_start": "{ts_text(s)}", "rows": '
+        f"{rows_json(top_rows(store, table(keys, s), q.n, q.by, q.direction, q.proto_number))}}}"  # type: ignore[arg-type]
+        for s in window_starts(store, keys, name, q.window)
+    ]
+    return "[" + ",".join(items) + "]"
+
+
+def summary_of(store: Store, name: str, rules: list[ElephantRule] | None = None) -> Report:
+    """``reporter summary NAME``: the stored report while it is current, else one computed now
+    (a capture still being merged can change between two passes: a 409 then)."""
+    keys = keys_of(store, name)
+    report = load_report(store, keys)
+    st = status_of(store, name)
+    if report is None or rules or report.summary.packets != st.packets:
+        chosen = rules or list(DEFAULT_RULES)
+        try:
+            rescan = lambda: iter_raw(store, table(keys))  # noqa: E731
+            report = stream_report(st, rescan, time.time_ns(), rules=chosen)
+        except ValueError as exc:
+            raise CaptureStateError(
+                f"capture {name!r} changed while it was read ({exc}): it is still being "
+                "merged; try again, or when it is complete"
+            ) from None
+    return report
+
+
+def windows_of(store: Store, name: str) -> list[WindowSummary]:
+    return windows.summaries(store, keys_of(store, name))
+
+
+def windows_json(store: Store, name: str) -> str:
+    return "[" + ",".join(r.model_dump_json() for r in windows_of(store, name)) + "]"
+
+
+def persist_of(store: Store, name: str, n: int) -> list[PersistentFlow]:
+    """``reporter persist NAME -n N``: flows in the top N of the most windows."""
+    keys = keys_of(store, name)
+    window_starts(store, keys, name, "all")  # NotFound when there are none
+    return windows.persistent(store, keys, n)
+
+
+def persist_json(store: Store, name: str, n: int) -> str:
+    return "[" + ",".join(f.model_dump_json() for f in persist_of(store, name, n)) + "]"

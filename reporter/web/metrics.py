@@ -1,0 +1,84 @@
+"""``/metrics``: capture-level gauges in Prometheus' text format, read from the store at each
+scrape (nothing is kept between scrapes).
+
+Every gauge has the label ``capture`` (the capture's name):
+
+* ``flowherd_capture_packets``, ``flowherd_capture_bytes``: merged so far (every frame, counted
+  or not); ``flowherd_capture_flows``: conversations in the table;
+* ``flowherd_capture_batches_enqueued``, ``_done``, ``_failed``; ``_expected`` once the
+  producer has enqueued the last batch (absent before: the total is not known yet);
+* ``flowherd_capture_state{state=...}``: 1 for the capture's state, 0 for the others;
+* ``flowherd_capture_elapsed_seconds``: from submission to completion (or to now).
+
+``flowherd_captures`` counts the captures. Worker-level counters and histograms come from
+``workers run --metrics-port``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from models.capture import CaptureState
+from reporter.web.docs import captures
+from store.backend import Store
+
+_PER_CAPTURE = (
+    ("packets", "Packets merged into the capture's table (counted or not)", "packets"),
+    ("bytes", "Bytes merged into the capture's table (counted or not)", "bytes"),
+    ("flows", "Conversations in the capture's table", "flows"),
+    ("batches_enqueued", "Batches the producer has enqueued", "batches_enqueued"),
+    ("batches_done", "Batches merged", "batches_done"),
+    ("batches_failed", "Batches failed for good", "batches_failed"),
+    ("elapsed_seconds", "Seconds from submission to completion, or to now", "elapsed_s"),
+)
+
+
+class CaptureCollector(Collector):
+    """Reads every capture's status at collect time."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        sts = captures(self.store, detail=False)
+        count = GaugeMetricFamily("flowherd_captures", "Captures known to the store")
+        count.add_metric([], len(sts))
+        yield count
+        for suffix, doc, attr in _PER_CAPTURE:
+            g = GaugeMetricFamily(f"flowherd_capture_{suffix}", doc, labels=["capture"])
+            for st in sts:
+                g.add_metric([st.name], float(getattr(st, attr)))
+            yield g
+        exp = GaugeMetricFamily(
+            "flowherd_capture_batches_expected",
+            "Batches of the whole capture (once the producer has enqueued the last)",
+            labels=["capture"],
+        )
+        for st in sts:
+            if st.total_batches is not None:
+                exp.add_metric([st.name], st.total_batches)
+        yield exp
+        state = GaugeMetricFamily(
+            "flowherd_capture_state",
+            "1 for the capture's state, 0 for the others",
+            labels=["capture", "state"],
+        )
+        for st in sts:
+            for s in CaptureState:
+                state.add_metric([st.name, s.value], 1.0 if st.state is s else 0.0)
+        yield state
+
+
+def registry_for(store: Store) -> CollectorRegistry:
+    """A registry of its own (not the process-wide default) holding the capture gauges."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(CaptureCollector(store))
+    return reg
+
+
+def exposition(reg: CollectorRegistry) -> bytes:
+    return generate_latest(reg)

@@ -1,0 +1,176 @@
+"""The HTML pages, rendered on the server from the same documents as the JSON API, and the
+fragments that the pages' script reloads while a capture is live.
+
+    GET /                                     the captures: state, progress, totals
+    GET /captures/NAME?n=&by=&direction=&proto=
+                                              one capture: status, top-N, summary and
+                                              elephants, figures, windows
+    GET /fragments/captures                   the captures table's rows
+    GET /captures/NAME/fragments/PART         status, top, summary or windows
+    GET /captures/NAME/sizes.svg?direction=&top=
+    GET /captures/NAME/timeline.svg?flows=
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from console.units import (
+    human_bytes,
+    human_duration,
+    human_rate,
+    human_ts,
+    proto_name,
+    rate,
+    rule_text,
+)
+from models.capture import CaptureState
+from models.errors import CaptureStateError
+from reporter.rank import RANK_BY
+from reporter.web import docs, figures
+from store.backend import Store
+
+FINAL = (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED)
+PROTOS = ("tcp", "udp", "icmp", "icmpv6", "gre", "esp", "sctp")
+PERSIST_N = 10
+
+
+def _env() -> Environment:
+    env = Environment(
+        loader=PackageLoader("reporter.web", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        bytes=human_bytes,
+        duration=human_duration,
+        ts=lambda ns: human_ts(ns) if ns is not None else "-",
+        proto=proto_name,
+        rule=rule_text,
+        count=lambda v: f"{v:,}",
+        pct=lambda v: f"{v * 100:.1f}%",
+        rate=lambda r: human_rate(rate(r)) if rate(r) else "-",
+    )
+    env.globals["qs"] = lambda q, **change: urlencode(q.params(**change))
+    return env
+
+
+ENV = _env()
+
+
+def render(request: Request | None, template: str, code: int = 200, **ctx: Any) -> HTMLResponse:
+    """``template`` rendered with ``ctx`` (and the footer's store, the refresh interval)."""
+    state = request.app.state if request is not None else None
+    ctx.setdefault("where", getattr(state, "where", ""))
+    ctx.setdefault("refresh", getattr(state, "refresh_s", 2.0))
+    return HTMLResponse(ENV.get_template(template).render(**ctx), status_code=code)
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def _name(request: Request) -> str:
+    return str(request.path_params["name"])
+
+
+def _signature(st: Any) -> str:
+    return f"{st.run}:{st.packets}:{st.batches_done}:{st.state.value}"
+
+
+# --- what each part shows -------------------------------------------------------------------
+
+
+def _status_ctx(store: Store, name: str) -> dict[str, Any]:
+    st = docs.status_of(store, name, detail=False)
+    return {"st": st, "final": st.state in FINAL, "signature": _signature(st)}
+
+
+def _top_ctx(store: Store, name: str, q: docs.TopQuery) -> dict[str, Any]:
+    rows = docs.top_of(store, name, q)
+    return {"rows": rows, "q": q, "rank_by": RANK_BY, "protos": PROTOS, "name": name}
+
+
+def _summary_ctx(store: Store, name: str) -> dict[str, Any]:
+    try:
+        return {"report": docs.summary_of(store, name), "report_error": None}
+    except docs.NotFound:
+        raise
+    except CaptureStateError as exc:  # changed while read: the next refresh tries again
+        return {"report": None, "report_error": str(exc)}
+
+
+def _windows_ctx(store: Store, name: str) -> dict[str, Any]:
+    wins = docs.windows_of(store, name)
+    persist = docs.persist_of(store, name, PERSIST_N) if wins else []
+    return {"windows": wins, "persist": persist, "persist_n": PERSIST_N}
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+
+def captures_page(request: Request) -> Response:
+    return render(request, "captures.html", captures=docs.captures(_store(request), False))
+
+
+def captures_rows(request: Request) -> Response:
+    return render(request, "_captures_rows.html", captures=docs.captures(_store(request), False))
+
+
+def capture_page(request: Request) -> Response:
+    store, name = _store(request), _name(request)
+    q = docs.parse_top(request.query_params)
+    ctx: dict[str, Any] = {"name": name, "q": q}
+    ctx |= _status_ctx(store, name)
+    ctx |= _top_ctx(store, name, q)
+    ctx |= _summary_ctx(store, name)
+    ctx |= _windows_ctx(store, name)
+    return render(request, "capture.html", **ctx)
+
+
+def fragment(request: Request) -> Response:
+    store, name, part = _store(request), _name(request), request.path_params["part"]
+    if part == "status":
+        return render(request, "_status.html", name=name, **_status_ctx(store, name))
+    if part == "top":
+        q = docs.parse_top(request.query_params)
+        return render(request, "_top.html", **_top_ctx(store, name, q))
+    if part == "summary":
+        return render(request, "_summary.html", name=name, **_summary_ctx(store, name))
+    if part == "windows":
+        return render(request, "_windows.html", name=name, **_windows_ctx(store, name))
+    raise docs.NotFound(f"no part {part!r}: use status, top, summary or windows")
+
+
+def _svg(data: bytes) -> Response:
+    return Response(data, media_type="image/svg+xml", headers={"Cache-Control": "no-cache"})
+
+
+def sizes_svg(request: Request) -> Response:
+    qp = request.query_params
+    direction = docs.parse_top(qp).direction
+    top = docs.int_param(qp, "top", 0, 0, 10**9) or None
+    return _svg(figures.sizes_svg(_store(request), _name(request), direction, top))
+
+
+def timeline_svg(request: Request) -> Response:
+    nflows = docs.int_param(request.query_params, "flows", 10, 1, 50)
+    return _svg(figures.timeline_svg(_store(request), _name(request), nflows))
+
+
+ROUTES = [
+    Route("/", captures_page, methods=["GET"]),
+    Route("/fragments/captures", captures_rows, methods=["GET"]),
+    Route("/captures/{name}", capture_page, methods=["GET"]),
+    Route("/captures/{name}/fragments/{part}", fragment, methods=["GET"]),
+    Route("/captures/{name}/sizes.svg", sizes_svg, methods=["GET"]),
+    Route("/captures/{name}/timeline.svg", timeline_svg, methods=["GET"]),
+]
