@@ -90,8 +90,20 @@ class ShardKeys(TableKeys):
         """This shard's part of the window starting at ``start_ns``."""
         return TableKeys(f"{self.prefix}w:{start_ns}:")
 
+    @property
+    def segments(self) -> str:
+        """hash, with flow timeouts: ``<seq>`` -> chunk count and ``<seq>:<i>`` -> chunk ``i``
+        of batch ``seq``'s segments in this shard (``models.records``)"""
+        return self.prefix + "seg"
+
+    @property
+    def records(self) -> TableKeys:
+        """This shard's part of the flow records cut by the run's timeouts: ``flows`` maps a
+        packed FlowKey followed by the record's start (u64 big-endian ns) to packed FlowStats"""
+        return TableKeys(self.prefix + "rec:")
+
     def fixed(self) -> list[str]:
-        return [self.live, self.done, self.windows, *self.all()]
+        return [self.live, self.done, self.windows, *self.all(), self.segments, *self.records.all()]
 
 
 class RunKeys:
@@ -135,6 +147,12 @@ class RunKeys:
         return self.prefix + "warnings"
 
     @property
+    def records(self) -> str:
+        """string, with flow timeouts: the batches done when the flow records were built (then
+        readers of the whole table read the records)"""
+        return self.prefix + "records"
+
+    @property
     def lock(self) -> str:
         """string: held by the one producer writing the run (submit, sniff, resume, retry)"""
         return self.prefix + "lock"
@@ -155,6 +173,7 @@ class RunKeys:
             self.report,
             self.warnings,
             self.lock,
+            self.records,
         ]
 
     def window_patterns(self) -> list[str]:

@@ -32,6 +32,8 @@ class MetaField:
     FINGERPRINTS = "fingerprints"  # JSON list of the source files' fingerprints
     ERROR = "error"  # why the run was aborted
     COMPLETED_NS = "completed_ns"  # when the report was stored
+    IDLE_NS = "idle_ns"  # flow idle timeout (ns; absent or 0: off), set before any batch
+    ACTIVE_NS = "active_ns"  # flow active timeout (ns; absent or 0: off), set before any batch
 
 
 class CaptureMeta(BaseModel):
@@ -46,6 +48,8 @@ class CaptureMeta(BaseModel):
     fingerprints: str | None = None
     error: str | None = None
     completed_ns: int | None = None
+    idle_ns: int = Field(0, ge=0)
+    active_ns: int = Field(0, ge=0)
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> CaptureMeta:

@@ -21,9 +21,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from console.cli import handle_errors, open_backend, redis_options, settings_from, setup_logging
 from console.show import err_console, out_console, show_outcome, show_status
 from deploy.queueing import make_queue
+from models.records import Timeouts
 from producer.follow import LocalWorkers, follow_with_progress
 from producer.gaps import batches, missing, settings_of
-from producer.options import run_options
+from producer.options import flow_timeouts, run_options, timeouts_ns
 from producer.resume import resume
 from producer.retry import retry
 from producer.run import Progress as SubmitProgress
@@ -52,6 +53,7 @@ def main() -> None:
     Examples:
       producer submit trace.pcap.gz                   # analyse here, print the top flows
       producer submit --engine fast --window 60 day1.pcapng
+      producer submit --idle-timeout 120s --active-timeout 30m day1.pcap   # flow records
       FLOWHERD_REDIS_URL_FILE=/etc/flowherd/redis-url producer submit --name day1 a.pcap b.pcap
       producer sniff -i eth0 -f 'tcp or udp' --window 10s --duration 5m
       producer status day1
@@ -89,6 +91,8 @@ def submit_cmd(
     engine: str | None,
     window: float | None,
     keep_windows: int | None,
+    idle_timeout: float | None,
+    active_timeout: float | None,
     resume_name: str | None,
     verbose: int,
     redis_url: str | None,
@@ -103,6 +107,8 @@ def submit_cmd(
     """
     if resume_name and (name or replace):
         raise click.UsageError("--resume NAME names the capture: leave out --name and --replace")
+    if resume_name and (idle_timeout or active_timeout):
+        raise click.UsageError("--resume keeps the capture's own timeouts: leave them out")
     setup_logging(verbose)
     settings = settings_from(
         redis_url,
@@ -133,11 +139,13 @@ def submit_cmd(
             summary = f"resumed {cap_name!r}: {resent}, sent {done.new} more; {done.total} batches"
         else:
             queue_ = make_queue(conn.queue, settings.queue)
-            _, prog = _with_progress(
-                err,
-                workers,
-                lambda cb: submit(conn, queue_, files, cap_name, settings, replace, cb),
-            )
+            t = Timeouts(*timeouts_ns(idle_timeout, active_timeout))
+            with flow_timeouts(t):
+                _, prog = _with_progress(
+                    err,
+                    workers,
+                    lambda cb: submit(conn, queue_, files, cap_name, settings, replace, cb),
+                )
             summary = f"submitted {prog.packets} packets in {prog.batches} batches as {cap_name!r}"
         for w in prog.warnings:
             err.print(f"[yellow]warning:[/] {w}")

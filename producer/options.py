@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import click
 
 from console.cli import remember
+from models.records import Timeouts
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -106,12 +109,54 @@ _OPTIONS: list[Callable[[F], F]] = [
         type=click.IntRange(1),
         help="Keep only the newest KEEP windows (bounds Redis memory of long captures).",
     ),
+    click.option(
+        "--idle-timeout",
+        callback=duration_option,
+        metavar="DURATION",
+        help="Cut each conversation into flow records where its packets are DURATION or more "
+        "apart (NetFlow/NFStream style; e.g. 120s). Off by default: one record per "
+        "conversation. See docs/timeouts.md.",
+    ),
+    click.option(
+        "--active-timeout",
+        callback=duration_option,
+        metavar="DURATION",
+        help="Also start a new flow record once a packet comes DURATION or more after the "
+        "record's first packet (e.g. 30m). Keeps about 15 bytes per packet in Redis until the "
+        "capture is deleted.",
+    ),
 ]
+
+
+def timeouts_ns(idle: float | None, active: float | None) -> tuple[int, int]:
+    """The ``--idle-timeout`` and ``--active-timeout`` values in nanoseconds (0: off)."""
+    return (round(idle * 1e9) if idle else 0, round(active * 1e9) if active else 0)
 
 
 def run_options(f: F) -> F:
     """Add the options of a capture run: --wait, --workers, --top, --engine, --batch-packets,
-    --max-in-flight, --window, --keep."""
+    --max-in-flight, --window, --keep, --idle-timeout, --active-timeout."""
     for opt in reversed(_OPTIONS):
         f = opt(f)
     return f
+
+
+_TIMEOUTS: ContextVar[Timeouts | None] = ContextVar("flowherd_timeouts", default=None)
+
+
+@contextmanager
+def flow_timeouts(t: Timeouts) -> Iterator[None]:
+    """Runs whose :class:`producer.run.RunWriter` is made inside this block cut their
+    conversations into flow records by ``t`` (``--idle-timeout``, ``--active-timeout``; see
+    :mod:`models.records`). The writer stores them in the run's meta before its first batch,
+    where every worker reads them (so a resumed or retried batch uses the same)."""
+    token = _TIMEOUTS.set(t)
+    try:
+        yield
+    finally:
+        _TIMEOUTS.reset(token)
+
+
+def current_timeouts() -> Timeouts | None:
+    """The timeouts of the innermost :func:`flow_timeouts` block (None outside any)."""
+    return _TIMEOUTS.get()

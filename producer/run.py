@@ -25,6 +25,7 @@ from models.errors import BackendError
 from models.keys import PayloadKeys, RunKeys
 from models.settings import Settings
 from models.state import MetaField, StoredState
+from producer.options import current_timeouts
 from store.backend import Store
 from store.captures import (
     add_warning,
@@ -35,6 +36,7 @@ from store.captures import (
     store_id,
 )
 from store.lock import RunLock
+from store.records import set_timeouts
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +257,9 @@ class RunWriter:
         self._bp = _Backpressure(store, keys, settings.queue, settings.max_in_flight)
         # payloads fill the queue Redis: that is the memory to watch
         self._mem = _Memory(store.queue, lambda: self._bp.in_flight(self.seq))
+        timeouts = current_timeouts()
+        if timeouts:
+            set_timeouts(store, keys, timeouts)
 
     def add(self, rec: RawRecord) -> None:
         b = self._builder

@@ -40,10 +40,11 @@ from console.cli import handle_errors, open_backend, redis_options, settings_fro
 from console.show import err_console, show_outcome
 from deploy.queueing import make_queue
 from models.keys import RunKeys
+from models.records import Timeouts
 from models.settings import Settings
 from producer.follow import LocalWorkers, follow_with_progress
 from producer.live import Counters, Limits, LiveSocket, Reader
-from producer.options import duration_option, run_options
+from producer.options import duration_option, flow_timeouts, run_options, timeouts_ns
 from producer.run import Progress as WriterProgress
 from producer.run import RunWriter
 from store.backend import Store
@@ -239,6 +240,8 @@ def sniff_command(
     max_in_flight: int | None,
     window: float | None,
     keep_windows: int | None,
+    idle_timeout: float | None,
+    active_timeout: float | None,
     verbose: int,
     redis_url: str | None,
     queue: str,
@@ -274,9 +277,10 @@ def sniff_command(
                 escape(f"listening on {iface}, link type {live.linktype}, capture {cap_name!r}"),
                 highlight=False,
             )
-            out = _sniff_with_progress(
-                conn, live, cap_name, settings, limits, replace, err, workers
-            )
+            with flow_timeouts(Timeouts(*timeouts_ns(idle_timeout, active_timeout))):
+                out = _sniff_with_progress(
+                    conn, live, cap_name, settings, limits, replace, err, workers
+                )
             c = out.counters
             style = "green" if c.complete else "yellow"
             err.print(f"[{style}]{c.summary()}[/]", highlight=False)

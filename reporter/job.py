@@ -14,6 +14,7 @@ from reporter.build import stream_report
 from store.backend import Store, store_for_job
 from store.captures import exists as run_exists
 from store.captures import load_info, name_of_run, status, store_report
+from store.records import build_records
 from store.tables import iter_raw, table
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def build_report_for(store: Store, run: str) -> str:
     if name is None or not run_exists(store, RunKeys(run)):
         return "stale"
     keys = RunKeys(run, load_info(store, RunKeys(run), name).shards)
+    build_records(store, keys)  # with flow timeouts: the report then ranks the records
     st = status(store, name)
     report = stream_report(st, lambda: iter_raw(store, table(keys)), time.time_ns())
     store_report(store, keys, report)

@@ -4,6 +4,12 @@ Flows are partitioned by key, so every conversation lives in exactly one shard: 
 table is the concatenation of the shards' scans, and the top N of the table is the top N of
 the union of each shard's top N (ties at the boundary included). Every reader streams:
 HSCAN cursors and ranked ranges, never the whole table in one reply.
+
+A run with flow timeouts has, once its records are built (:mod:`store.records`), a second table
+of the same layout whose fields are a packed FlowKey followed by the record's start (8 bytes):
+every reader of the run's whole table then reads the records instead, and hands out the packed
+FlowKey alone, so a conversation may come several times, once per record. Windows and the
+totals are the conversations' as before.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ class Table:
     """The parts of one flow table, one per shard (index = shard number)."""
 
     parts: tuple[TableKeys, ...]
+    #: the run's ``records`` key and its records table (whole-run tables of runs that may have
+    #: flow timeouts): read instead of ``parts`` while that key exists
+    records_key: str | None = None
+    records: tuple[TableKeys, ...] = ()
 
     def part_of(self, packed_key: bytes) -> TableKeys:
         return self.parts[shard_of(packed_key, len(self.parts))]
@@ -30,15 +40,37 @@ class Table:
 def table(keys: RunKeys, window: int | None = None) -> Table:
     """The run's whole table, or the table of the window starting at ``window`` (ns)."""
     if window is None:
-        return Table(tuple(keys.all_shards()))
+        shards = keys.all_shards()
+        return Table(tuple(shards), keys.records, tuple(sk.records for sk in shards))
     return Table(tuple(sk.window(window) for sk in keys.all_shards()))
 
 
+#: bytes after the packed FlowKey in a record table's fields (the record's start)
+RECORD_SUFFIX = 8
+
+
+def resolve(store: Store, t: Table) -> tuple[tuple[TableKeys, ...], int]:
+    """The parts to read and the bytes to strip from their fields: the records when built."""
+    if t.records_key and store.kv.exists(t.records_key):
+        return t.records, RECORD_SUFFIX
+    return t.parts, 0
+
+
+def has_records(store: Store, t: Table) -> bool:
+    """Whether readers of ``t`` read flow records (a run with timeouts, records built)."""
+    return resolve(store, t)[1] > 0
+
+
 def iter_raw(store: Store, t: Table, count: int = 5000) -> Iterator[tuple[bytes, bytes]]:
-    """Every conversation as stored: ``(packed FlowKey, packed FlowStats)``, shard after
-    shard (HSCAN: bounded memory here and in Redis; order unspecified)."""
-    for part in t.parts:
-        yield from store.kv.hscan_iter(part.flows, count=count)
+    """Every conversation (or flow record) as stored: ``(packed FlowKey, packed FlowStats)``,
+    shard after shard (HSCAN: bounded memory here and in Redis; order unspecified)."""
+    parts, cut = resolve(store, t)
+    for part in parts:
+        if cut:
+            for k, v in store.kv.hscan_iter(part.flows, count=count):
+                yield k[:-cut], v
+        else:
+            yield from store.kv.hscan_iter(part.flows, count=count)
 
 
 def iter_flows(store: Store, t: Table, count: int = 5000) -> Iterator[tuple[FlowKey, FlowStats]]:
@@ -104,11 +136,12 @@ def top_conversations(store: Store, t: Table, n: int) -> list[tuple[FlowKey, Flo
     out: list[tuple[FlowKey, FlowStats]] = []
     if n <= 0:
         return out
-    for part in t.parts:
+    parts, cut = resolve(store, t)
+    for part in parts:
         members = _ranked(store, part.rank_bi, n)
         vals = store.kv.hmget(part.flows, members) if members else []
         out += [
-            (FlowKey.unpack(m), FlowStats.unpack(v))
+            (FlowKey.unpack(m[: len(m) - cut]), FlowStats.unpack(v))
             for m, v in zip(members, vals, strict=True)
             if isinstance(v, bytes)
         ]
@@ -116,7 +149,7 @@ def top_conversations(store: Store, t: Table, n: int) -> list[tuple[FlowKey, Flo
 
 
 def _top_directions_part(
-    store: Store, part: TableKeys, n: int
+    store: Store, part: TableKeys, n: int, cut: int = 0
 ) -> list[tuple[FlowKey, FlowStats, int]]:
     """One shard's candidates for the top ``n`` directions (see :func:`top_directions`)."""
     out: list[tuple[FlowKey, FlowStats, int]] = []
@@ -135,7 +168,7 @@ def _top_directions_part(
                 return out
             if not isinstance(v, bytes):
                 continue
-            key, st = FlowKey.unpack(m), FlowStats.unpack(v)
+            key, st = FlowKey.unpack(m[: len(m) - cut]), FlowStats.unpack(v)
             for d, b, p in ((0, st.bytes_ab, st.pkts_ab), (1, st.bytes_ba, st.pkts_ba)):
                 if p:
                     out.append((key, st, d))
@@ -156,4 +189,5 @@ def top_directions(store: Store, t: Table, n: int) -> list[tuple[FlowKey, FlowSt
     """
     if n <= 0:
         return []
-    return [c for part in t.parts for c in _top_directions_part(store, part, n)]
+    parts, cut = resolve(store, t)
+    return [c for part in parts for c in _top_directions_part(store, part, n, cut)]
