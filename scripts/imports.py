@@ -31,7 +31,7 @@ FLOORS = {
 def edges() -> Counter[tuple[str, str]]:
     found: Counter[tuple[str, str]] = Counter()
     for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).glob("*.py")):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 names = []
                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
