@@ -4,22 +4,40 @@
   a rescan in the rare case an exact cut needs it); what the report job and ``summary`` use;
 * :func:`make_report`: the same document from a table held in memory, the reference that
   :func:`stream_report` is tested against.
+
+Both add the heavy hitters by duration and rate (:mod:`reporter.heavy`; by burstiness when
+the windows are given) and the tail fit of the sizes (:mod:`reporter.tail`), which
+:func:`stream_report` computes from the same first read of the table.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from models.capture import CaptureStatus
 from models.flows import FlowKey, FlowStats
-from models.report import ConvRow, ElephantResult, ElephantRule, FlowRow, Report, Summary
+from models.report import (
+    ConvRow,
+    ElephantResult,
+    ElephantRule,
+    FlowRow,
+    HeavyResult,
+    HeavyRule,
+    Report,
+    Summary,
+    TailFit,
+)
+from reporter.bursts import burst_items
 from reporter.distribution import share_of_top, share_top_fraction, top_fraction_count
 from reporter.elephants import DEFAULT_RULES, classify_all, classify_dist
+from reporter.heavy import DEFAULT_HEAVY, classify_heavy
+from reporter.measures import Columns, Measures, columns, uni_chunks, uni_columns, uni_items
 from reporter.packed import Pair
 from reporter.rank import top
 from reporter.sizes import Prefix
 from reporter.stream import TableScan, scan_table, uni_sizes
+from reporter.tail import TopSizes, tail_fit
 from reporter.views import conv_row, uni_rows
 
 
@@ -29,14 +47,20 @@ def make_report(
     generated_ns: int,
     n: int = 20,
     rules: Sequence[ElephantRule] = DEFAULT_RULES,
+    heavy: Sequence[HeavyRule] = DEFAULT_HEAVY,
+    fit: bool = True,
 ) -> Report:
-    """Summarise every conversation of a run. Elephants are classified on unidirectional flows
-    (the 5-tuple view), as in the flow measurement literature. Holds the whole table: use
-    :func:`stream_report` for anything that grows."""
+    """Summarise every conversation of a run. Elephants, the other heavy hitters (duration
+    and rate: burst rules need :func:`stream_report`'s windows) and the tail fit are taken on
+    unidirectional flows (the 5-tuple view), as in the flow measurement literature. Holds the
+    whole table: use :func:`stream_report` for anything that grows."""
     table = list(flows)
     sizes = [
         b for _, st in table for b, p in ((st.bytes_ab, st.pkts_ab), (st.bytes_ba, st.pkts_ba)) if p
     ]
+    items = list(uni_items((k.pack(), st.pack()) for k, st in table)) if heavy else []
+    kept = TopSizes()
+    kept.add_many(sizes if fit else ())
     # rows only for the candidates of the top n (ties at the boundary included), not every flow
     uni_cut = heapq.nlargest(n, sizes)[-1] if sizes else 0
     bi_cut = heapq.nlargest(n, (st.bytes for _, st in table))[-1] if table else 0
@@ -54,7 +78,30 @@ def make_report(
         top_uni=top(unis, "bytes", n),
         top_bi=top(convs, "bytes", n),
         elephants=classify_all(sizes, rules),
+        heavy=_heavy(heavy, Measures(("duration", "rate")).add_many(items), lambda: columns(items)),
+        tail=tail_fit(kept) if fit else None,
     )
+
+
+def _heavy(
+    rules: Sequence[HeavyRule],
+    measures: Measures,
+    rescan: Callable[[], Iterable[Columns]],
+    bursts: Callable[[], Iterable[Iterable[Pair]]] | None = None,
+    window_ns: int = 0,
+) -> list[HeavyResult]:
+    """The heavy rules' results in the order given: duration and rate from ``measures``,
+    burst from the windows ``bursts`` returns (ValueError when a burst rule has none)."""
+    flat = [r for r in rules if r.metric != "burst"]
+    out = dict(zip(flat, classify_heavy(flat, measures, rescan), strict=True))
+    peaks = [r for r in rules if r.metric == "burst"]
+    if peaks:
+        if bursts is None or not window_ns:
+            raise ValueError("burst rules need a capture with windows (--window)")
+        got = Measures(("burst",)).add_many(burst_items(bursts))
+        found = classify_heavy(peaks, got, lambda: columns(burst_items(bursts)), window_ns)
+        out |= dict(zip(peaks, found, strict=True))
+    return [out[r] for r in rules]
 
 
 def _report(
@@ -68,6 +115,8 @@ def _report(
     top_uni: list[FlowRow],
     top_bi: list[ConvRow],
     elephants: list[ElephantResult],
+    heavy: list[HeavyResult],
+    tail: TailFit | None,
 ) -> Report:
     """The document around the numbers computed from the table (shared by both builders)."""
     summary = Summary(
@@ -94,6 +143,8 @@ def _report(
         top_bi=top_bi,
         elephants=elephants,
         warnings=status.warnings,
+        heavy=heavy,
+        tail=tail,
     )
 
 
@@ -104,6 +155,10 @@ def stream_report(
     n: int = 20,
     rules: Sequence[ElephantRule] = DEFAULT_RULES,
     scan: TableScan | None = None,
+    heavy: Sequence[HeavyRule] = DEFAULT_HEAVY,
+    fit: bool = True,
+    bursts: Callable[[], Iterable[Iterable[Pair]]] | None = None,
+    window_ns: int = 0,
 ) -> Report:
     """:func:`make_report`'s document, field for field, in memory that does not grow with the
     table.
@@ -115,11 +170,21 @@ def stream_report(
     the scan's size buckets and, when a cut falls inside a bucket of different sizes, from
     further reads (:func:`reporter.sizes.resolve`: usually none or one, at most four).
 
+    The duration and rate measures of ``heavy`` and the sizes of the tail fit (``fit``) are
+    taken in the same first read; burst rules read the windows ``bursts`` returns (each an
+    iterable of a window's stored pairs, ``window_ns`` wide: see :mod:`reporter.bursts`).
+
     Raises :class:`ValueError` when the table changes between reads (a capture still being
-    merged) or holds a record that is not a flow record.
+    merged), holds a record that is not a flow record, or when a burst rule has no windows.
     """
+    measures = Measures(("duration", "rate"))
+    kept = TopSizes()
+    wanted = bool([r for r in heavy if r.metric != "burst"]) or fit
     if scan is None:
-        scan = scan_table(rescan(), n)
+        scan = scan_table(_tap(rescan(), measures, kept) if wanted else rescan(), n)
+    elif wanted:
+        for _ in _tap(rescan(), measures, kept):
+            pass
     dist = scan.uni
     shares = [Prefix(top_fraction_count(dist.n, 0.01)), Prefix(min(10, dist.n))]
     elephants, (top1pct, top10) = classify_dist(
@@ -136,4 +201,24 @@ def stream_report(
         top_uni=scan.top_uni.rows()[:n],
         top_bi=scan.top_bi.rows()[:n],
         elephants=elephants,
+        heavy=_heavy(heavy, measures, lambda: uni_chunks(rescan()), bursts, window_ns),
+        tail=tail_fit(kept) if fit else None,
     )
+
+
+def _tap(pairs: Iterable[Pair], measures: Measures, top: TopSizes) -> Iterator[Pair]:
+    """``pairs`` unchanged, folding each unidirectional flow's measures and size on the way."""
+    chunk: list[Pair] = []
+    for pair in pairs:
+        yield pair
+        chunk.append(pair)
+        if len(chunk) >= 8192:
+            _fold(chunk, measures, top)
+            chunk.clear()
+    _fold(chunk, measures, top)
+
+
+def _fold(chunk: list[Pair], measures: Measures, top: TopSizes) -> None:
+    nbytes, durs, rates = uni_columns(chunk)
+    measures.add_columns(nbytes, durs, rates)
+    top.add_many(nbytes)

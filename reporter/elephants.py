@@ -66,7 +66,9 @@ UNITS: dict[str, int] = {
     "gib": 2**30,
     "tib": 2**40,
 }
-RULE_FORMS = "top:N, bytes:SIZE (e.g. 10MB, 512KiB), share:F (0-1 or N%), load:BETA, 3sigma"
+RULE_FORMS = (
+    "top:N, bytes:SIZE (e.g. 10MB, 512KiB), share:F (0-1 or N%), load:BETA, 3sigma (= bytes:3sd)"
+)
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
@@ -118,7 +120,8 @@ def parse_rule(text: str) -> ElephantRule:
 
     ``top:20`` (the 20 largest flows), ``bytes:10MB`` (flows of at least 10 MB, units as in
     :func:`parse_size`), ``share:0.05`` or ``share:5%`` (flows of at least 5% of all bytes),
-    ``load:0.9`` (constant load, beta=0.9), ``3sigma`` (mean + 3 sigma); the name of a default
+    ``load:0.9`` (constant load, beta=0.9), ``3sigma`` or ``bytes:3sd`` (mean + 3 sigma, as
+    :mod:`reporter.heavy` spells its rules); the name of a default
     rule (``top10``, ``over-1pct``, ``constant-load-0.8``, ``mean+3sigma``) also works. Raises
     :class:`ValueError` naming the accepted forms for anything else.
     """
@@ -136,6 +139,10 @@ def parse_rule(text: str) -> ElephantRule:
         if not (arg.isdigit() and arg.isascii()) or int(arg) < 1:
             raise ValueError(f"top:N needs a whole number N >= 1, not {arg!r}")
         return ElephantRule(name=f"top{int(arg)}", kind="top_n", n=int(arg))
+    if kind == "bytes" and arg.lower().endswith("sd"):
+        if arg[:-2].strip() not in ("3", "3.0"):
+            raise ValueError(f"bytes:Ksd takes K = 3 only (mean + 3 sigma), not {arg!r}")
+        return DEFAULT_RULES[3]
     if kind == "bytes":
         b = parse_size(arg)
         return ElephantRule(name=f"over-{arg.replace(' ', '')}", kind="threshold", bytes=b)

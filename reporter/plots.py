@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from models.report import ElephantResult
+from models.report import ElephantResult, TailFit
 from reporter.distribution import (
     BUCKETED,
     ccdf_points,
@@ -91,7 +92,36 @@ def _histogram(
         ax.legend(fontsize="small", title="elephant thresholds", title_fontsize="small")
 
 
-def _ccdf_and_share(ax: Axes, dist: SizeDist) -> None:
+def _tail_lines(ax: Axes, fit: TailFit, x_max: float) -> None:
+    """The fitted tails over the CCDF: the power law from xmin and Hill's from x_(k+1), each
+    scaled to the share of flows it covers, so that it overlays P(size >= x)."""
+    n = fit.flows
+    p = fit.power_law
+    if p is not None and x_max > p.xmin:
+        xs = np.geomspace(p.xmin, x_max, 50)
+        ax.plot(
+            xs,
+            p.n_tail / n * (xs / p.xmin) ** (1 - p.alpha),
+            color="tab:red",
+            linestyle="--",
+            label=f"power law: alpha={p.alpha:.2f}, xmin={human_bytes(round(p.xmin))}, "
+            f"KS={p.ks:.3f}\nvs lognormal: R={p.llr:.2f}, p={p.p:.2g} ({p.preferred})",
+        )
+    h = fit.hill
+    if h is not None and x_max > h.threshold:
+        xs = np.geomspace(h.threshold, x_max, 50)
+        ax.plot(
+            xs,
+            h.k / n * (xs / h.threshold) ** (-h.tail_index),
+            color="tab:green",
+            linestyle=":",
+            label=f"Hill: alpha={h.alpha:.2f}, k={h.k:,}",
+        )
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="x-small", loc="lower left", title="tail fits", title_fontsize="small")
+
+
+def _ccdf_and_share(ax: Axes, dist: SizeDist, fit: TailFit | None = None) -> None:
     ax.set_title("CCDF of flow sizes and share of bytes")
     ax.set_xlabel("flow size x (bytes, log)")
     ax.set_ylabel("P(size >= x) (log)", color="tab:blue")
@@ -104,6 +134,8 @@ def _ccdf_and_share(ax: Axes, dist: SizeDist) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.tick_params(axis="y", colors="tab:blue")
+    if fit is not None:
+        _tail_lines(ax, fit, float(max(b[3] for b in dist.buckets.values())))
     # The share curve has its own x (fraction of flows, top axis) and y (share, right axis).
     right = ax.twinx()
     share_ax = right.twiny()
@@ -141,6 +173,7 @@ def size_histogram_figure(
     top: int | None = None,
     title: str = "Flow sizes",
     elephants: Sequence[ElephantResult] | None = None,
+    fit: TailFit | None = None,
 ) -> Figure:
     """A two-panel figure of flow sizes in bytes, given as the sizes or as their
     :class:`~reporter.sizes.SizeDist` (bounded memory; see :data:`BUCKETED`).
@@ -150,7 +183,8 @@ def size_histogram_figure(
     ``elephants`` marked (for sizes given as a list, the default rules' by default; for a
     dist, pass :func:`reporter.elephants.classify_dist`'s). Right: the CCDF ``P(size >= x)`` of
     all flows (log-log) and, on twin axes (top and right), the share of bytes carried by the
-    largest fraction of flows. An empty input gives the panels with a "no flows" note. Raises
+    largest fraction of flows, with the tail ``fit`` (:func:`reporter.tail.tail_fit`) drawn
+    over the CCDF when given. An empty input gives the panels with a "no flows" note. Raises
     :class:`ValueError` for a negative ``top``.
     """
     if top is not None and top < 0:
@@ -160,7 +194,7 @@ def size_histogram_figure(
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2)
     _histogram(left, dist, top, rules)
-    _ccdf_and_share(right, dist)
+    _ccdf_and_share(right, dist, fit)
     fig.suptitle(f"{title}: {dist.n} flows, {human_bytes(dist.total)}")
     _note(fig, dist)
     return fig
