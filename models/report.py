@@ -28,6 +28,8 @@ class FlowRow(_Frozen):
     first_ns: int
     last_ns: int
     tcp_flags: int = 0
+    #: Community ID v1 (:mod:`models.community`); None where the key lacks what it hashes
+    community_id: str | None = None
 
     @property
     def duration_ns(self) -> int:
@@ -50,6 +52,8 @@ class ConvRow(_Frozen):
     bytes: int
     first_ns: int
     last_ns: int
+    #: Community ID v1 (:mod:`models.community`); None where the key lacks what it hashes
+    community_id: str | None = None
 
     @property
     def duration_ns(self) -> int:
@@ -85,6 +89,85 @@ class ElephantResult(_Frozen):
     threshold_bytes: int
 
 
+HeavyMetric = Literal["duration", "rate", "burst"]
+
+
+class HeavyRule(_Frozen):
+    """A named definition of a heavy hitter by another measure than size (Lan & Heidemann).
+
+    ``metric``: ``duration`` (last minus first packet, ns: tortoises), ``rate`` (bytes per
+    second over the duration, whole bytes/s: cheetahs) or ``burst`` (the most bytes in one
+    window, for captures with windows: porcupines). ``kind``: ``mean_sd`` selects flows whose
+    measure exceeds the mean plus ``sigmas`` (population) standard deviations; ``threshold``
+    those whose measure is at least ``value`` (ns, bytes/s, or bytes/s over a window).
+    """
+
+    name: str
+    metric: HeavyMetric
+    kind: Literal["mean_sd", "threshold"]
+    sigmas: float | None = Field(None, gt=0)
+    value: int | None = Field(None, ge=0)
+
+
+class HeavyResult(_Frozen):
+    """What a :class:`HeavyRule` selects among the flows that have its measure
+    (``population``). ``limit``: the least measure selected by the rule; ``smallest``: the
+    least measure of a selected flow (0 if none); ``mean``/``sd``: of the population;
+    ``window_ns``: the window width of a burst measure (0 otherwise)."""
+
+    rule: HeavyRule
+    description: str
+    population: int
+    flows: int
+    bytes: int
+    share_of_bytes: float
+    limit: int
+    smallest: int
+    mean: float
+    sd: float
+    window_ns: int = 0
+
+
+class HillFit(_Frozen):
+    """The Hill estimator on the ``k`` largest sizes; ``threshold`` is ``x_(k+1)``;
+    ``tail_index`` the CCDF exponent ``1/H``, ``alpha = 1 + 1/H`` the density exponent."""
+
+    k: int
+    threshold: int
+    tail_index: float
+    alpha: float
+    rule: str
+
+
+class PowerLawFit(_Frozen):
+    """A Clauset-Shalizi-Newman fit (continuous approximation) and Vuong's test against a
+    lognormal truncated at ``xmin``: ``llr > 0`` favours the power law, ``p`` its
+    significance; ``preferred`` is ``neither`` when ``p >= 0.1``."""
+
+    xmin: float
+    alpha: float
+    alpha_se: float
+    n_tail: int
+    ks: float
+    lognormal_mu: float
+    lognormal_sigma: float
+    llr: float
+    llr_normalized: float
+    p: float
+    preferred: Literal["power_law", "lognormal", "neither"]
+
+
+class TailFit(_Frozen):
+    """Tail estimates of the unidirectional flow sizes: fitted on the ``sizes_fitted``
+    largest of ``flows`` sizes (all of them when ``complete``)."""
+
+    flows: int
+    sizes_fitted: int
+    complete: bool
+    hill: HillFit | None
+    power_law: PowerLawFit | None
+
+
 class Summary(_Frozen):
     """Totals of a capture. ``packets = counted_packets + sum(not_counted packets)``."""
 
@@ -114,6 +197,8 @@ class Report(_Frozen):
     top_bi: list[ConvRow]
     elephants: list[ElephantResult]
     warnings: list[str] = []
+    heavy: list[HeavyResult] = []
+    tail: TailFit | None = None
 
 
 class WindowSummary(_Frozen):

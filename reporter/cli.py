@@ -18,26 +18,33 @@ from console.cli import handle_errors, open_backend, redis_options, settings_fro
 from console.show import out_console, show_status
 from models.errors import CaptureStateError
 from models.flows import ts_text
-from models.report import ConvRow, FlowRow
 from reporter import windows
-from reporter.build import stream_report
+from reporter.cli_captures import captures_cmd
+from reporter.cli_export import export_cmd
+from reporter.cli_heavy import keeping, report_with
+from reporter.cli_rows import community_seed_option, emit_rows
+from reporter.cli_serve import serve_cmd
+from reporter.cli_stats import stats_cmd
 from reporter.cli_windows import persist_cmd, watch_cmd, windows_cmd
-from reporter.elephants import DEFAULT_RULES, RULE_FORMS, classify_dist, parse_rule
+from reporter.elephants import DEFAULT_RULES, classify_dist
 from reporter.export import write_rows
+from reporter.heavy import ALL_RULE_FORMS, parse_rules
 from reporter.query import top_rows
 from reporter.rank import RANK_BY, parse_proto
 from reporter.ranked import write_rows_ranked
 from reporter.render import (
     elephants_table,
     human_ts,
-    rows_csv,
     rows_json,
-    rows_table,
     summary_table,
+    with_community,
 )
+from reporter.render_heavy import heavy_table, tail_table
 from reporter.sizes import SizeDist
 from reporter.stream import bi_sizes, uni_sizes
-from store.captures import load_report, names, run_of, status
+from reporter.tail import TopSizes, tail_fit
+from reporter.where import Where, filtered, where_option
+from store.captures import load_report, run_of, status
 from store.tables import iter_raw, table
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -57,6 +64,7 @@ def main() -> None:
     Examples:
       reporter captures
       reporter top day1 -n 20 --by rate --proto tcp
+      reporter flows day1 --where 'proto tcp and dport 443 and bytes > 1M' > https.csv
       reporter top day1 --direction bi --format csv > top.csv
       reporter summary day1 --rule load:0.9 --rule bytes:10MB
       reporter hist day1 --top 100 -o sizes.pdf
@@ -67,59 +75,6 @@ def main() -> None:
 def _conn(redis_url: str | None, queue: str) -> Any:
     store, _, _ = open_backend(settings_from(redis_url, queue))
     return store
-
-
-def _fresh_report(store: Any, keys: Any, st: Any, rules: list[Any]) -> Any:
-    """The report computed now, in streaming passes; a capture still being merged can change
-    between two passes: then say so."""
-    import time
-
-    try:
-        return stream_report(st, lambda: iter_raw(store, table(keys)), time.time_ns(), rules=rules)
-    except ValueError as exc:
-        raise CaptureStateError(
-            f"capture {st.name!r} changed while it was read ({exc}): it is still being merged; "
-            "try again, or when it is complete"
-        ) from None
-
-
-def _emit(rows: list[FlowRow] | list[ConvRow], fmt: str, title: str, direction: str) -> None:
-    if fmt == "csv":
-        rows_csv(rows, sys.stdout, view="bi" if direction == "bi" else "uni")
-    elif fmt == "json":
-        click.echo(rows_json(rows))
-    else:
-        out_console().print(rows_table(rows, title))
-
-
-@main.command(context_settings=HELP)
-@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
-@redis_options
-@handle_errors
-def captures(as_json: bool, redis_url: str | None, queue: str) -> None:
-    """List the captures known, with state and totals."""
-    conn = _conn(redis_url, queue)
-    sts = [status(conn, n) for n in names(conn)]
-    if as_json:
-        click.echo("[" + ",".join(s.model_dump_json() for s in sts) + "]")
-        return
-    from rich.table import Table
-
-    from reporter.distribution import human_bytes
-
-    t = Table(title="Captures")
-    for h in ("name", "state", "batches", "packets", "bytes", "conversations"):
-        t.add_column(h, justify="left" if h in ("name", "state") else "right")
-    for s in sts:
-        t.add_row(
-            s.name,
-            s.state.value,
-            f"{s.batches_done}/{s.total_batches or '?'}",
-            f"{s.packets:,}",
-            human_bytes(s.bytes),
-            f"{s.flows:,}",
-        )
-    out_console().print(t)
 
 
 @main.command("top", context_settings=HELP)
@@ -144,6 +99,8 @@ def captures(as_json: bool, redis_url: str | None, queue: str) -> None:
     help="Rank within tumbling windows instead of the whole capture: the latest window, every "
     "window, or the one containing TIME (epoch seconds). Needs a capture made with --window.",
 )
+@where_option
+@community_seed_option
 @redis_options
 @handle_errors
 def top_cmd(
@@ -154,12 +111,21 @@ def top_cmd(
     proto: str | None,
     fmt: str,
     which: str | None,
+    where: Where | None,
+    seed: int,
     redis_url: str | None,
     queue: str,
 ) -> None:
     """The NUM largest flows of capture NAME.
 
-    By bytes without --proto this reads the ranking kept in Redis; other orders scan the table.
+    By bytes without --proto or --where this reads the ranking kept in Redis; other orders
+    and filters scan the table, keeping NUM rows. Each row carries its Community ID.
+
+    \b
+    Examples:
+      reporter top day1 -n 10 --by rate --where 'proto tcp and dport 443'
+      reporter top day1 --direction bi --where 'net 10.0.0.0/8 and bytes >= 10MB'
+      reporter top day1 --format csv --community-id-seed 1
     """
     try:
         p = parse_proto(proto) if proto else None
@@ -168,14 +134,19 @@ def top_cmd(
     conn = _conn(redis_url, queue)
     keys = run_of(conn, name)
     what = "conversations" if direction == "bi" else "flows"
+    if where is not None:
+        what += f" where {where.text}"
     if which is None:
-        rows = top_rows(conn, table(keys), num, by, direction, p)  # type: ignore[arg-type]
-        _emit(rows, fmt, f"{name}: top {len(rows)} {what} by {by}", direction)  # type: ignore[arg-type]
+        rows = top_rows(conn, table(keys), num, by, direction, p, where)  # type: ignore[arg-type]
+        rows = with_community(rows, seed) if seed else rows  # type: ignore[type-var]
+        emit_rows(rows, fmt, f"{name}: top {len(rows)} {what} by {by}", direction, seed)  # type: ignore[arg-type]
         return
     per_window = [
-        (s, top_rows(conn, table(keys, s), num, by, direction, p))  # type: ignore[arg-type]
+        (s, top_rows(conn, table(keys, s), num, by, direction, p, where))  # type: ignore[arg-type]
         for s in windows.select(conn, keys, name, which)
     ]
+    if seed:
+        per_window = [(s, with_community(r, seed)) for s, r in per_window]  # type: ignore[type-var]
     if fmt == "json":
         items = [
             f'{{"window_start": "{ts_text(s)}", "rows": {rows_json(r)}}}'  # type: ignore[arg-type]
@@ -186,7 +157,8 @@ def top_cmd(
     for s, r in per_window:
         if fmt == "csv":
             click.echo(f"# window {ts_text(s)}")
-        _emit(r, fmt, f"{name}: top {len(r)} {what} by {by}, window {human_ts(s)}", direction)  # type: ignore[arg-type]
+        title = f"{name}: top {len(r)} {what} by {by}, window {human_ts(s)}"
+        emit_rows(r, fmt, title, direction, seed)  # type: ignore[arg-type]
 
 
 @main.command(context_settings=HELP)
@@ -209,32 +181,41 @@ def top_cmd(
     "capture (the fastest); rank: largest first (bytes, then packets, then the key), sorted "
     "through temporary files in bounded memory.",
 )
+@where_option
+@community_seed_option
 @redis_options
 @handle_errors
 def flows(
-    name: str, direction: str, fmt: str, order: str, redis_url: str | None, queue: str
+    name: str,
+    direction: str,
+    fmt: str,
+    order: str,
+    where: Where | None,
+    seed: int,
+    redis_url: str | None,
+    queue: str,
 ) -> None:
     """Every flow of capture NAME, for other programs: CSV, JSON or JSON lines.
 
-    CSV columns are those of tshark-derived flow tables: uni
-    src,dst,proto,sport,dport,packets,bytes,first_ts,last_ts; bi
-    proto,a_addr,a_port,b_addr,b_port,frames_a_to_b,bytes_a_to_b,frames_b_to_a,bytes_b_to_a,frames,bytes,first_ts,last_ts
-    (timestamps in epoch seconds with 9 decimals). For a ranked table on the terminal, use
-    `reporter top`.
+    CSV columns are those of tshark-derived flow tables, then the flow's Community ID: uni
+    src,dst,proto,sport,dport,packets,bytes,first_ts,last_ts,community_id; bi
+    proto,a_addr,a_port,b_addr,b_port,frames_a_to_b,bytes_a_to_b,frames_b_to_a,bytes_b_to_a,frames,bytes,first_ts,last_ts,community_id
+    (timestamps in epoch seconds with 9 decimals; community_id empty for ICMP, ICMPv6 and
+    SCTP). For a ranked table on the terminal, use `reporter top`.
 
     \b
     Examples:
       reporter flows day1 > day1.uni.csv
       reporter flows day1 --direction bi --order rank > day1.bi.csv
-      reporter flows day1 --format jsonl | jq -c 'select(.bytes > 1e6)'
+      reporter flows day1 --where 'udp and port 53' --format jsonl | jq -c .community_id
     """
     conn = _conn(redis_url, queue)
-    pairs = iter_raw(conn, table(run_of(conn, name)))
     view = "bi" if direction == "bi" else "uni"
+    pairs = filtered(iter_raw(conn, table(run_of(conn, name))), where, view)  # type: ignore[arg-type]
     if order == "rank":
-        write_rows_ranked(pairs, sys.stdout, view, fmt)  # type: ignore[arg-type]
+        write_rows_ranked(pairs, sys.stdout, view, fmt, community_seed=seed)  # type: ignore[arg-type]
     else:
-        write_rows(pairs, sys.stdout, view, fmt)  # type: ignore[arg-type]
+        write_rows(pairs, sys.stdout, view, fmt, community_seed=seed)  # type: ignore[arg-type]
     if fmt == "json":
         sys.stdout.write("\n")
 
@@ -247,32 +228,64 @@ def flows(
     "rules",
     multiple=True,
     metavar="RULE",
-    help=f"Elephant rule(s) instead of the defaults: {RULE_FORMS}. Repeatable.",
+    help=f"Rule(s) instead of the defaults, by size (elephants) or by duration, rate or "
+    f"burstiness: {ALL_RULE_FORMS}. Repeatable; see docs/heavy-hitters.md.",
 )
+@where_option
 @redis_options
 @handle_errors
 def summary(
-    name: str, as_json: bool, rules: tuple[str, ...], redis_url: str | None, queue: str
+    name: str,
+    as_json: bool,
+    rules: tuple[str, ...],
+    where: Where | None,
+    redis_url: str | None,
+    queue: str,
 ) -> None:
-    """Totals of capture NAME, the not-counted buckets, byte shares and elephant flows."""
+    """Totals of capture NAME, the not-counted buckets, byte shares, elephant flows, the
+    heavy hitters by duration and rate (tortoises, cheetahs) and a fit of the size tail
+    (Hill; a power law against a lognormal). Rules given with --rule replace every default.
+
+    \b
+    Examples:
+      reporter summary day1 --rule load:0.9 --rule duration:3sd --rule rate:10Mbit/s
+      reporter summary day1 --rule porcupines      # burstiness: captures with --window
+      reporter summary day1 --json | jq .tail.power_law
+
+    With --where, every number is of the matching unidirectional flows: their packets,
+    bytes, first and last packet, flows, shares and elephants (and the conversations they
+    belong to); the not-counted buckets are left out."""
     try:
-        chosen = [parse_rule(r) for r in rules] or list(DEFAULT_RULES)
+        chosen, heavy = parse_rules(rules)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--rule") from None
     conn = _conn(redis_url, queue)
     keys = run_of(conn, name)
     report = load_report(conn, keys)
     st = status(conn, name)
-    if report is None or rules or report.summary.packets != st.packets:
-        report = _fresh_report(conn, keys, st, chosen)
+    if (
+        report is None
+        or report.tail is None  # stored by a version without heavy hitters and tail fit
+        or rules
+        or where
+        or report.summary.packets != st.packets
+    ):
+        report = report_with(conn, keys, st, chosen, heavy, where)
     if as_json:
         click.echo(report.model_dump_json(indent=1))
         return
     con = out_console()
     if not report.complete:
         show_status(con, st)
+    if where is not None:
+        con.print(f"flows where {where.text}", markup=False, highlight=False)
     con.print(summary_table(report.summary))
-    con.print(elephants_table(report.elephants))
+    if report.elephants:
+        con.print(elephants_table(report.elephants))
+    if report.heavy:
+        con.print(heavy_table(report.heavy))
+    if report.tail is not None:
+        con.print(tail_table(report.tail))
     for w in report.warnings:
         con.print(f"[yellow]warning:[/] {w}")
 
@@ -302,6 +315,7 @@ def summary(
 )
 @click.option("--flows", "nflows", type=click.IntRange(1, 50), default=10, show_default=True,
               help="Flows drawn with --timeline.")  # fmt: skip
+@where_option
 @redis_options
 @handle_errors
 def hist(
@@ -311,35 +325,54 @@ def hist(
     output: str,
     timeline: bool,
     nflows: int,
+    where: Where | None,
     redis_url: str | None,
     queue: str,
 ) -> None:
     """Plot the flow size distribution of capture NAME: a histogram of sizes (KB, log count
-    axis) beside the CCDF of sizes and the cumulative share of bytes; with --timeline, the
-    largest flows' bytes per window beside the histogram."""
+    axis) beside the CCDF of sizes, with its tail fits (Hill; a power law, tested against a
+    lognormal: docs/heavy-hitters.md), and the cumulative share of bytes; with --timeline, the
+    largest flows' bytes per window beside the histogram. --where plots the matching flows
+    only (not with --timeline)."""
+    from console.extras import require
+
+    require("matplotlib", "plot", "reporter hist")
     from reporter.plots import FORMATS as PLOT_FORMATS
     from reporter.plots import save_figure, size_histogram_figure, timeline_figure
 
     if not output.lower().endswith(PLOT_FORMATS):
         raise click.BadParameter(f"use one of {', '.join(PLOT_FORMATS)}", param_hint="--output")
+    if where is not None and timeline:
+        raise click.UsageError("--where does not apply to --timeline: leave one out")
     conn = _conn(redis_url, queue)
     keys = run_of(conn, name)
     t = table(keys)
     sizes_of = bi_sizes if direction == "bi" else uni_sizes
-    dist = SizeDist.of(sizes_of(iter_raw(conn, t)))  # one pass: exact counts per size bucket
+    view = "bi" if direction == "bi" else "uni"
+
+    def sizes() -> Any:
+        return sizes_of(filtered(iter_raw(conn, t), where, view))  # type: ignore[arg-type]
+
+    kept = TopSizes()  # the largest sizes, for the tail fit on the CCDF
+    dist = SizeDist.of(keeping(sizes(), kept))  # one pass: exact counts per size bucket
     if not dist.n:
-        raise CaptureStateError(f"capture {name!r} has no flows to plot")
-    rules, _ = classify_dist(dist, DEFAULT_RULES, lambda: sizes_of(iter_raw(conn, t)))
+        matching = f" matching {where.text!r}" if where is not None else ""
+        raise CaptureStateError(f"capture {name!r} has no flows{matching} to plot")
+    rules, _ = classify_dist(dist, DEFAULT_RULES, sizes)
     if timeline:
         windows.select(conn, keys, name, "all")  # a clear error when there are none
         starts, series = windows.timeline(conn, keys, nflows)
         fig = timeline_figure(starts, series, dist, top_n, name, rules)
     else:
-        fig = size_histogram_figure(dist, top_n, name, rules)
+        fig = size_histogram_figure(dist, top_n, name, rules, fit=tail_fit(kept))
     path = save_figure(fig, output)
     click.echo(f"wrote {path}", err=True)
 
 
+main.add_command(captures_cmd)
 main.add_command(windows_cmd)
 main.add_command(persist_cmd)
 main.add_command(watch_cmd)
+main.add_command(export_cmd)
+main.add_command(stats_cmd)
+main.add_command(serve_cmd)

@@ -1,4 +1,7 @@
-"""``reporter windows``, ``reporter persist`` and ``reporter watch``: captures over time."""
+"""``reporter windows``, ``reporter persist`` and ``reporter watch``: captures over time.
+
+Each takes ``--where`` (:mod:`reporter.where`): ``windows`` then totals the matching
+conversations of each window, ``persist`` and ``watch`` rank the matching flows only."""
 
 from __future__ import annotations
 
@@ -13,33 +16,53 @@ from rich.text import Text
 from console.cli import handle_errors, open_backend, redis_options, settings_from
 from console.show import out_console
 from models.capture import CaptureStatus
-from models.flows import ts_text
+from models.flows import FlowStats, ts_text
 from models.keys import RunKeys
+from models.report import FlowRow, WindowSummary
 from reporter import windows
 from reporter.distribution import human_bytes
 from reporter.query import top_rows
 from reporter.render import human_ts, proto_name, rows_table
+from reporter.where import Where, filtered, where_option
 from store.backend import Store
 from store.captures import run_of, status
+from store.tables import iter_raw
 from store.tables import table as run_table
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _matching(conn: Store, keys: RunKeys, where: Where) -> list[WindowSummary]:
+    """Each window's totals over its conversations that match ``where`` (bi view)."""
+    out = []
+    for w in windows.summaries(conn, keys):
+        packets = nbytes = convs = 0
+        for _, v in filtered(iter_raw(conn, run_table(keys, w.start_ns)), where, "bi"):
+            st = FlowStats.unpack(v)
+            packets, nbytes, convs = packets + st.packets, nbytes + st.bytes, convs + 1
+        out.append(w.model_copy(update={"packets": packets, "bytes": nbytes, "flows": convs}))
+    return out
+
+
 @click.command("windows", context_settings=HELP)
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
+@where_option
 @redis_options
 @handle_errors
-def windows_cmd(name: str, as_json: bool, redis_url: str | None, queue: str) -> None:
-    """List the tumbling windows of capture NAME with their totals."""
+def windows_cmd(
+    name: str, as_json: bool, where: Where | None, redis_url: str | None, queue: str
+) -> None:
+    """List the tumbling windows of capture NAME with their totals (with --where: of the
+    matching conversations, read from each window's table)."""
     conn, _, _ = open_backend(settings_from(redis_url, queue))
     keys = run_of(conn, name)
-    rows = windows.summaries(conn, keys)
+    rows = windows.summaries(conn, keys) if where is None else _matching(conn, keys, where)
     if as_json:
         click.echo("[" + ",".join(r.model_dump_json() for r in rows) + "]")
         return
-    t = Table(title=f"{name}: {len(rows)} windows")
+    matching = "" if where is None else f", conversations where {where.text}"
+    t = Table(title=f"{name}: {len(rows)} windows{matching}")
     for h in ("start (UTC)", "epoch", "packets", "bytes", "conversations"):
         t.add_column(h, justify="left" if h.startswith("start") else "right")
     for r in rows:
@@ -58,14 +81,26 @@ def windows_cmd(name: str, as_json: bool, redis_url: str | None, queue: str) -> 
 @click.option("-n", "num", type=click.IntRange(1), default=10, show_default=True,
               help="Top-N of each window that counts as an elephant.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
+@where_option
 @redis_options
 @handle_errors
-def persist_cmd(name: str, num: int, as_json: bool, redis_url: str | None, queue: str) -> None:
-    """Persistent elephants of capture NAME: the flows in the top NUM of the most windows."""
+def persist_cmd(
+    name: str, num: int, as_json: bool, where: Where | None, redis_url: str | None, queue: str
+) -> None:
+    """Persistent elephants of capture NAME: the flows in the top NUM of the most windows
+    (with --where: the top NUM of the matching flows of each window)."""
     conn, _, _ = open_backend(settings_from(redis_url, queue))
     keys = run_of(conn, name)
     windows.select(conn, keys, name, "all")  # a clear error when there are none
-    flows = windows.persistent(conn, keys, num)
+    if where is None:
+        flows = windows.persistent(conn, keys, num)
+    else:
+        tops = {
+            s: [r for r in top_rows(conn, run_table(keys, s), num, "bytes", "uni", None, where)
+                if isinstance(r, FlowRow)]
+            for s in windows.starts(conn, keys)
+        }  # fmt: skip
+        flows = windows.persistent_from(tops)
     total = len(windows.starts(conn, keys))
     if as_json:
         click.echo("[" + ",".join(f.model_dump_json() for f in flows) + "]")
@@ -83,7 +118,12 @@ def persist_cmd(name: str, num: int, as_json: bool, redis_url: str | None, queue
 
 
 def _watch_view(
-    conn: Store, keys: RunKeys, name: str, num: int, prev: tuple[float, int, int] | None
+    conn: Store,
+    keys: RunKeys,
+    name: str,
+    num: int,
+    prev: tuple[float, int, int] | None,
+    where: Where | None = None,
 ) -> tuple[Group, tuple[float, int, int], CaptureStatus]:
     st = status(conn, name)
     now = time.monotonic()
@@ -99,12 +139,14 @@ def _watch_view(
         f"lag: {lag} batches waiting  failed: {st.batches_failed}"
     )
     ws = windows.starts(conn, keys)
+    what = "flows" if where is None else f"flows where {where.text}"
     if ws:
-        rows = top_rows(conn, run_table(keys, ws[-1]), num, "bytes", "uni")
-        table = rows_table(rows, f"top {len(rows)} flows of the window starting {human_ts(ws[-1])}")  # type: ignore[arg-type]
+        rows = top_rows(conn, run_table(keys, ws[-1]), num, "bytes", "uni", None, where)
+        title = f"top {len(rows)} {what} of the window starting {human_ts(ws[-1])}"
     else:
-        rows = top_rows(conn, run_table(keys), num, "bytes", "uni")
-        table = rows_table(rows, f"top {len(rows)} flows of the whole capture (no windows)")  # type: ignore[arg-type]
+        rows = top_rows(conn, run_table(keys), num, "bytes", "uni", None, where)
+        title = f"top {len(rows)} {what} of the whole capture (no windows)"
+    table = rows_table(rows, title)  # type: ignore[arg-type]
     return Group(head, table), (now, st.packets, st.bytes), st
 
 
@@ -114,22 +156,29 @@ def _watch_view(
 @click.option("--interval", type=click.FloatRange(0.1), default=2.0, show_default=True,
               help="Seconds between refreshes.")  # fmt: skip
 @click.option("--once", is_flag=True, help="Print one view and exit (for scripts).")
+@where_option
 @redis_options
 @handle_errors
 def watch_cmd(
-    name: str, num: int, interval: float, once: bool, redis_url: str | None, queue: str
+    name: str,
+    num: int,
+    interval: float,
+    once: bool,
+    where: Where | None,
+    redis_url: str | None,
+    queue: str,
 ) -> None:
     """A view of capture NAME refreshed in place, like top: the current window's top flows,
     packets/s and bytes/s, and the workers' lag. Ctrl-C leaves; a finished capture exits."""
     conn, _, _ = open_backend(settings_from(redis_url, queue))
     keys = run_of(conn, name)
     con = out_console()
-    view, prev, st = _watch_view(conn, keys, name, num, None)
+    view, prev, st = _watch_view(conn, keys, name, num, None, where)
     if once or not con.is_terminal:
         con.print(view)
         return
     with Live(view, console=con, refresh_per_second=4, screen=False) as live:
         while st.state.value not in ("complete", "failed", "aborted"):
             time.sleep(interval)
-            view, prev, st = _watch_view(conn, keys, name, num, prev)
+            view, prev, st = _watch_view(conn, keys, name, num, prev, where)
             live.update(view)

@@ -8,14 +8,18 @@ from models.report import ConvRow, FlowRow
 from reporter.rank import RankBy, top
 from reporter.stream import top_from_pairs
 from reporter.views import conv_row, uni_row, uni_rows
+from reporter.where import Where
 from store.backend import Store
 from store.tables import Table, iter_flows, iter_raw, top_conversations, top_directions
 
 Row = FlowRow | ConvRow
 
 
-def all_rows(store: Store, t: Table, direction: str) -> Iterator[Row]:
-    for key, st in iter_flows(store, t):
+def all_rows(store: Store, t: Table, direction: str, where: Where | None = None) -> Iterator[Row]:
+    flows = iter_flows(store, t)
+    if where is not None:
+        flows = where.flows(flows, "bi" if direction == "bi" else "uni")
+    for key, st in flows:
         if direction == "bi":
             yield conv_row(key, st)
         else:
@@ -23,10 +27,20 @@ def all_rows(store: Store, t: Table, direction: str) -> Iterator[Row]:
 
 
 def top_rows(
-    store: Store, t: Table, n: int, by: RankBy, direction: str, proto: int | None = None
+    store: Store,
+    t: Table,
+    n: int,
+    by: RankBy,
+    direction: str,
+    proto: int | None = None,
+    where: Where | None = None,
 ) -> list[Row]:
-    """The ``n`` largest rows. By bytes without a protocol filter this reads the shards'
-    ranking sorted sets (no scan); any other order scans the table, holding ``n`` rows."""
+    """The ``n`` largest rows. By bytes without a protocol filter or ``where`` this reads the
+    shards' ranking sorted sets (no scan); anything else scans the table (through ``where``),
+    holding ``n`` rows."""
+    if where is not None:
+        pairs = where.pairs(iter_raw(store, t), "bi" if direction == "bi" else "uni")
+        return list(top_from_pairs(pairs, direction, n, by, proto))
     if by == "bytes" and proto is None:
         if direction == "bi":
             return list(

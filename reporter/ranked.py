@@ -20,18 +20,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from typing import TextIO
 
-from reporter.export import (
-    BI_JSON,
-    CHUNK,
-    UNI_JSON,
-    Format,
-    View,
-    bi_fields,
-    chunks,
-    uni_fields,
-    write_lines,
-)
-from reporter.packed import AddrText, Pair, ts_bytes
+from reporter.export import CHUNK, Format, View, chunks, json_lines, write_lines
+from reporter.packed import AddrText, Pair
 
 #: Rows sorted in memory before a run is spilled to disk.
 RUN_ROWS = 100_000
@@ -41,35 +31,32 @@ _UNI_KEY = b"%020d%020d('%s', '%s', %s, %s, %s)\0"
 _BI_KEY = b"%020d%020d[%s, '%s', %s, '%s', %s]\0"
 
 
-def _csv_records(pairs: Iterable[Pair], view: View) -> Iterator[bytes]:
+def _csv_records(pairs: Iterable[Pair], view: View, seed: int | None) -> Iterator[bytes]:
     """:func:`_records` of CSV lines: the key's fields, packets and bytes are in the line."""
     key, cut, pk, by = (_UNI_KEY, 7, 5, 6) if view == "uni" else (_BI_KEY, 11, 9, 10)
-    for lines in chunks(pairs, view, "csv"):
+    for lines in chunks(pairs, view, "csv", seed):
         for line in lines:
             f = line.split(b",", cut)
             yield key % (_BIG - int(f[by]), _BIG - int(f[pk]), *f[:5]) + line
 
 
-def _records(pairs: Iterable[Pair], view: View, fmt: Format) -> Iterator[bytes]:
+def _records(
+    pairs: Iterable[Pair], view: View, fmt: Format, seed: int | None = None
+) -> Iterator[bytes]:
     """``<sort key>\\0<line>\\n`` per row; plain byte order of records is the ranking."""
     if fmt == "csv":
-        yield from _csv_records(pairs, view)
+        yield from _csv_records(pairs, view, seed)
         return
     addr = AddrText()
     if view == "uni":
-        for s, d, p, sp, dp, pk, by, f, la, g in uni_fields(pairs, addr):
-            ft, lt = ts_bytes(f), ts_bytes(la)
-            line = UNI_JSON % (s, d, p, sp, dp, pk, by, int(f), int(la), g, ft, lt) + b"\n"
-            yield b"%020d%020d('%s', '%s', %d, %d, %d)\0%s" % (
+        for (s, d, p, sp, dp, pk, by, *_), line in json_lines(pairs, addr, view, seed or 0):
+            yield b"%020d%020d('%s', '%s', %d, %d, %d)\0%s\n" % (
                 _BIG - int(by), _BIG - int(pk), s, d, p, sp, dp, line)  # fmt: skip
     else:
-        for p, a, ap, b, bp, pab, bab, pba, bba, f, la in bi_fields(pairs, addr):
+        rows = json_lines(pairs, addr, view, seed or 0)
+        for (p, a, ap, b, bp, pab, bab, pba, bba, *_), line in rows:
             pk, by = pab + pba, bab + bba
-            ft, lt = ts_bytes(f), ts_bytes(la)
-            line = BI_JSON % (
-                p, a, ap, b, bp, pab, bab, pba, bba, pk, by, int(f), int(la), ft, lt
-            ) + b"\n"  # fmt: skip
-            yield b"%020d%020d[%d, '%s', %d, '%s', %d]\0%s" % (
+            yield b"%020d%020d[%d, '%s', %d, '%s', %d]\0%s\n" % (
                 _BIG - int(by), _BIG - int(pk), p, a, ap, b, bp, line)  # fmt: skip
 
 
@@ -90,6 +77,7 @@ def ranked_chunks(
     fmt: Format,
     run_rows: int = RUN_ROWS,
     tmpdir: str | None = None,
+    community_seed: int | None = None,
 ) -> Iterator[list[bytes]]:
     """The lines of :func:`reporter.export.chunks`, largest row first (see the module
     docstring). Raises :class:`ValueError` for ``run_rows < 1``."""
@@ -99,7 +87,7 @@ def ranked_chunks(
     with ExitStack() as stack:
         runs: list[str] = []
         buf: list[bytes] = []
-        for rec in _records(pairs, view, fmt):
+        for rec in _records(pairs, view, fmt, community_seed):
             buf.append(rec)
             if len(buf) >= run_rows:
                 if not runs:
@@ -124,7 +112,9 @@ def write_rows_ranked(
     fmt: Format = "csv",
     run_rows: int = RUN_ROWS,
     tmpdir: str | None = None,
+    community_seed: int | None = None,
 ) -> int:
     """Write every row of ``pairs`` to ``out`` largest first, as
     :func:`reporter.export.write_rows` writes them in table order; returns the row count."""
-    return write_lines(ranked_chunks(pairs, view, fmt, run_rows, tmpdir), out, view, fmt)
+    parts = ranked_chunks(pairs, view, fmt, run_rows, tmpdir, community_seed)
+    return write_lines(parts, out, view, fmt, community_seed is not None)

@@ -3,11 +3,14 @@
 * :func:`rows_csv` writes exactly the oracle's columns and number formats (``.uni.csv`` for
   :class:`~models.report.FlowRow`, ``.bi.csv`` for :class:`~models.report.ConvRow`), so a
   table in the oracle's order (:func:`reporter.rank.top` by bytes) is byte-identical to it
-  (:mod:`reporter.export` writes the same lines from stored records, streaming);
+  (:mod:`reporter.export` writes the same lines from stored records, streaming); given a
+  Community ID seed it adds a last column, ``community_id`` (empty where there is none);
 * :func:`rows_json` is a JSON array of the rows' pydantic dumps plus ``first_ts``/``last_ts``
   as exact epoch-seconds text;
 * :func:`rows_table`, :func:`summary_table` and :func:`elephants_table` build
-  :class:`rich.table.Table` objects in human units; printing them is the caller's business.
+  :class:`rich.table.Table` objects in human units; printing them is the caller's business
+  (:func:`rows_table` here can add a ``community id`` column to the console's flow table);
+* :func:`with_community` gives rows the Community ID of another seed.
 
 Nothing here reads Redis or decides what to show; it only formats what it is given.
 """
@@ -16,15 +19,20 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from ipaddress import ip_address
 from itertools import chain
-from typing import Literal, TextIO
+from typing import Literal, TextIO, TypeVar
 
-from console.tables import elephants_table, rows_table, summary_table
+from rich.table import Table
+
+from console.tables import elephants_table, summary_table
+from console.tables import rows_table as _plain_rows_table
 from console.units import human_bytes, human_duration, human_rate, human_ts, proto_name
+from models.community import flow_community_id
 from models.flows import ts_text
 from models.report import ConvRow, FlowRow
-from reporter.export import BI_COLUMNS, UNI_COLUMNS
+from reporter.export import BI_COLUMNS, CID_COLUMN, UNI_COLUMNS
 
 __all__ = [
     "BI_COLUMNS",
@@ -39,9 +47,11 @@ __all__ = [
     "rows_json",
     "rows_table",
     "summary_table",
+    "with_community",
 ]
 
 Rows = Iterable[FlowRow] | Iterable[ConvRow]
+RowT = TypeVar("RowT", FlowRow, ConvRow)
 
 
 def _csv_record(r: FlowRow | ConvRow) -> list[str | int]:
@@ -74,8 +84,44 @@ def _csv_record(r: FlowRow | ConvRow) -> list[str | int]:
     ]
 
 
-def rows_csv(rows: Rows, out: TextIO, view: Literal["uni", "bi"] | None = None) -> None:
+def row_community_id(r: FlowRow | ConvRow, seed: int) -> str | None:
+    """The Community ID of a row's flow with ``seed`` (from its text addresses and ports)."""
+    if isinstance(r, FlowRow):
+        a, b, ap, bp = r.src, r.dst, r.sport, r.dport
+    else:
+        a, b, ap, bp = r.a_addr, r.b_addr, r.a_port, r.b_port
+    return flow_community_id(ip_address(a).packed, ip_address(b).packed, r.proto, ap, bp, seed)
+
+
+def with_community(rows: Sequence[RowT], seed: int) -> list[RowT]:
+    """``rows`` with their ``community_id`` computed with ``seed`` (0-65535)."""
+    return [r.model_copy(update={"community_id": row_community_id(r, seed)}) for r in rows]
+
+
+def rows_table(
+    rows: Sequence[FlowRow] | Sequence[ConvRow], title: str, community: bool = False
+) -> Table:
+    """:func:`console.tables.rows_table`; with ``community``, a last column ``community id``
+    (the rows' own ``community_id``; ``-`` where there is none)."""
+    t = _plain_rows_table(rows, title)
+    if not community:
+        return t
+    t.add_column("community id", overflow="fold", no_wrap=False)
+    # rich adds cells row by row; the rows exist already, so fill the new column's cells
+    t.columns[-1]._cells.extend(r.community_id or "-" for r in rows)
+    return t
+
+
+def rows_csv(
+    rows: Rows,
+    out: TextIO,
+    view: Literal["uni", "bi"] | None = None,
+    community_seed: int | None = None,
+) -> None:
     """Write ``rows`` to ``out`` as CSV with the oracle's header and formats, in the given order.
+
+    With ``community_seed`` a last column, ``community_id``, holds each row's Community ID
+    with that seed (empty for ICMP, ICMPv6 and SCTP: see :mod:`models.community`).
 
     The header follows the rows' type; ``view`` names it for an empty table (an empty table
     without ``view`` raises :class:`ValueError`, since its header is unknown). Rows of both
@@ -94,19 +140,26 @@ def rows_csv(rows: Rows, out: TextIO, view: Literal["uni", "bi"] | None = None) 
         if view is not None and cls is not (FlowRow if view == "uni" else ConvRow):
             raise TypeError(f"view={view!r} does not match rows of type {cls.__name__}")
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(UNI_COLUMNS if cls is FlowRow else BI_COLUMNS)
+    cid = community_seed is not None
+    w.writerow((*(UNI_COLUMNS if cls is FlowRow else BI_COLUMNS), *((CID_COLUMN,) if cid else ())))
     for r in chain([head] if head is not None else [], it):
         if type(r) is not cls:
             raise TypeError(f"a table mixes {cls.__name__} and {type(r).__name__} rows")
-        w.writerow(_csv_record(r))
+        rec = _csv_record(r)
+        if community_seed is not None:
+            rec.append(row_community_id(r, community_seed) or "")
+        w.writerow(rec)
 
 
-def rows_json(rows: Rows) -> str:
+def rows_json(rows: Rows, community_seed: int | None = None) -> str:
     """A JSON array of the rows' pydantic dumps, each with ``first_ts`` and ``last_ts`` added
-    as exact epoch-seconds text (nanosecond integers lose precision in JavaScript)."""
+    as exact epoch-seconds text (nanosecond integers lose precision in JavaScript).
+    ``community_id`` is the row's own, or computed with ``community_seed`` when given."""
     items: list[dict[str, object]] = []
     for r in rows:
         d: dict[str, object] = r.model_dump(mode="json")
+        if community_seed is not None:
+            d["community_id"] = row_community_id(r, community_seed)
         d["first_ts"] = ts_text(r.first_ns)
         d["last_ts"] = ts_text(r.last_ns)
         items.append(d)

@@ -5,17 +5,22 @@
 * :func:`conv_row`: the bidirectional row, with A = the sender of the earliest packet (on a
   tie, the smaller ``(address as text, port)``), as tshark's conversation table and the oracle
   define it.
+
+Both carry the flow's Community ID (:func:`models.community.flow_community_id`, seed ``seed``,
+0 by default): the same for both directions and the conversation.
 """
 
 from __future__ import annotations
 
+from models.community import flow_community_id
 from models.flows import FlowKey, FlowStats, addr_text
 from models.report import ConvRow, FlowRow
 
 
-def uni_row(key: FlowKey, st: FlowStats, direction: int) -> FlowRow:
+def uni_row(key: FlowKey, st: FlowStats, direction: int, seed: int = 0) -> FlowRow:
     """The row of one direction of a conversation (0: A to B, 1: B to A)."""
     a, b = addr_text(key.a_addr), addr_text(key.b_addr)
+    cid = flow_community_id(key.a_addr, key.b_addr, key.proto, key.a_port, key.b_port, seed)
     if direction == 0:
         return FlowRow(
             src=a,
@@ -28,6 +33,7 @@ def uni_row(key: FlowKey, st: FlowStats, direction: int) -> FlowRow:
             first_ns=st.first_ab,
             last_ns=st.last_ab,
             tcp_flags=st.flags_ab,
+            community_id=cid,
         )
     return FlowRow(
         src=b,
@@ -40,15 +46,16 @@ def uni_row(key: FlowKey, st: FlowStats, direction: int) -> FlowRow:
         first_ns=st.first_ba,
         last_ns=st.last_ba,
         tcp_flags=st.flags_ba,
+        community_id=cid,
     )
 
 
-def uni_rows(key: FlowKey, st: FlowStats) -> list[FlowRow]:
+def uni_rows(key: FlowKey, st: FlowStats, seed: int = 0) -> list[FlowRow]:
     """One row per direction that carried packets."""
-    return [uni_row(key, st, d) for d, n in ((0, st.pkts_ab), (1, st.pkts_ba)) if n]
+    return [uni_row(key, st, d, seed) for d, n in ((0, st.pkts_ab), (1, st.pkts_ba)) if n]
 
 
-def conv_row(key: FlowKey, st: FlowStats) -> ConvRow:
+def conv_row(key: FlowKey, st: FlowStats, seed: int = 0) -> ConvRow:
     a = (addr_text(key.a_addr), key.a_port)
     b = (addr_text(key.b_addr), key.b_port)
     swap = (st.first_ba, b) < (st.first_ab, a) and a != b
@@ -73,4 +80,7 @@ def conv_row(key: FlowKey, st: FlowStats) -> ConvRow:
         bytes=st.bytes,
         first_ns=st.first,
         last_ns=st.last,
+        community_id=flow_community_id(
+            key.a_addr, key.b_addr, key.proto, key.a_port, key.b_port, seed
+        ),
     )
