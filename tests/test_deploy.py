@@ -121,13 +121,16 @@ def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     "path_doc",
-    [pytest.param((p, d), id=f"{p.name}:{d['kind']}/{d.get('metadata', {}).get('name', '')}") for p, d in _manifests()],
+    [
+        pytest.param((p, d), id=f"{p.name}:{d['kind']}/{d.get('metadata', {}).get('name', '')}")
+        for p, d in _manifests()
+    ],
 )
 def test_manifest_is_valid(path_doc: tuple[Path, dict[str, Any]]) -> None:
     import jsonschema
     import kubernetes_validate
 
-    path, doc = path_doc
+    _, doc = path_doc
     if doc["apiVersion"].startswith("keda.sh/"):
         jsonschema.validate(doc, KEDA_SCHEMAS[doc["kind"]])
     elif doc["kind"] == "Kustomization":
@@ -225,11 +228,15 @@ def test_compose_files_publish_redis_on_loopback_only_and_pass_no_password() -> 
             for port in svc.get("ports", []):
                 assert str(port).startswith("127.0.0.1:"), f"{path.name}: {name} publishes {port}"
             for value in (svc.get("environment") or {}).values():
-                assert "redis://:" not in str(value), f"{path.name}: {name} has a URL with a password"
+                assert "redis://:" not in str(value), (
+                    f"{path.name}: {name} has a URL with a password"
+                )
 
 
 def test_dockerfile_copies_every_package() -> None:
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]
     top = {p.split(".")[0] for p in packages}
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     copied = set(re.findall(r"^COPY (\w+) \1$", text, re.M))
