@@ -15,11 +15,13 @@ from console.cli import handle_errors, open_backend, redis_options, settings_fro
 from console.show import out_console
 from models.errors import CaptureStateError
 from models.flows import ts_text
+from models.keys import RunKeys
 from reporter import windows
 from reporter.elephants import parse_size
 from reporter.render import human_bytes, human_ts
 from reporter.stats import BY, KEY_FORMS, By, KeySpec, StatRow, Totals, View, key_stats, parse_key
 from reporter.where import Where, filtered, where_option
+from store.backend import Store
 from store.captures import run_of
 from store.tables import iter_raw, table
 
@@ -173,14 +175,36 @@ def stats_cmd(
     n = num if num is not None else (0 if floor is not None or percentage is not None else 10)
     conn, _, _ = open_backend(settings_from(redis_url, queue))
     keys = run_of(conn, name)
-    starts: list[int | None] = [None]
-    if which is not None:
-        starts = list(windows.select(conn, keys, name, which))
-    out = sys.stdout
+    starts = None if which is None else list(windows.select(conn, keys, name, which))
+    write_stats(
+        sys.stdout, conn, keys, name, spec, by, n, direction, fmt, starts, floor, percentage, where
+    )
+
+
+def write_stats(
+    out: TextIO,
+    conn: Store,
+    keys: RunKeys,
+    name: str,
+    spec: KeySpec,
+    by: str,
+    n: int,
+    direction: str,
+    fmt: str = "json",
+    starts: list[int] | None = None,
+    floor: float | None = None,
+    percentage: float | None = None,
+    where: Where | None = None,
+) -> None:
+    """Write what ``reporter stats`` prints in ``fmt`` to ``out``: the statistics of capture
+    ``name`` (run ``keys``) by ``spec``, of the whole capture (``starts`` None) or of each
+    window starting at ``starts`` (JSON: a list of documents). The web view's stats API
+    answers this JSON."""
     view = cast(View, direction)
-    if fmt == "json" and which is not None:
+    if fmt == "json" and starts is not None:
         out.write("[")
-    for i, start in enumerate(starts):
+    wins: list[int | None] = [None] if starts is None else list(starts)
+    for i, start in enumerate(wins):
         pairs = filtered(iter_raw(conn, table(keys, start)), where, view)
         try:
             with key_stats(pairs, spec, view, cast(By, by), n, floor, percentage) as (tot, rows):
@@ -190,7 +214,7 @@ def stats_cmd(
                 f"cannot write temporary files for the statistics: {exc}"
             ) from None
     if fmt == "json":
-        out.write("]\n" if which is not None else "\n")
+        out.write("]\n" if starts is not None else "\n")
 
 
 def _emit(

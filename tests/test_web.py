@@ -85,6 +85,24 @@ def test_api_documents_equal_the_cli(server: Server, redis_url: str) -> None:
     assert st == listed[0] == get_json(server.url + f"api/captures/{NAME}/status")
 
 
+def test_stats_api_equals_the_cli(server: Server, redis_url: str) -> None:
+    for query, args in [
+        ("?key=ip", ["--key", "ip"]),
+        ("?key=dport&by=flows&n=5&direction=bi",
+         ["--key", "dport", "--by", "flows", "-n", "5", "--direction", "bi"]),
+        ("?key=net/24&by=packets&n=3&window=all", ["--key", "net/24", "--by", "packets", "-n", "3",
+                                                   "--window", "all"]),
+    ]:  # fmt: skip
+        api = get_json(server.url + f"api/captures/{NAME}/stats{query}")
+        assert api == cli_json(redis_url, "stats", NAME, "--format", "json", *args), query
+        docs = api if isinstance(api, list) else [api]
+        assert len(docs) >= (3 if "window" in query else 1)
+        assert all(d["rows"] and d["totals"]["packets"] > 0 for d in docs), query
+    ip = get_json(server.url + f"api/captures/{NAME}/stats?key=ip")
+    assert ip["key"] == "ip" and ip["by"] == "bytes" and len(ip["rows"]) == 10
+    assert sum(r["flows"] for r in ip["rows"]) > ip["totals"]["flows"]  # both endpoints count
+
+
 @pytest.mark.parametrize(
     ("path", "code", "words"),
     [
@@ -99,6 +117,15 @@ def test_api_documents_equal_the_cli(server: Server, redis_url: str) -> None:
         (f"api/captures/{NAME}/top?window=1", 404, "no window containing"),
         (f"api/captures/{NAME}/summary?rule=huge", 400, "rule:"),
         (f"api/captures/{NAME}/persist?n=-1", 400, "not a whole number"),
+        (f"api/captures/{NAME}/stats?key=mac", 400, "key: unknown key 'mac': use one of srcip"),
+        (f"api/captures/{NAME}/stats?key=dport/8", 400, "key: dport takes no prefix length"),
+        (f"api/captures/{NAME}/stats?key=net/40", 400, "IPv4 prefixes are /0 to /32"),
+        (f"api/captures/{NAME}/stats", 400, "key: give one of srcip, dstip"),
+        (f"api/captures/{NAME}/stats?key=ip&by=size", 400, "by: 'size': use one of bytes"),
+        (f"api/captures/{NAME}/stats?key=ip&n=0", 400, "n: 0 is out of range"),
+        (f"api/captures/{NAME}/stats?key=ip&direction=both", 400, "use uni or bi"),
+        (f"api/captures/{NAME}/stats?key=ip&window=1", 404, "no window containing"),
+        ("api/captures/nope/stats?key=ip", 404, "no capture named 'nope'"),
         ("api/captures/bad%20name/top", 404, "no capture named"),
         ("api/nothing", 404, "Not Found"),
     ],
@@ -127,6 +154,22 @@ def test_pages_answer_errors_in_html(server: Server) -> None:
     status, headers, body = get(server.url + f"captures/{NAME}")
     assert status == 200 and "default-src 'self'" in headers["content-security-policy"]
     assert b"http://" not in body.replace(b"http://www.w3.org", b"")  # nothing from elsewhere
+
+
+def test_capture_page_stats_section(server: Server, redis_url: str) -> None:
+    status, _, body = get(server.url + f"captures/{NAME}?key=sport&key_by=flows&by=packets")
+    assert status == 200
+    assert b'<option value="sport" selected>' in body  # a key outside the selector's list
+    assert b'<option value="flows" selected>' in body and b'data-key="sport"' in body
+    assert b'name="key" value="sport"' in body  # the top's form keeps the section's choice
+    doc = cli_json(redis_url, "stats", NAME, "--key", "sport", "--by", "flows", "--format", "json")
+    for r in doc["rows"]:
+        assert f'<tr data-key="{r["key"]}" data-packets="{r["packets"]}"'.encode() in body
+    status, headers, body = get(server.url + f"captures/{NAME}/fragments/stats?key=proto")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b'id="stats-table" data-key="proto"' in body
+    status, _, body = get(server.url + f"captures/{NAME}?key=mac")
+    assert status == 400 and b"key: unknown key &#39;mac&#39;" in body
 
 
 def test_figures_are_svg(server: Server) -> None:

@@ -4,8 +4,9 @@
 
 The capture page's table holds the rows of ``reporter top --format json``, in every view the
 page offers; the figures are drawn (a screenshot of each is far from blank; one is kept as
-out/web-capture.png); clicking a column header ranks by it; and a capture merged while its page
-is open shows its numbers moving without a reload.
+out/web-capture.png); clicking a column header ranks by it; the statistics by key hold the rows
+of ``reporter stats --format json`` for the key and view chosen; and a capture merged while its
+page is open shows its numbers moving without a reload.
 """
 
 from __future__ import annotations
@@ -159,6 +160,50 @@ def test_capture_page_rows_equal_the_cli(driver: Any, server: Server, redis_url:
     assert starts == [w["start_ns"] for w in wins] and len(starts) >= 3
 
 
+def _stats_rows(driver: Any) -> list[tuple[str, ...]]:
+    """The statistics table's rows: key, packets, bytes, flows and the shares shown."""
+    script = """return Array.from(document.querySelectorAll('#stats-table tbody tr[data-key]'),
+        tr => [tr.dataset.key, tr.dataset.packets, tr.dataset.bytes, tr.dataset.flows,
+               tr.cells[3].textContent.trim(), tr.cells[5].textContent.trim(),
+               tr.cells[7].textContent.trim()]);"""
+    return [tuple(r) for r in driver.execute_script(script)]
+
+
+def _cli_stats(redis_url: str, key: str, *args: str, name: str = NAME) -> list[tuple[str, ...]]:
+    doc = cli_json(redis_url, "stats", name, "--key", key, "--format", "json", *args)
+    return [(r["key"], str(r["packets"]), str(r["bytes"]), str(r["flows"]),
+             f"{r['packets_pct']:.2f}%", f"{r['bytes_pct']:.2f}%", f"{r['flows_pct']:.2f}%")
+            for r in doc["rows"]]  # fmt: skip
+
+
+def test_stats_by_key_equal_the_cli(driver: Any, server: Server, redis_url: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    def table_is(key: str, direction: str) -> bool:
+        t = driver.find_element(By.ID, "stats-table")
+        return bool(t.get_attribute("data-key") == key and
+                    t.get_attribute("data-direction") == direction)  # fmt: skip
+
+    _open(driver, server.url + f"captures/{NAME}")
+    assert table_is("ip", "uni")
+    rows = _stats_rows(driver)
+    assert len(rows) == 10 and rows == _cli_stats(redis_url, "ip")
+    Select(driver.find_element(By.ID, "stats-key")).select_by_value("dport")
+    driver.find_element(By.CSS_SELECTOR, "#stats-form button").click()
+    wait_until(lambda: "key=dport" in driver.current_url, 60, "the dport statistics")
+    wait_until(lambda: table_is("dport", "uni"), 60, "the table of dport")
+    dport = _stats_rows(driver)
+    assert dport and dport != rows and dport == _cli_stats(redis_url, "dport")
+    # the top's switch to conversations keeps the key and applies to the statistics too
+    Select(driver.find_element(By.ID, "direction")).select_by_value("bi")
+    driver.find_element(By.CSS_SELECTOR, "#top form.controls button").click()
+    wait_until(lambda: "direction=bi" in driver.current_url, 60, "the bi view")
+    wait_until(lambda: table_is("dport", "bi"), 60, "the table of dport, bi")
+    bi = _stats_rows(driver)
+    assert bi != dport and bi == _cli_stats(redis_url, "dport", "--direction", "bi")
+
+
 def _plot_pixels(driver: Any, element_id: str) -> tuple[int, float]:
     """Distinct colours and the share of non-white pixels in a screenshot of the element."""
     from PIL import Image
@@ -230,7 +275,7 @@ def test_live_capture_numbers_move(
         return int(got[0]), str(got[1])
 
     assert shown() == (0, "processing")
-    assert not _rows(driver)
+    assert not _rows(driver) and not _stats_rows(driver)
     driver.execute_script("window.sameDocument = true")
     with LocalWorkers(redis_url, settings.queue, 1) as w:
         wait_until(lambda: (w.check(), shown()[0] > 0)[1], 120, "the page's packets to move")
@@ -240,6 +285,8 @@ def test_live_capture_numbers_move(
     assert shown() == (packets, "complete")
     wait_until(lambda: len(_rows(driver)) == 20, 60, "the top table to fill")
     assert _as_cli(_rows(driver), "uni") == _cli_rows(redis_url, "uni", name="live")
+    wait_until(lambda: len(_stats_rows(driver)) == 10, 60, "the statistics to fill")
+    assert _stats_rows(driver) == _cli_stats(redis_url, "ip", name="live")
     _open(driver, server.url)
     names = driver.execute_script(
         "return Array.from(document.querySelectorAll('#captures tr[data-name]'), r => r.dataset.name)"

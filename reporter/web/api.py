@@ -8,6 +8,8 @@
                                              reporter summary NAME --json [--rule R ...]
     GET /api/captures/NAME/windows           reporter windows NAME --json
     GET /api/captures/NAME/persist?n=10      reporter persist NAME -n 10 --json
+    GET /api/captures/NAME/stats?key=&by=&n=&direction=&window=
+                                             reporter stats NAME --key ... --format json
 
 Endpoints are plain functions: Starlette runs them in its thread pool, so the blocking Redis
 calls never hold up the event loop.
@@ -66,6 +68,11 @@ def persist(request: Request) -> Response:
     return json_text(docs.persist_json(_store(request), _name(request), n))
 
 
+def stats(request: Request) -> Response:
+    q = docs.parse_stats(request.query_params)
+    return json_text(docs.stats_json(_store(request), _name(request), q))
+
+
 ROUTES = [
     Route("/api/captures", captures, methods=["GET"]),
     Route("/api/captures/{name}", status, methods=["GET"]),
@@ -74,4 +81,5 @@ ROUTES = [
     Route("/api/captures/{name}/summary", summary, methods=["GET"]),
     Route("/api/captures/{name}/windows", windows, methods=["GET"]),
     Route("/api/captures/{name}/persist", persist, methods=["GET"]),
+    Route("/api/captures/{name}/stats", stats, methods=["GET"]),
 ]

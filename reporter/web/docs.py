@@ -2,8 +2,9 @@
 
 Each ``*_json`` function returns the text that the matching command prints with ``--json`` or
 ``--format json``: ``reporter captures``, ``producer status``, ``reporter top``, ``reporter
-summary``, ``reporter windows`` and ``reporter persist``. Query parameters are parsed here too,
-so the pages and the JSON API refuse the same values with the same messages.
+summary``, ``reporter windows``, ``reporter persist`` and ``reporter stats``. Query parameters
+are parsed here too, so the pages and the JSON API refuse the same values with the same
+messages.
 
 Failures: :class:`BadParam` (a parameter is wrong: HTTP 400), :class:`NotFound` (no such
 capture, or no windows: 404); any other :class:`~models.errors.CaptureStateError` is a capture
@@ -12,6 +13,8 @@ in a state that does not allow the request (409).
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,10 +26,12 @@ from models.keys import NAME_RE, RunKeys
 from models.report import ElephantRule, PersistentFlow, Report, WindowSummary
 from reporter import windows
 from reporter.build import stream_report
+from reporter.cli_stats import write_stats
 from reporter.elephants import DEFAULT_RULES, parse_rule
 from reporter.query import Row, top_rows
 from reporter.rank import RANK_BY, RankBy, parse_proto
 from reporter.render import rows_json
+from reporter.stats import BY, KEY_FORMS, KeySpec, parse_key
 from store.backend import Store
 from store.captures import load_report, names, run_of, status
 from store.tables import iter_raw, table
@@ -209,3 +214,67 @@ def persist_of(store: Store, name: str, n: int) -> list[PersistentFlow]:
 
 def persist_json(store: Store, name: str, n: int) -> str:
     return "[" + ",".join(f.model_dump_json() for f in persist_of(store, name, n)) + "]"
+
+
+@dataclass(frozen=True)
+class StatsQuery:
+    """What ``reporter stats`` takes: ``--key``, ``--by``, ``-n``, ``--direction``,
+    ``--window``."""
+
+    spec: KeySpec
+    by: str = "bytes"
+    n: int = 10
+    direction: str = "uni"
+    window: str = ""
+
+    @property
+    def key(self) -> str:
+        """The key as the CLI names it in its documents (``net/24`` is ``net/24,64``)."""
+        return str(self.spec)
+
+
+def parse_stats(
+    params: Mapping[str, str],
+    key: str = "key",
+    by: str = "by",
+    default_key: str = "",
+    n_name: str | None = "n",
+) -> StatsQuery:
+    """A :class:`StatsQuery` from query parameters, the key, its order and the number of rows
+    read from the parameters named ``key``, ``by`` and ``n_name`` (``default_key`` when there is
+    no key; 10 rows when ``n_name`` is None); :class:`BadParam` for a wrong value, with the key
+    parser's message for a wrong key."""
+    text = params.get(key, "").strip() or default_key
+    if not text:
+        raise BadParam(key, f"give one of {KEY_FORMS}")
+    try:
+        spec = parse_key(text)
+    except ValueError as exc:
+        raise BadParam(key, str(exc)) from None
+    order = params.get(by, "bytes") or "bytes"
+    if order not in BY:
+        raise BadParam(by, f"{order!r}: use one of {', '.join(BY)}")
+    n = int_param(params, n_name, 10, 1, MAX_N) if n_name else 10
+    view = params.get("direction", "uni") or "uni"
+    if view not in DIRECTIONS:
+        raise BadParam("direction", f"{view!r}: use uni or bi")
+    return StatsQuery(spec, order, n, view, params.get("window", "").strip())
+
+
+#: the keys the capture page offers (any other the parser takes works in its URL)
+STATS_KEYS = ("ip", "srcip", "dstip", "dport", "port", "proto", "pair", "net/24")
+
+
+def stats_json(store: Store, name: str, q: StatsQuery) -> str:
+    """``reporter stats NAME --key K --by B -n N --direction D [--window W] --format json``."""
+    keys = keys_of(store, name)
+    starts = window_starts(store, keys, name, q.window) if q.window else None
+    out = io.StringIO()
+    write_stats(out, store, keys, name, q.spec, q.by, q.n, q.direction, "json", starts)
+    return out.getvalue().rstrip("\n")
+
+
+def stats_of(store: Store, name: str, q: StatsQuery) -> dict[str, object]:
+    """The document of :func:`stats_json` (whole capture) as a dict, for the page."""
+    doc: dict[str, object] = json.loads(stats_json(store, name, q))
+    return doc

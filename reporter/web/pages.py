@@ -2,11 +2,11 @@
 fragments that the pages' script reloads while a capture is live.
 
     GET /                                     the captures: state, progress, totals
-    GET /captures/NAME?n=&by=&direction=&proto=
+    GET /captures/NAME?n=&by=&direction=&proto=&key=&key_by=
                                               one capture: status, top-N, summary and
-                                              elephants, figures, windows
+                                              elephants, statistics by key, figures, windows
     GET /fragments/captures                   the captures table's rows
-    GET /captures/NAME/fragments/PART         status, top, summary or windows
+    GET /captures/NAME/fragments/PART         status, top, summary, stats or windows
     GET /captures/NAME/sizes.svg?direction=&top=
     GET /captures/NAME/timeline.svg?flows=
 """
@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -33,12 +34,22 @@ from console.units import (
 from models.capture import CaptureState
 from models.errors import CaptureStateError
 from reporter.rank import RANK_BY
+from reporter.stats import BY, parse_key
 from reporter.web import docs, figures
 from store.backend import Store
 
 FINAL = (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED)
 PROTOS = ("tcp", "udp", "icmp", "icmpv6", "gre", "esp", "sctp")
 PERSIST_N = 10
+#: the statistics section's own parameters on the capture page's URL (``by`` is the top's)
+STATS_PARAMS = ("key", "key_by")
+
+
+@pass_context
+def _qs(ctx: Context, q: docs.TopQuery, **change: object) -> str:
+    """The page's query string: the top's values with ``change`` applied, then the statistics
+    section's (``keep``) so that either form or a header link leaves the other as it was."""
+    return urlencode(q.params(**change) | dict(ctx.get("keep") or {}))
 
 
 def _env() -> Environment:
@@ -57,8 +68,9 @@ def _env() -> Environment:
         count=lambda v: f"{v:,}",
         pct=lambda v: f"{v * 100:.1f}%",
         rate=lambda r: human_rate(rate(r)) if rate(r) else "-",
+        share=lambda v: f"{v:.2f}%",
     )
-    env.globals["qs"] = lambda q, **change: urlencode(q.params(**change))
+    env.globals["qs"] = _qs
     return env
 
 
@@ -108,6 +120,26 @@ def _summary_ctx(store: Store, name: str) -> dict[str, Any]:
         return {"report": None, "report_error": str(exc)}
 
 
+def _keep(request: Request) -> dict[str, str]:
+    qp = request.query_params
+    return {k: qp[k] for k in STATS_PARAMS if qp.get(k, "").strip()}
+
+
+def _stats_ctx(store: Store, name: str, sq: docs.StatsQuery) -> dict[str, Any]:
+    keys = [(k, parse_key(k) == sq.spec) for k in docs.STATS_KEYS]
+    if not any(chosen for _, chosen in keys):  # one the URL names: offered too
+        keys.append((sq.key, True))
+    chosen = next(k for k, c in keys if c)
+    url = urlencode({"key": chosen, "by": sq.by, "direction": sq.direction})
+    return {
+        "stats": docs.stats_of(store, name, sq),
+        "sq": sq,
+        "stats_keys": keys,
+        "stats_by": BY,
+        "stats_url": f"/captures/{name}/fragments/stats?{url}",
+    }
+
+
 def _windows_ctx(store: Store, name: str) -> dict[str, Any]:
     wins = docs.windows_of(store, name)
     persist = docs.persist_of(store, name, PERSIST_N) if wins else []
@@ -128,10 +160,12 @@ def captures_rows(request: Request) -> Response:
 def capture_page(request: Request) -> Response:
     store, name = _store(request), _name(request)
     q = docs.parse_top(request.query_params)
-    ctx: dict[str, Any] = {"name": name, "q": q}
+    sq = docs.parse_stats(request.query_params, "key", "key_by", "ip", None)
+    ctx: dict[str, Any] = {"name": name, "q": q, "keep": _keep(request)}
     ctx |= _status_ctx(store, name)
     ctx |= _top_ctx(store, name, q)
     ctx |= _summary_ctx(store, name)
+    ctx |= _stats_ctx(store, name, sq)
     ctx |= _windows_ctx(store, name)
     return render(request, "capture.html", **ctx)
 
@@ -142,12 +176,15 @@ def fragment(request: Request) -> Response:
         return render(request, "_status.html", name=name, **_status_ctx(store, name))
     if part == "top":
         q = docs.parse_top(request.query_params)
-        return render(request, "_top.html", **_top_ctx(store, name, q))
+        return render(request, "_top.html", keep=_keep(request), **_top_ctx(store, name, q))
     if part == "summary":
         return render(request, "_summary.html", name=name, **_summary_ctx(store, name))
+    if part == "stats":
+        sq = docs.parse_stats(request.query_params, default_key="ip", n_name=None)
+        return render(request, "_stats.html", name=name, **_stats_ctx(store, name, sq))
     if part == "windows":
         return render(request, "_windows.html", name=name, **_windows_ctx(store, name))
-    raise docs.NotFound(f"no part {part!r}: use status, top, summary or windows")
+    raise docs.NotFound(f"no part {part!r}: use status, top, summary, stats or windows")
 
 
 def _svg(data: bytes) -> Response:
