@@ -29,6 +29,9 @@ if [ "$want_test" = 1 ]; then
   command -v tshark >/dev/null || need+=(tshark)
   # `ip netns` and bridges for the host tests (tests/hosts.py)
   command -v ip >/dev/null || need+=(iproute2)
+  # headless Chromium and its WebDriver for the web view's browser tests (tests/test_web_browser.py)
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v chromedriver >/dev/null || need+=(chromium-driver)
   # nfcapd and nfdump: the IPFIX collector of tests/test_ipfix_nfdump.py
   command -v nfcapd >/dev/null || need+=(nfdump)
 fi
