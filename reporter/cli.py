@@ -69,6 +69,9 @@ def main() -> None:
       reporter summary day1 --rule load:0.9 --rule bytes:10MB
       reporter hist day1 --top 100 -o sizes.pdf
       reporter persist day1 -n 10      # captures submitted with --window
+      reporter stats day1 --key dport --by flows -n 20
+      reporter export day1 -o day1.parquet
+      reporter serve                   # a web view on http://127.0.0.1:8350/
     """
 
 
