@@ -4,11 +4,14 @@
     python bench/run.py                       # slice of ../shared/bench/make_big.py's trace
     python bench/run.py --packets 200000 --workers 1,2
     python bench/run.py --trace my.pcap       # any pcap/pcapng
+    python bench/run.py --trace out/big.pcap --engines fast --peers   # vs tshark and NFStream
 
 For each worker count it starts a fresh private redis-server and N worker processes, submits
 the trace, and measures until the report is stored (submit -> merged tables -> report). It prints
 packets/s, MB/s (wire bytes), the ratio to the baseline measured in the same run, peak memory of
 producer, workers and Redis, and where the workers' time went (decode+dissect+fold vs merge).
+``--peers`` also times tshark's conversation tables and NFStream on the same trace in the same
+run (bench/peers.py) and prints flowherd's ratio to each.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ SHARED = ROOT.parent / "shared"
 
 from redis import Redis
 
+from bench.peers import cpu_seconds, nfstream_flows, tshark_conv
 from deploy.queueing import make_queue
 from models.capture import CaptureStatus
 from models.settings import Settings
@@ -67,6 +71,26 @@ def read_rate(trace: Path) -> dict:
             n += 1
     s = time.perf_counter() - t0
     return {"packets": n, "seconds": round(s, 3), "packets_per_s": round(n / s)}
+
+
+def pack_rate(trace: Path, batch: int, compress: bool) -> dict:
+    """The producer's reading and packing: every record into batch payloads, nothing queued."""
+    from models.batch import BatchBuilder
+
+    t0 = time.perf_counter()
+    n = nbytes = 0
+    b = BatchBuilder()
+    with open_capture(trace) as cap:
+        for rec in cap:
+            b.add(rec)
+            n += 1
+            if b.count >= batch:
+                nbytes += len(b.payload(compress))
+                b = BatchBuilder()
+    if b.count:
+        nbytes += len(b.payload(compress))
+    s = time.perf_counter() - t0
+    return {"packets": n, "seconds": round(s, 3), "packets_per_s": round(n / s), "bytes": nbytes}
 
 
 def baseline(trace: Path, limit: int) -> dict:
@@ -205,12 +229,17 @@ def main() -> None:
         "--baseline-packets",
         type=int,
         default=200_000,
-        help="run the baseline on at most this many packets (its rate is per packet)",
+        help="run the baseline on at most this many packets (its rate is per packet; 0: skip it)",
     )
     ap.add_argument(
         "--tshark",
         action="store_true",
         help="also time tshark -z conv,tcp -z conv,udp on the same trace",
+    )
+    ap.add_argument(
+        "--peers",
+        action="store_true",
+        help="also time tshark conv and NFStream (timeouts off, no DPI) on the same trace",
     )
     ap.add_argument("--cache", type=Path, default=ROOT / "out", help="where the big trace is kept")
     a = ap.parse_args()
@@ -231,48 +260,68 @@ def main() -> None:
         f"trace: {trace} ({trace.stat().st_size / 1e6:.1f} MB), machine: {os.cpu_count()} CPUs",
         file=sys.stderr,
     )
-    base = baseline(trace, a.baseline_packets)
-    print(
-        f"baseline (seed_baseline.py, 1 process): {base['packets_per_s']:,.0f} packets/s "
-        f"({base['packets']:,} packets in {base['seconds']} s)"
-    )
+    base = baseline(trace, a.baseline_packets) if a.baseline_packets else None
+    if base:
+        print(
+            f"baseline (seed_baseline.py, 1 process): {base['packets_per_s']:,.0f} packets/s "
+            f"({base['packets']:,} packets in {base['seconds']} s)"
+        )
     reading = read_rate(trace)
     print(f"producer read alone: {reading['packets_per_s']:,} records/s", flush=True)
-    tshark = None
-    if a.tshark:
-        t0 = time.perf_counter()
-        subprocess.run(
-            ["tshark", "-n", "-r", str(trace), "-q", "-z", "conv,tcp", "-z", "conv,udp"],
-            capture_output=True,
-            check=True,
+    packing = pack_rate(trace, a.batch or 16_000, Settings().compress)
+    print(f"producer read and pack: {packing['packets_per_s']:,} records/s", flush=True)
+    tshark = nfstream = None
+    peers: list[dict] = []
+    if a.tshark or a.peers:
+        peers.append(tshark_conv(trace))
+        tshark = peers[-1]["seconds"]
+        print(f"tshark conv,tcp+conv,udp: {tshark} s, CPU {peers[-1]['cpu_seconds']} s", flush=True)
+    if a.peers:
+        peers.append(nfstream_flows(trace))
+        nfstream = peers[-1]["seconds"]
+        print(
+            f"nfstream (timeouts off, no DPI): {nfstream or peers[-1].get('error')} s, "
+            f"CPU {peers[-1].get('cpu_seconds')} s",
+            flush=True,
         )
-        tshark = round(time.perf_counter() - t0, 3)
-        print(f"tshark conv,tcp+conv,udp: {tshark} s", flush=True)
     results = []
     for engine in a.engines.split(","):
         for n in (int(x) for x in a.workers.split(",")):
+            c0 = cpu_seconds()
             r = run_flowherd(trace, n, a.batch, engine)
-            r["ratio_to_baseline"] = round(r["packets_per_s"] / base["packets_per_s"], 2)
+            r["cpu_seconds"] = round(cpu_seconds() - c0, 3)  # producer, workers, Redis
+            if base:
+                r["ratio_to_baseline"] = round(r["packets_per_s"] / base["packets_per_s"], 2)
             if tshark:
-                r["ratio_to_tshark"] = round(tshark / r["seconds"], 2)
+                r["ratio_to_tshark"] = round(float(tshark) / r["seconds"], 2)
+            if nfstream:
+                r["ratio_to_nfstream"] = round(float(nfstream) / r["seconds"], 2)
+            vs = "".join(
+                f"; {r[k]}x {name}"
+                for k, name in (("ratio_to_tshark", "tshark"), ("ratio_to_nfstream", "NFStream"))
+                if k in r
+            )
             results.append(r)
             print(
                 f"flowherd {engine}, {n} worker(s): {r['packets_per_s']:,} packets/s, "
-                f"{r['mb_per_s']} MB/s, {r['ratio_to_baseline']}x baseline; {r['seconds']} s end "
+                f"{r['mb_per_s']} MB/s, {r.get('ratio_to_baseline', '-')}x baseline; {r['seconds']} s end "
                 f"to end (producer done after {r['submit_seconds']} s, report {r['report_seconds']} s after "
                 f"the last merge); worker time: dissect "
                 f"{r['worker_dissect_s']} s, merge {r['worker_merge_s']} s; peak RSS producer "
                 f"{r['producer_peak_rss_mib']} MiB, worker {r['worker_peak_rss_mib']} MiB, "
-                f"Redis {r['redis_peak_mib']} MiB; {r['state']}",
+                f"Redis {r['redis_peak_mib']} MiB; CPU {r['cpu_seconds']} s; {r['state']}{vs}",
                 flush=True,
             )
     print(
         json.dumps(
             {
                 "trace": str(trace),
-                "baseline": {k: base[k] for k in ("packets", "seconds", "packets_per_s")},
+                "baseline": base and {k: base[k] for k in ("packets", "seconds", "packets_per_s")},
                 "tshark_seconds": tshark,
+                "nfstream_seconds": nfstream,
+                "peers": peers,
                 "producer_read": reading,
+                "producer_read_pack": packing,
                 "flowherd": results,
             }
         )

@@ -2,11 +2,14 @@
 
 :func:`fold` takes records and a dissect function (so it can be tested without scapy) and returns
 a :class:`PartialTable`: conversations keyed canonically, plus the batch's totals and its
-"not counted" buckets. Every record lands in exactly one of the two.
+"not counted" buckets. Every record lands in exactly one of the two. The fast engine folds with
+``workers.vector.fold_vector`` instead, whose tables equal :func:`fold`'s and also carry their
+flows packed for the merge (:attr:`PartialTable.packed`).
 """
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -45,6 +48,9 @@ class PartialTable:
     last_ns: int = NO_LAST
     #: per tumbling window (start ns -> table), when the run keeps windows
     windows: dict[int, PartialTable] = field(default_factory=dict)
+    #: ``flows`` already in the merge script's form (:func:`pack_flows`, any order), when the
+    #: fold built it; ``None`` otherwise, and once the table changes
+    packed: builtins.bytes | None = None
 
     @property
     def counted_packets(self) -> int:
@@ -56,6 +62,7 @@ class PartialTable:
 
     def merge(self, o: PartialTable) -> None:
         """Fold another partial table in (the same algebra as the Redis merge)."""
+        self.packed = None
         for k, st in o.flows.items():
             mine = self.flows.get(k)
             if mine is None:
@@ -72,10 +79,16 @@ class PartialTable:
         self.last_ns = max(self.last_ns, o.last_ns)
 
 
-def fold_windows(records: Iterable[RawRecord], dissect: DissectFn, window_ns: int) -> PartialTable:
+def fold_windows(
+    records: Iterable[RawRecord],
+    dissect: DissectFn,
+    window_ns: int,
+    folder: Callable[[list[RawRecord], DissectFn], PartialTable] | None = None,
+) -> PartialTable:
     """Like :func:`fold`, plus one table per tumbling window of ``window_ns`` aligned on packet
     timestamps (window start = ``ts - ts % window_ns``). The whole table is the merge of the
-    windows, so the two always agree."""
+    windows, so the two always agree. ``folder`` folds each window (by default :func:`fold`;
+    the fast engine's is ``workers.vector.fold_vector``)."""
     by_window: dict[int, list[RawRecord]] = {}
     for rec in records:
         w = rec[0] - rec[0] % window_ns
@@ -86,7 +99,7 @@ def fold_windows(records: Iterable[RawRecord], dissect: DissectFn, window_ns: in
             lst.append(rec)
     whole = PartialTable()
     for w, recs in by_window.items():
-        part = fold(recs, dissect)
+        part = (folder or fold)(recs, dissect)
         whole.windows[w] = part
         whole.merge(part)
     return whole

@@ -32,6 +32,10 @@ answers only where the answer is certain to equal :func:`workers.dissect.dissect
 ``None`` (the caller falls back to scapy) covers: truncated or inconsistent IP headers, IPv4
 options, fragments, PPP Van Jacobson TCP, cut transport headers, anything else unusual, and a
 link step that raised (scapy's engine then counts the frame as ``dissect_error``).
+
+The fast engine's workers fold whole batches with :func:`workers.vector.fold_vector`, which
+reads the commonest of these layouts as numpy arrays and calls :func:`dissect_fast` for every
+other frame.
 """
 
 from __future__ import annotations

@@ -22,10 +22,14 @@ from models.keys import PayloadKeys, RunKeys
 from store.backend import Store, store_for_job
 from store.captures import exists as run_exists
 from store.captures import is_done, store_id
+from store.records import timeouts_of, write_segments
 from workers.aggregate import fold, fold_windows
 from workers.dissect import dissect
 from workers.fastpath import dissect_fast
+from workers.metrics import instrumented
+from workers.segments import batch_segments
 from workers.store import MergeStatus, merge_partial
+from workers.vector import fold_vector
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ def max_payload_bytes() -> int:
     return memo[raw]
 
 
+@instrumented  # counted in workers.metrics when `workers run --metrics-port` is on
 def process_batch(ref_json: str) -> dict[str, int | str]:
     """Process one batch exactly once. Raises :class:`BatchError` for a refused payload, and
     then without RQ retries: a payload that is refused once is refused every time."""
@@ -94,8 +99,14 @@ def _process(store: Store, ref_json: str, origin: str) -> dict[str, int | str]:
         )
     t1 = time.perf_counter()
     fn = dissect_fast if ref.engine == "fast" else dissect
-    table = fold_windows(records, fn, ref.window_ns) if ref.window_ns else fold(records, fn)
+    folder = fold_vector if ref.engine == "fast" else fold  # fast: numpy over the batch
+    table = (
+        fold_windows(records, fn, ref.window_ns, folder) if ref.window_ns else folder(records, fn)
+    )
     t2 = time.perf_counter()
+    timeouts = timeouts_of(store, keys)
+    if timeouts:  # segments first: a batch counted as merged has its segments stored
+        write_segments(store, keys, ref.seq, batch_segments(records, fn, timeouts, ref.shards))
     res = merge_partial(store, keys, ref.seq, table, ref.keep_windows, ref.wait_replicas)
     if res.status is not MergeStatus.STALE:
         conn.delete(payload_key)  # only once every part is merged and the batch counted
@@ -117,6 +128,7 @@ def _process(store: Store, ref_json: str, origin: str) -> dict[str, int | str]:
     return {
         "status": res.status.name.lower(),
         "packets": table.packets,
+        "bytes": table.bytes,
         "new_flows": res.new_flows,
         "dissect_us": int((t2 - t1) * 1e6),
         "merge_us": int((t3 - t2) * 1e6),

@@ -6,8 +6,8 @@
 -- ARGV: 1 batch seq  2 windows to keep (0: all)  3 windows in the batch  4 windows declared
 --       for dropping, then their starts; then one table for the whole part, then one per window,
 --       each as: window start ns ("" for the whole part) | packed flows (u8 keylen | key |
---       stats, see models/flows.py) | first ts (19 digits) | last ts | n | n field, increment
---       pairs
+--       stats, see models/flows.py; no key twice) | first ts (19 digits) | last ts | n | n
+--       field, increment pairs
 -- Every key the script touches is in KEYS, all in the shard's hash tag (one cluster slot).
 -- Returns {status, new_flows}: status -1 = the run no longer exists (replaced), 0 = this part
 -- was merged before (nothing changed), 1 = merged; or {-2, 0, start...}: retention must drop
@@ -50,33 +50,54 @@ end
 redis.call('SADD', KEYS[2], ARGV[1])
 
 local FMT = '<ddddc19c19c19c19BB'
+local SIZE = struct.size(FMT)
 local NOFIRST = '9999999999999999999'
+-- flows per HMGET/HSET/ZADD: three calls per CHUNK flows, far inside Lua's unpack() limit
+local CHUNK = 1000
 
+-- A part's flows are distinct keys. Each chunk is read with one HMGET, then written with one
+-- HSET and one ZADD: a flow's rank score is its total bytes (A to B plus B to A), which the
+-- merged value holds, so setting it equals incrementing it by the part's bytes. A new flow's
+-- value is stored as it came.
 local function merge_table(flows, rank, totals, t)
   local data = t.data
   local n = #data
   local pos = 1
   local new_flows = 0
   while pos <= n do
-    local klen = string.byte(data, pos)
-    local k = string.sub(data, pos + 1, pos + klen)
-    pos = pos + 1 + klen
-    local pa, ba, pb, bb, fa, la, fb, lb, ga, gb, nxt = struct.unpack(FMT, data, pos)
-    pos = nxt
-    redis.call('ZINCRBY', rank, ba + bb, k)
-    local old = redis.call('HGET', flows, k)
-    if old then
-      local opa, oba, opb, obb, ofa, ola, ofb, olb, oga, ogb = struct.unpack(FMT, old)
-      pa = pa + opa; ba = ba + oba; pb = pb + opb; bb = bb + obb
-      if ofa < fa then fa = ofa end
-      if ola > la then la = ola end
-      if ofb < fb then fb = ofb end
-      if olb > lb then lb = olb end
-      ga = bit.bor(ga, oga); gb = bit.bor(gb, ogb)
-    else
-      new_flows = new_flows + 1
+    local ks, vs, m = {}, {}, 0
+    while pos <= n and m < CHUNK do
+      local klen = string.byte(data, pos)
+      m = m + 1
+      ks[m] = string.sub(data, pos + 1, pos + klen)
+      vs[m] = string.sub(data, pos + 1 + klen, pos + klen + SIZE)
+      pos = pos + 1 + klen + SIZE
     end
-    redis.call('HSET', flows, k, struct.pack(FMT, pa, ba, pb, bb, fa, la, fb, lb, ga, gb))
+    local olds = redis.call('HMGET', flows, unpack(ks))
+    local hset, zadd = {}, {}
+    for j = 1, m do
+      local v, old, total = vs[j], olds[j], 0
+      if old then
+        local pa, ba, pb, bb, fa, la, fb, lb, ga, gb = struct.unpack(FMT, v)
+        local opa, oba, opb, obb, ofa, ola, ofb, olb, oga, ogb = struct.unpack(FMT, old)
+        pa = pa + opa; ba = ba + oba; pb = pb + opb; bb = bb + obb
+        if ofa < fa then fa = ofa end
+        if ola > la then la = ola end
+        if ofb < fb then fb = ofb end
+        if olb > lb then lb = olb end
+        ga = bit.bor(ga, oga); gb = bit.bor(gb, ogb)
+        v = struct.pack(FMT, pa, ba, pb, bb, fa, la, fb, lb, ga, gb)
+        total = ba + bb
+      else
+        local _, ba, _, bb = struct.unpack('<dddd', v)
+        total = ba + bb
+        new_flows = new_flows + 1
+      end
+      hset[2 * j - 1] = ks[j]; hset[2 * j] = v
+      zadd[2 * j - 1] = string.format('%.17g', total); zadd[2 * j] = ks[j]
+    end
+    redis.call('HSET', flows, unpack(hset))
+    redis.call('ZADD', rank, unpack(zadd))
   end
   local p = t.pairs
   for j = 1, #p, 2 do
