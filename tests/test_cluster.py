@@ -175,18 +175,19 @@ def test_windows_and_retention_on_the_cluster(
     one = Store.single(Redis.from_url(redis_url))
     s1 = settings_for(redis_url, **kw)
     s2 = settings_for(redis_url, shards=5, **kw)
-    assert _run(one, "", s1, path, "w1").state is CaptureState.COMPLETE
-    assert _run(cluster_store, cluster.url, s2, path, "w2").state is CaptureState.COMPLETE
-    k1, k2 = run_of(one, "w1"), run_of(cluster_store, "w2")
+    # names with a "-", which no Community ID (base64) in the output can contain
+    assert _run(one, "", s1, path, "w-1").state is CaptureState.COMPLETE
+    assert _run(cluster_store, cluster.url, s2, path, "w-2").state is CaptureState.COMPLETE
+    k1, k2 = run_of(one, "w-1"), run_of(cluster_store, "w-2")
     starts = window_starts(one, k1)
     assert len(starts) == 3 and window_starts(cluster_store, k2) == starts
     for cmd in (["windows"], ["top", "--window", "all", "-n", "50", "--format", "csv"]):
-        a = CliRunner().invoke(reporter_main, [*cmd, "w1", "--redis-url", redis_url])
+        a = CliRunner().invoke(reporter_main, [*cmd, "w-1", "--redis-url", redis_url])
         b = CliRunner().invoke(
-            reporter_main, [*cmd, "w2", "--redis-url", redis_url, "--store-url", cluster.url]
+            reporter_main, [*cmd, "w-2", "--redis-url", redis_url, "--store-url", cluster.url]
         )
         assert a.exit_code == 0 and b.exit_code == 0, (a.output, b.output)
-        assert a.output.replace("w1", "w") == b.output.replace("w2", "w")
+        assert a.output.replace("w-1", "w") == b.output.replace("w-2", "w")
     assert len(table(k2, starts[0]).parts) == 5
 
 
