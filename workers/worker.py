@@ -86,6 +86,9 @@ class FlowherdWorker(SimpleWorker):
         if os.environ.get("FLOWHERD_DIE_WITH_PARENT") == "1":  # set by `workers run`
             die_with_parent()  # a worker of a pool ends with its pool
         metrics.start_worker()  # with --metrics-port: exported at 0 before the first batch
+        # the batch job's modules (scapy, numpy: about a second) load now, before the first
+        # batch is taken, so that a batch's time is its own work
+        import workers.jobs  # noqa: F401
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.beat
