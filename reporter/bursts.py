@@ -11,14 +11,11 @@ and merged: records of one flow then arrive together. Pure apart from the tempor
 
 from __future__ import annotations
 
-import heapq
-import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from typing import BinaryIO
 
+from reporter.extsort import external_sort, fixed_width
 from reporter.measures import Item
 from reporter.packed import COUNTS, Pair
 
@@ -40,11 +37,6 @@ def _records(windows: Iterable[Iterable[Pair]]) -> Iterator[bytes]:
                 yield key + b"\1" + _BYTES.pack(int(bb))
 
 
-def _read(fh: BinaryIO) -> Iterator[bytes]:
-    while rec := fh.read(_REC):
-        yield rec
-
-
 def burst_items(
     windows: Callable[[], Iterable[Iterable[Pair]]],
     run_rows: int = RUN_ROWS,
@@ -53,25 +45,8 @@ def burst_items(
     """``(bytes over the windows, peak bytes in one window)`` of every unidirectional flow
     found in the windows ``windows()`` returns (each an iterable of stored pairs), in key
     order. Raises :class:`ValueError` for ``run_rows < 1``."""
-    if run_rows < 1:
-        raise ValueError(f"run_rows must be >= 1, not {run_rows}")
     with ExitStack() as stack:
-        runs: list[str] = []
-        buf: list[bytes] = []
-        d = ""
-        for rec in _records(windows()):
-            buf.append(rec)
-            if len(buf) >= run_rows:
-                if not runs:
-                    d = stack.enter_context(tempfile.TemporaryDirectory(dir=tmpdir))
-                buf.sort()
-                runs.append(os.path.join(d, f"run{len(runs)}"))
-                with open(runs[-1], "wb") as fh:
-                    fh.writelines(buf)
-                buf = []
-        buf.sort()
-        files = [stack.enter_context(open(p, "rb", buffering=1 << 16)) for p in runs]
-        merged = heapq.merge(buf, *(_read(f) for f in files)) if files else iter(buf)
+        merged = external_sort(_records(windows()), stack, run_rows, tmpdir, fixed_width(_REC))
         key = b""
         total = peak = 0
         for rec in merged:

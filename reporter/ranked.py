@@ -13,14 +13,12 @@ afterwards) and merged. Lines are those of :mod:`reporter.export`, byte for byte
 
 from __future__ import annotations
 
-import heapq
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from typing import TextIO
 
 from reporter.export import CHUNK, Format, View, chunks, json_lines, write_lines
+from reporter.extsort import external_sort
 from reporter.packed import AddrText, Pair
 
 #: Rows sorted in memory before a run is spilled to disk.
@@ -81,28 +79,10 @@ def ranked_chunks(
 ) -> Iterator[list[bytes]]:
     """The lines of :func:`reporter.export.chunks`, largest row first (see the module
     docstring). Raises :class:`ValueError` for ``run_rows < 1``."""
-    if run_rows < 1:
-        raise ValueError(f"run_rows must be >= 1, not {run_rows}")
     csv = fmt == "csv"
     with ExitStack() as stack:
-        runs: list[str] = []
-        buf: list[bytes] = []
-        for rec in _records(pairs, view, fmt, community_seed):
-            buf.append(rec)
-            if len(buf) >= run_rows:
-                if not runs:
-                    d = stack.enter_context(tempfile.TemporaryDirectory(dir=tmpdir))
-                buf.sort()
-                runs.append(os.path.join(d, f"run{len(runs)}"))
-                with open(runs[-1], "wb") as fh:
-                    fh.writelines(buf)
-                buf = []
-        buf.sort()
-        if not runs:
-            yield from _lines(buf, csv)
-            return
-        files = [stack.enter_context(open(path, "rb", buffering=1 << 16)) for path in runs]
-        yield from _lines(heapq.merge(buf, *files), csv)
+        records = _records(pairs, view, fmt, community_seed)
+        yield from _lines(external_sort(records, stack, run_rows, tmpdir), csv)
 
 
 def write_rows_ranked(
