@@ -289,8 +289,14 @@ def test_spans_lie_inside_the_frame(linktype: int, data: bytes) -> None:
         assert 0 <= start <= end <= len(data)
 
 
+#: An NFLOG frame with two payload TLVs is read at its last one; cut where the second begins,
+#: the frame holds only the first, which is then the last: the one case where the prefix of a
+#: frame has a span the whole frame does not (tested on its own below).
+_PREFIX_CASES = [c for c in CASES if c[3] is not None and c[0] != "nflog last payload wins"]
+
+
 @settings(max_examples=400, deadline=None)
-@given(case=st.sampled_from([c for c in CASES if c[3] is not None]), cut=st.integers(0, 80))
+@given(case=st.sampled_from(_PREFIX_CASES), cut=st.integers(0, 80))
 def test_a_cut_frame_has_the_whole_frames_span_clipped_or_none(
     case: tuple[str, int, bytes, Span], cut: int
 ) -> None:
@@ -381,3 +387,19 @@ def test_a_raising_step_is_a_dissect_error_in_both_engines(
     frame = eth("0800", IP4)
     assert decode(1, frame) is None
     assert dissect(1, frame) == dissect_fast(1, frame) == "dissect_error"
+
+
+def test_nflog_cut_before_its_last_payload_reads_the_one_it_holds() -> None:
+    ((_, linktype, frame, span),) = [c for c in CASES if c[0] == "nflog last payload wins"]
+    assert span is not None
+    second = span[1] - 4  # the last payload TLV's header precedes its value
+    first = locate(linktype, frame[:second])
+    # the family byte (2: IPv4) names the payload's kind; the first payload, whole
+    assert first == (span[0], 8, second)
+    for cut in range(0, 80):  # every other cut: the last payload's span clipped, or none
+        if cut != second:
+            assert locate(linktype, frame[:cut]) in (
+                None,
+                (span[0], span[1], min(span[2], cut)),
+                first,
+            )
