@@ -12,6 +12,9 @@ import importlib.util
 
 from models.errors import FlowherdError
 
+#: the extras `make install` (scripts/install.sh) installs
+MAKE_INSTALL = frozenset({"plot", "web"})
+
 
 class MissingExtraError(FlowherdError):
     """A command needs a package of an optional extra that this install lacks."""
@@ -28,5 +31,6 @@ def require(module: str, extra: str, feature: str) -> None:
     if not found:
         raise MissingExtraError(
             f"{feature} needs {module}, which is not installed: "
-            f"pip install 'flowherd[{extra}]' (or `make install`)"
+            f"pip install 'flowherd[{extra}]'"
+            + (" (or `make install` in a checkout)" if extra in MAKE_INSTALL else "")
         )

@@ -20,6 +20,13 @@ def test_require_names_the_extra() -> None:
     with pytest.raises(MissingExtraError, match=r"flowherd\[plot\]") as exc:
         require("no_such_module_here", "plot", "reporter hist")
     assert "reporter hist" in str(exc.value) and exc.value.exit_code == 3
+    assert "make install" in str(exc.value)  # it installs the plot extra
+
+
+def test_require_does_not_promise_what_make_install_lacks() -> None:
+    with pytest.raises(MissingExtraError) as exc:
+        require("no_such_module_here", "export", "Parquet export")
+    assert "flowherd[export]" in str(exc.value) and "make install" not in str(exc.value)
 
 
 def test_hist_without_matplotlib_is_one_line_and_exit_3() -> None:
