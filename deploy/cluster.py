@@ -11,6 +11,7 @@ the producer, workers or reporter: they reach any cluster through ``redis+cluste
 from __future__ import annotations
 
 import argparse
+import random
 import shutil
 import signal
 import socket
@@ -21,24 +22,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from models.errors import BackendError
 
+# Client ports come from 20000-22767 and bus ports (port + 10000) from 30000-32767: both below
+# the kernel's ephemeral range (32768 up), so no outgoing connection can take one between the
+# check here and the node's bind.
+_PORT_LOW, _PORT_HIGH = 20000, 22767
 
-def _free_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port > 55535:
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(taken: frozenset[int] | set[int] = frozenset()) -> int:
+    """A free port whose cluster bus port (port + 10000) is free too, neither in ``taken``."""
+    rng = random.Random()
+    for _ in range(10_000):
+        port = rng.randint(_PORT_LOW, _PORT_HIGH)
+        if port in taken or port + 10000 in taken:
             continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise BackendError("local cluster: no free port pair in 20000-22767 (+10000)")
 
 
 @dataclass
@@ -139,6 +152,39 @@ def _wait(pred: object, timeout: float, what: str) -> None:
     raise BackendError(f"local cluster: {what} after {timeout:g}s")
 
 
+def _start_answering(
+    cl: LocalCluster, port: int, password: str | None, host: str, timeout: float
+) -> int:
+    """Start one node and wait until it answers; a node that exits at start (its port taken
+    since it was chosen) is started again on another port. Returns the port it serves."""
+    for _ in range(5):
+        proc = cl.procs[port] = _start_node(cl.folder, port, password, host)
+        deadline = time.monotonic() + timeout
+        probe = Redis(
+            host=host,
+            port=port,
+            password=password,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if probe.ping():
+                    probe.close()
+                    return port
+            except Exception:
+                pass
+            time.sleep(0.05)
+        probe.close()
+        if proc.poll() is None:
+            raise BackendError(f"local cluster: node {port} did not answer after {timeout:g}s")
+        del cl.procs[port]
+        taken = {q + d for q in cl.ports for d in (0, 10000)}
+        port = _free_port(taken)
+    raise BackendError("local cluster: five nodes in a row exited at start; see redis.log")
+
+
 def start_cluster(
     folder: Path,
     masters: int = 3,
@@ -150,13 +196,13 @@ def start_cluster(
     """Start and join a cluster of ``masters`` x (1 + ``replicas``) nodes; raise
     :class:`BackendError` when it does not come up within ``timeout`` seconds."""
     folder.mkdir(parents=True, exist_ok=True)
-    ports = [_free_port() for _ in range(masters * (1 + replicas))]
+    ports: list[int] = []
+    for _ in range(masters * (1 + replicas)):
+        ports.append(_free_port({q + d for q in ports for d in (0, 10000)}))
     cl = LocalCluster(folder, ports, password=password, host=host)
     try:
-        for p in ports:
-            cl.procs[p] = _start_node(folder, p, password, host)
-        for p in ports:
-            _wait(lambda p=p: cl.client(p).ping(), timeout, f"node {p} did not answer")
+        for i, p in enumerate(ports):
+            ports[i] = _start_answering(cl, p, password, host, timeout)
         cli = shutil.which("redis-cli")
         if cli is None:
             raise BackendError("redis-cli is not installed: run scripts/install.sh")

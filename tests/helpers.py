@@ -13,6 +13,7 @@ The pipeline's own helpers (settings, submit, follow, exact tables) are in tests
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import signal
 import socket
@@ -106,10 +107,26 @@ def wait_for_queue_drained(
 # --- processes and servers --------------------------------------------------------------------
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port from 23000-29999: below the kernel's ephemeral range (32768 up),
+    so no outgoing connection takes it before (or while a test restarts) the server binding it,
+    and apart from the local cluster's ports (20000-22767, buses 30000-32767)."""
+    rng = random.Random()
+    for _ in range(10_000):
+        port = rng.randint(23000, 29999)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise AssertionError("no free port in 23000-29999")
 
 
 class RedisServer:

@@ -269,3 +269,25 @@ def test_retry_on_the_cluster_after_failed_batches(
     st = status(store, "r")
     assert st.state is CaptureState.COMPLETE, st
     assert uni_truth(store, "r") == truth
+
+
+def test_a_node_whose_port_was_taken_starts_on_another(tmp_path: Path) -> None:
+    """A port chosen free but bound by someone else before the node starts: the node exits,
+    and is started again on another free port that answers."""
+    import socket
+
+    from deploy.cluster import _free_port, _start_answering
+
+    taken = _free_port()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", taken))
+        held.listen()
+        cl = LocalCluster(tmp_path, [taken])
+        try:
+            port = _start_answering(cl, taken, None, "127.0.0.1", 10)
+            assert port != taken
+            assert cl.ports == [taken]  # the caller records the port it got
+            assert list(cl.procs) == [port]
+            assert cl.client(port).ping()
+        finally:
+            cl.stop()
