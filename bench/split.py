@@ -6,10 +6,11 @@
     python bench/split.py out/big.pcap --packets 200000 --batch 16000
 
 Stages, each timed alone over the whole trace: the producer reading the capture and packing
-batch payloads (``BatchBuilder``); the worker decoding each payload (``decode_batch``); folding
-it (``--fold vector``: :func:`workers.vector.fold_vector`, the fast engine; ``scalar``:
-:func:`workers.aggregate.fold` with ``dissect_fast`` frame by frame; ``scapy``: the scapy
-engine); merging it into a private redis-server (``merge_partial``: the split by shard, the
+batch payloads (``CaptureReader.blocks`` cut by ``producer.run.pieces`` into ``BatchBuilder``
+s); the worker decoding each payload (``decode_columns``, and for the per-frame folds one record
+per frame); folding it (``--fold vector``: :func:`workers.vector.fold_vector`, the fast engine;
+``scalar``: :func:`workers.aggregate.fold` with ``dissect_fast`` frame by frame; ``scapy``: the
+scapy engine); merging it into a private redis-server (``merge_partial``: the split by shard, the
 merge script, the batch count; the redis-server's own CPU seconds beside); with ``--submit``,
 the producer's whole submission of the whole trace (read, pack, store payloads, enqueue jobs)
 with no worker running. Prints wall and CPU
@@ -20,7 +21,6 @@ JSON line.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import shutil
 import subprocess
@@ -36,9 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 from redis import Redis
 
-from models.batch import BatchBuilder, decode_batch
+from models.batch import BatchBuilder, Columns, decode_columns
 from models.keys import RunKeys
 from producer.capture import open_capture
+from producer.run import pieces
 from store.backend import Store
 from workers.aggregate import PartialTable, fold
 from workers.dissect import dissect
@@ -71,7 +72,7 @@ def _redis_cpu(conn: Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def folder(name: str) -> Callable[[list], PartialTable]:
+def folder(name: str) -> Callable[[Columns | list], PartialTable]:
     if name == "vector":
         from workers.vector import fold_vector
 
@@ -79,6 +80,27 @@ def folder(name: str) -> Callable[[list], PartialTable]:
     if name == "scalar":
         return lambda records: fold(records, dissect_fast)
     return lambda records: fold(records, dissect)
+
+
+def read_pack(trace: Path, packets: int, per_batch: int, limit: int) -> list[bytes]:
+    """The producer's reading and packing: blocks of columns cut into batch payloads."""
+    payloads: list[bytes] = []
+    b, left = BatchBuilder(), packets or -1
+    with open_capture(trace) as cap:
+        for block in cap.blocks():
+            if left >= 0:
+                block = block.slice(0, left)
+                left -= len(block)
+            for part, full in pieces(block, b.count, b.size, per_batch, limit):
+                b.add_columns(part)
+                if full:
+                    payloads.append(b.payload())
+                    b = BatchBuilder()
+            if left == 0:
+                break
+    if b.count:
+        payloads.append(b.payload())
+    return payloads
 
 
 def main() -> None:
@@ -98,16 +120,7 @@ def main() -> None:
     a = ap.parse_args()
 
     t0, c0 = time.perf_counter(), time.process_time()
-    payloads: list[bytes] = []
-    b = BatchBuilder()
-    with open_capture(a.trace) as cap:
-        for rec in itertools.islice(cap, a.packets or None):
-            b.add(rec)
-            if b.count >= a.batch:
-                payloads.append(b.payload())
-                b = BatchBuilder()
-    if b.count:
-        payloads.append(b.payload())
+    payloads = read_pack(a.trace, a.packets, a.batch, 4 * 1024 * 1024)
     times = {"producer_read_pack": time.perf_counter() - t0}
     cpu = {"producer_read_pack": time.process_time() - c0}
 
@@ -123,7 +136,8 @@ def main() -> None:
         redis0 = _redis_cpu(conn)
         for seq, payload in enumerate(payloads):  # one batch at a time, as a worker does
             t0, c0 = time.perf_counter(), time.process_time()
-            records = decode_batch(payload)
+            cols = decode_columns(payload)
+            records = cols if a.fold == "vector" else cols.records()
             t1, c1 = time.perf_counter(), time.process_time()
             table = fn(records)
             t2, c2 = time.perf_counter(), time.process_time()

@@ -7,6 +7,9 @@
         for rec in cap:  # models.batch.RawRecord
             ...
 
+``cap.blocks()`` yields the same records as :class:`~models.batch.Columns` blocks instead (read
+with array operations for classic pcap): what the producer feeds its batches with.
+
 Format and compression are told by magic bytes, never by file name. Records stream through a
 buffer of about 1 MiB, so memory does not grow with the file. Every problem with the input is a
 :class:`~models.errors.CaptureError`; a file cut inside a record delivers its complete records and
@@ -26,9 +29,9 @@ import struct
 import zlib
 from collections.abc import Generator, Iterator
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TypeVar
 
-from models.batch import RawRecord
+from models.batch import Columns, RawRecord
 from models.errors import CaptureError, TruncatedCaptureError
 from producer import pcap, pcapng
 
@@ -54,6 +57,9 @@ _LOOKALIKES = (
     (b"GMBU", "a Microsoft Network Monitor capture, which is not supported"),
 )
 _DECOMPRESSION_ERRORS = (OSError, zlib.error, lzma.LZMAError, struct.error, ValueError)
+#: records per block when a format's records are grouped into blocks one by one
+BLOCK_RECORDS = 4096
+T = TypeVar("T")
 
 
 class _Source:
@@ -125,6 +131,7 @@ class CaptureReader:
         raw: io.BufferedReader,
         stream: io.BufferedIOBase,
         records: Generator[RawRecord, None, int],
+        blocks: Generator[Columns, None, int],
     ) -> None:
         self.path = path
         self.format: Format = fmt
@@ -133,6 +140,7 @@ class CaptureReader:
         self._raw = raw
         self._stream = stream
         self._records = records
+        self._blocks = blocks
         self._closed_at: int | None = None
 
     @property
@@ -145,11 +153,18 @@ class CaptureReader:
     def __iter__(self) -> Iterator[RawRecord]:
         return self._records
 
+    def blocks(self) -> Iterator[Columns]:
+        """The records as blocks of columns, in file order, with the same errors as iterating
+        (the complete records before an error come first). Read either the records or the
+        blocks of one reader, not both."""
+        return self._blocks
+
     def close(self) -> None:
         """Stop iteration and close the file; calling it again does nothing."""
         if self._closed_at is None:
             self._closed_at = self._raw.tell()
             self._records.close()
+            self._blocks.close()
             self._stream.close()
             self._raw.close()
 
@@ -214,20 +229,22 @@ def _start(name: str, raw: io.BufferedReader) -> CaptureReader:
     try:
         source = _Source(name, stream, compression)
         head = source.read(pcap.CHUNK)
-        fmt, records = _parse_start(name, head, source, compression)
+        fmt, records, blocks = _parse_start(name, head, source, compression)
     except BaseException:
         stream.close()
         raise
     if compression is not None:
         records = _check_end(name, records, source)
+        blocks = _check_end(name, blocks, source)
     log.debug("capture opened path=%s format=%s compression=%s", name, fmt, compression)
-    return CaptureReader(name, fmt, compression, raw, stream, records)
+    return CaptureReader(name, fmt, compression, raw, stream, records, blocks)
 
 
 def _parse_start(
     name: str, head: bytes, source: _Source, compression: Compression | None
-) -> tuple[Format, Generator[RawRecord, None, int]]:
-    """Tell the format from the first bytes and start its record generator."""
+) -> tuple[Format, Generator[RawRecord, None, int], Generator[Columns, None, int]]:
+    """Tell the format from the first bytes and make its record and block generators (only
+    the one iterated first reads the stream)."""
     if not head:
         if source.cut_short:
             raise TruncatedCaptureError(name, 0, 0)
@@ -240,7 +257,11 @@ def _parse_start(
             raise TruncatedCaptureError(name, 0, 0)
         header = pcap.parse_header(name, head)
         fmt: Format = "pcap-ns" if header.nanosecond else "pcap"
-        return fmt, pcap.pcap_records(name, header, source.read, head)
+        return (
+            fmt,
+            pcap.pcap_records(name, header, source.read, head),
+            pcap.pcap_blocks(name, header, source.read, head),
+        )
     if head[:4] == pcapng.MAGIC:
         if pcapng.byte_order(head) is None:
             raise CaptureError(
@@ -248,7 +269,8 @@ def _parse_start(
                 f"not a pcapng file: bad byte-order magic {head[8:12].hex(' ')} in its "
                 "section header block",
             )
-        return "pcapng", pcapng.pcapng_records(name, source.read, head)
+        records = pcapng.pcapng_records(name, source.read, head)
+        return "pcapng", records, _grouped(records)
     raise CaptureError(name, f"not a pcap or pcapng file: {_describe(head, compression)}")
 
 
@@ -263,12 +285,33 @@ def _describe(head: bytes, compression: Compression | None) -> str:
     return f"{where} begins with {shown}" + (f", which looks like {what}" if what else "")
 
 
+def _grouped(records: Generator[RawRecord, None, int]) -> Generator[Columns, None, int]:
+    """``records`` in blocks of :data:`BLOCK_RECORDS`; the records read before an error are
+    yielded (as a last, shorter block) before it is raised."""
+    block: list[RawRecord] = []
+    count = 0
+    try:
+        for rec in records:
+            block.append(rec)
+            count += 1
+            if len(block) >= BLOCK_RECORDS:
+                yield Columns.from_records(block)
+                block = []
+    except CaptureError:
+        if block:
+            yield Columns.from_records(block)
+        raise
+    if block:
+        yield Columns.from_records(block)
+    return count
+
+
 def _check_end(
-    name: str, records: Generator[RawRecord, None, int], source: _Source
-) -> Generator[RawRecord, None, int]:
-    """Pass ``records`` through; then report a compressed stream that was cut short between
-    records (a cut inside a record is reported by the format reader itself)."""
-    count = yield from records
+    name: str, items: Generator[T, None, int], source: _Source
+) -> Generator[T, None, int]:
+    """Pass ``items`` (records or blocks) through; then report a compressed stream that was cut
+    short between records (a cut inside a record is reported by the format reader itself)."""
+    count = yield from items
     if source.cut_short:
         raise TruncatedCaptureError(name, source.consumed, count)
     return count

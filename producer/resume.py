@@ -85,18 +85,17 @@ def feed(
     holds that warning already: a second reading); other read errors propagate.
     """
     prog = w.progress
-    add = w.add
+    add = w.add_columns
     for src in sources:
         prog.source = str(src)
         try:
             with open_capture(src) as cap:
                 prog.size = cap.size
-                for n, rec in enumerate(cap, 1):
-                    add(rec)
-                    if not n & 0x3FF:
-                        prog.position = cap.position
-                        if on_progress:
-                            on_progress(prog)
+                for block in cap.blocks():
+                    add(block)
+                    prog.position = cap.position
+                    if on_progress:
+                        on_progress(prog)
                 prog.position = cap.position
         except TruncatedCaptureError as exc:
             if str(exc) in warned:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from deploy.queueing import enqueue_batch, make_queue
-from models.batch import decode_batch
+from models.batch import decode_columns
 from models.errors import CaptureStateError
 from models.keys import PayloadKeys, batch_job_id, report_job_id, seq_of_job
 from models.settings import Settings
@@ -70,7 +70,7 @@ def retry(store: Store, name: str, settings: Settings) -> Retried:
             payload = conn.get(pk.batch(seq))
             if payload is None:
                 continue
-            packets = len(list(decode_batch(cast(bytes, payload))))
+            packets = len(decode_columns(cast(bytes, payload)))
             reg.remove(batch_job_id(keys.run, seq))
             enqueue_batch(queue, batch_ref(keys, seq, packets, rs, sid), rs.job_timeout, rs.retries)
         if total is not None and not report and not gaps.resend:

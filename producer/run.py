@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import numpy as np
 from redis import Redis
 from redis.exceptions import OutOfMemoryError, ResponseError
 from rq import Queue
 
 from deploy.queueing import enqueue_batch, enqueue_report
-from models.batch import BatchBuilder, RawRecord
+from models.batch import RECORD_OVERHEAD, BatchBuilder, Columns, RawRecord
 from models.capture import BatchRef
 from models.errors import BackendError
 from models.keys import PayloadKeys, RunKeys
@@ -85,6 +86,25 @@ def batch_ref(keys: RunKeys, seq: int, packets: int, s: Settings, store: str) ->
         store=store,
         wait_replicas=s.wait_replicas,
     )
+
+
+def pieces(
+    cols: Columns, count: int, size: int, per_batch: int, limit: int
+) -> Iterator[tuple[Columns, bool]]:
+    """Cut ``cols`` where batches fill up: ``(part, full)`` pairs, ``full`` when the part
+    completes a batch (``per_batch`` frames, or ``limit`` body bytes or more: one record at a
+    time would cut at the same frames). The first part joins a batch that holds ``count``
+    frames and ``size`` body bytes already; every later one starts a batch."""
+    while len(cols):
+        by_count = per_batch - count - 1
+        sizes = np.cumsum(cols.cap, dtype=np.int64)
+        sizes += np.arange(1, len(cols) + 1, dtype=np.int64) * RECORD_OVERHEAD + size
+        last = max(0, min(by_count, int(np.searchsorted(sizes, limit, "left"))))
+        if last >= len(cols):
+            yield cols, False
+            return
+        yield cols.slice(0, last + 1), True
+        cols, count, size = cols.slice(last + 1, len(cols)), 0, 0
 
 
 class _Backpressure:
@@ -266,6 +286,15 @@ class RunWriter:
         b.add(rec)
         if b.count >= self._per_batch or b.size >= self.settings.batch_bytes:
             self.flush()
+
+    def add_columns(self, cols: Columns) -> None:
+        """:meth:`add` of every frame of ``cols``, in order: the batches are cut after the
+        same frames as one :meth:`add` per frame would cut them."""
+        b = self._builder
+        for part, full in pieces(cols, b.count, b.size, self._per_batch, self.settings.batch_bytes):
+            self._builder.add_columns(part)
+            if full:
+                self.flush()
 
     def flush(self) -> None:
         """Enqueue the records added so far as batch ``seq`` and start a new one.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import itertools
 import json
 import lzma
 import os
@@ -43,14 +44,26 @@ def write(tmp_path: Path, data: bytes, name: str = "t.cap") -> Path:
 
 
 def read_all(path: Path) -> list[RawRecord]:
+    """The records of ``path``; reading it in blocks of columns gives the same ones."""
     with open_capture(path) as cap:
-        return list(cap)
+        records = list(cap)
+    with open_capture(path) as cap:
+        assert [r for b in cap.blocks() for r in b.records()] == records
+    return records
 
 
 def read_until_error(path: Path) -> tuple[list[RawRecord], CaptureError]:
+    """The records before the error, and the error; blocks give the same records and error."""
     got: list[RawRecord] = []
     with pytest.raises(CaptureError) as info, open_capture(path) as cap:
         got.extend(cap)
+    in_blocks: list[RawRecord] = []
+    with pytest.raises(CaptureError) as info_blocks, open_capture(path) as cap:
+        for b in cap.blocks():
+            in_blocks.extend(b.records())
+    assert in_blocks == got
+    assert type(info_blocks.value) is type(info.value)
+    assert str(info_blocks.value) == str(info.value)
     return got, info.value
 
 
@@ -757,3 +770,50 @@ def test_shared_many_interfaces_linktypes() -> None:
     got = read_all(PCAPS / "ppp_many_interfaces-1.pcapng")
     assert len(got) == 64
     assert {r.linktype for r in got} == {0, 1}
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**32 - 1),
+            st.binary(max_size=90),
+        ),
+        max_size=12,
+    ),
+    st.sampled_from(["<", ">"]),
+    st.booleans(),
+    st.integers(24, 200),  # the first read holds the global header
+    st.data(),
+)
+def test_pcap_blocks_equal_records_across_buffers_and_cuts(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    recs: list[tuple[int, int, int, bytes]],
+    endian: str,
+    nano: bool,
+    chunk: int,
+    data: st.DataObject,
+) -> None:
+    """Classic pcap read in blocks of columns: the same records and the same error as one
+    record at a time, whatever the read size (records spanning reads) and wherever the file is
+    cut."""
+    from producer import pcap
+
+    monkeypatch.setattr(pcap, "CHUNK", chunk)
+    whole = pcap_bytes(recs, endian, nano)
+    cut = data.draw(st.integers(24, len(whole)))
+    path = write(tmp_path, whole[:cut], "blocks.pcap")
+    frac = 1 if nano else 1000
+    expected = [RawRecord(s * G + f * frac, w, 1, d) for s, f, w, d in recs]
+    ends = list(itertools.accumulate((16 + len(r[3]) for r in recs), initial=24))
+    if cut in ends:  # cut between records: a shorter, whole file
+        assert read_all(path) == expected[: ends.index(cut)]
+    else:
+        got, err = read_until_error(path)
+        assert isinstance(err, TruncatedCaptureError)
+        assert got == expected[: sum(e <= cut for e in ends) - 1]

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from redis import Redis
 
 from models.batch import (
-    RECORD_OVERHEAD,
+    HEADER_SIZE,
     TS_LIMIT,
     BatchBuilder,
     RawRecord,
@@ -120,7 +120,7 @@ def test_batch_decoder_refuses_a_timestamp_beyond_the_store_range() -> None:
     ok = encode_batch([RawRecord(0, 1, 1, b"a"), RawRecord(last, 1, 1, b"b")])
     assert [r.ts_ns for r in decode_batch(ok)] == [0, last]
     bad = bytearray(ok)
-    where = len(bad) - 1 - RECORD_OVERHEAD  # the second record: its u64 timestamp
+    where = HEADER_SIZE + 8  # the timestamp column's second u64
     assert int.from_bytes(bad[where : where + 8], "little") == last
     bad[where : where + 8] = TS_LIMIT.to_bytes(8, "little")
     with pytest.raises(BatchError, match="timestamp 9999999999999999999 ns is beyond"):

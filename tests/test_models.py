@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
 
@@ -15,8 +16,11 @@ from models.batch import (
     MAGIC,
     RECORD_OVERHEAD,
     TS_LIMIT,
+    BatchBuilder,
+    Columns,
     RawRecord,
     decode_batch,
+    decode_columns,
     encode_batch,
 )
 from models.capture import BatchRef
@@ -50,13 +54,70 @@ def test_batch_timestamp_beyond_the_store_refused(ts: int, compress: bool) -> No
     payload = MAGIC + struct.pack("<HHII", 1, 0, 1, len(body)) + body
     with pytest.raises(BatchError, match="beyond the store's range"):
         list(decode_batch(payload))
+    body2 = struct.pack("<QIHI", ts, 60, 1, 2) + b"ab"  # schema 2: one frame's columns
+    payload2 = MAGIC + struct.pack("<HHII", 2, 0, 1, len(body2)) + body2
+    with pytest.raises(BatchError, match="beyond the store's range"):
+        decode_columns(payload2)
+
+
+def _v1(recs: list[RawRecord]) -> bytes:
+    """A schema 1 payload, as producers before schema 2 wrote them."""
+    body = b"".join(struct.pack("<QIHI", *r[:3], len(r.data)) + r.data for r in recs)
+    return MAGIC + struct.pack("<HHII", 1, 0, len(recs), len(body)) + body
+
+
+@given(records)
+def test_schema_1_payloads_still_read(recs: list[RawRecord]) -> None:
+    assert decode_batch(_v1(recs)) == recs
+    assert decode_columns(_v1(recs)) == Columns.from_records(recs)
+
+
+@given(records, st.lists(st.integers(0, 50), max_size=4), st.booleans())
+def test_columns_added_in_blocks_equal_records_added_one_by_one(
+    recs: list[RawRecord], cuts: list[int], compress: bool
+) -> None:
+    """A builder fed blocks of columns (and records between them) writes the same payload as
+    one fed every record alone; slices and concatenation keep every frame."""
+    cols = Columns.from_records(recs)
+    assert cols.records() == recs
+    assert [cols.record(i) for i in range(len(recs))] == recs
+    one = BatchBuilder()
+    for r in recs:
+        one.add(r)
+    blocks = BatchBuilder()
+    bounds = sorted({0, len(recs), *(min(c, len(recs)) for c in cuts)})
+    for k, (i, j) in enumerate(itertools.pairwise(bounds)):
+        part = cols.slice(i, j)
+        assert part.records() == recs[i:j]
+        if k % 2:
+            for r in part.records():
+                blocks.add(r)
+        else:
+            blocks.add_columns(part)
+    assert (blocks.count, blocks.size, blocks.wire_bytes) == (one.count, one.size, one.wire_bytes)
+    assert blocks.size == sum(RECORD_OVERHEAD + len(r.data) for r in recs)
+    assert blocks.payload(compress) == one.payload(compress)
+    assert decode_columns(one.payload(compress)) == cols
+
+
+@pytest.mark.parametrize(
+    ("cut", "message"),
+    [(-1, "ends inside a record"), (1, "trailing bytes"), (-40, "ends inside its columns")],
+)
+def test_schema_2_body_lengths_checked(cut: int, message: str) -> None:
+    good = encode_batch([RawRecord(1, 60, 1, b"ab"), RawRecord(2, 60, 1, b"cd")])
+    body = good[HEADER_SIZE:]
+    body = body[:cut] if cut < 0 else body + b"x" * cut
+    bad = good[:12] + struct.pack("<I", len(body)) + body
+    with pytest.raises(BatchError, match=message):
+        decode_columns(bad)
 
 
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
         (lambda p: b"XXXX" + p[4:], "not a flowherd batch"),
-        (lambda p: p[:4] + struct.pack("<H", 2) + p[6:], "schema version 2 is not supported"),
+        (lambda p: p[:4] + struct.pack("<H", 3) + p[6:], "schema version 3 is not supported"),
         (lambda p: p[:6] + struct.pack("<H", 8) + p[8:], "unknown batch flags"),
         (lambda p: p[:-1], "does not match payload size"),
         (lambda p: p[:3], "too short"),
@@ -77,7 +138,7 @@ def test_batch_count_must_match_body() -> None:
 
 def test_compressed_bomb_refused() -> None:
     body = zlib.compress(b"\0" * (1 << 20), 9)
-    payload = MAGIC + struct.pack("<HHII", 1, 1, 1, len(body)) + body
+    payload = MAGIC + struct.pack("<HHII", 2, 1, 1, len(body)) + body
     assert len(payload) > HEADER_SIZE
     with pytest.raises(BatchError, match="exceeds"):
         list(decode_batch(payload, max_body=1 << 16))

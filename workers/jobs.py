@@ -15,7 +15,7 @@ from typing import cast
 from rq import get_current_job
 
 from deploy.queueing import enqueue_report, make_queue
-from models.batch import MAX_BODY_BYTES, decode_batch
+from models.batch import MAX_BODY_BYTES, decode_columns
 from models.capture import BatchRef
 from models.errors import BatchError
 from models.keys import PayloadKeys, RunKeys
@@ -92,21 +92,28 @@ def _process(store: Store, ref_json: str, origin: str) -> dict[str, int | str]:
         if is_done(store, keys, ref.seq):
             return {"status": "duplicate"}
         raise BatchError(f"payload of batch {ref.seq} of run {ref.run} is missing")
-    records = list(decode_batch(cast(bytes, payload), max_body=limit))
-    if len(records) != ref.packets:
+    cols = decode_columns(cast(bytes, payload), max_body=limit)
+    if len(cols) != ref.packets:
         raise BatchError(
-            f"batch {ref.seq} of run {ref.run} holds {len(records)} records, expected {ref.packets}"
+            f"batch {ref.seq} of run {ref.run} holds {len(cols)} records, expected {ref.packets}"
         )
     t1 = time.perf_counter()
     fn = dissect_fast if ref.engine == "fast" else dissect
-    folder = fold_vector if ref.engine == "fast" else fold  # fast: numpy over the batch
-    table = (
-        fold_windows(records, fn, ref.window_ns, folder) if ref.window_ns else folder(records, fn)
-    )
+    records = None if ref.engine == "fast" and not ref.window_ns else cols.records()
+    if records is None:
+        table = fold_vector(cols, fn)  # numpy over the batch's columns
+    else:
+        folder = fold_vector if ref.engine == "fast" else fold
+        table = (
+            fold_windows(records, fn, ref.window_ns, folder)
+            if ref.window_ns
+            else folder(records, fn)
+        )
     t2 = time.perf_counter()
     timeouts = timeouts_of(store, keys)
     if timeouts:  # segments first: a batch counted as merged has its segments stored
-        write_segments(store, keys, ref.seq, batch_segments(records, fn, timeouts, ref.shards))
+        segs = batch_segments(records or cols.records(), fn, timeouts, ref.shards)
+        write_segments(store, keys, ref.seq, segs)
     res = merge_partial(store, keys, ref.seq, table, ref.keep_windows, ref.wait_replicas)
     if res.status is not MergeStatus.STALE:
         conn.delete(payload_key)  # only once every part is merged and the batch counted

@@ -32,12 +32,11 @@ order may differ, which no reader depends on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import itemgetter
 
 import numpy as np
 import numpy.typing as npt
 
-from models.batch import RawRecord
+from models.batch import Columns, RawRecord
 from models.flows import NO_FIRST, NO_LAST, FlowKey, FlowStats
 from workers.aggregate import DissectFn, PartialTable
 from workers.framing import ETHERTYPES, IPV4, IPV6, vlan
@@ -65,7 +64,6 @@ _IPV6_NOT_PLAIN = (0, 43, 44, 60)  # hop-by-hop, routing, fragment, destination 
 _IPV4_NO_FRAGMENT_MASK = 0xBFFF  # everything in the flags/offset word except DF
 _TCP, _UDP = 6, 17
 _FAMILY_BIT = 1 << 40  # in the last sort key: IPv6 apart from IPv4
-_TS, _WIRE, _LINKTYPE, _DATA = (itemgetter(i) for i in range(4))  # RawRecord's fields
 _NO_FIRST = np.uint64(NO_FIRST)
 _NO_LAST = np.uint64(NO_LAST)
 
@@ -80,14 +78,10 @@ def _types(kind: object) -> list[int]:
 class _Frames:
     """A batch's captured bytes back to back, with each frame's start and length."""
 
-    def __init__(self, records: Sequence[RawRecord]) -> None:
-        n = len(records)
-        datas = list(map(_DATA, records))
-        self.lens: I64 = np.fromiter(map(len, datas), np.int64, n)
-        self.starts: I64 = np.zeros(n, np.int64)
-        np.cumsum(self.lens[:-1], out=self.starts[1:])
-        datas.append(bytes(_PAD))
-        raw = b"".join(datas)
+    def __init__(self, cols: Columns) -> None:
+        self.lens: I64 = cols.cap.astype(np.int64)
+        self.starts: I64 = cols.starts
+        raw = cols.data + bytes(_PAD)
         self.buf: U8 = np.frombuffer(raw, np.uint8)
         # the same bytes as big-endian 16/32/64-bit fields starting at every offset
         self.be16 = _fields(raw, ">u2")
@@ -219,37 +213,38 @@ def _addr(raw: bytes) -> tuple[int, int]:
     return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:], "big")
 
 
-def fold_vector(records: Sequence[RawRecord], dissect: DissectFn) -> PartialTable:
-    """:func:`workers.aggregate.fold` of ``records``, the common frames read as arrays (see the
-    module docstring) and the others by ``dissect`` (the fast engine: ``dissect_fast``). The
-    table also holds its flows packed for the merge (:attr:`PartialTable.packed`)."""
+def fold_vector(records: Sequence[RawRecord] | Columns, dissect: DissectFn) -> PartialTable:
+    """:func:`workers.aggregate.fold` of ``records`` (or the frames of a block of columns), the
+    common frames read as arrays (see the module docstring) and the others by ``dissect`` (the
+    fast engine: ``dissect_fast``). The table also holds its flows packed for the merge
+    (:attr:`PartialTable.packed`)."""
     t = PartialTable()
-    n = len(records)
+    cols = records if isinstance(records, Columns) else Columns.from_records(records)
+    n = len(cols)
     if not n:
         return t
-    # one column at a time: zip(*records) would allocate an iterator per record
-    ts: U64 = np.fromiter(map(_TS, records), np.uint64, n)
-    wire: I64 = np.fromiter(map(_WIRE, records), np.int64, n)
+    ts: U64 = cols.ts.astype(np.uint64, copy=False)
+    wire: I64 = cols.wire.astype(np.int64)
     t.packets, t.bytes = n, int(wire.sum())
     t.first_ns, t.last_ns = int(ts.min()), int(ts.max())
     t.packed = b""
     rows = _Rows()
-    done = _read(np.fromiter(map(_LINKTYPE, records), np.int64, n), _Frames(records), rows)
+    done = _read(cols.linktype.astype(np.int64), _Frames(cols), rows)
     rest = np.flatnonzero(~done).tolist()
     if rest:
-        _per_frame(records, rest, dissect, t, rows)
+        _per_frame(cols, rest, dissect, t, rows)
     if rows.parts:
         _reduce(rows.columns(), ts, wire, t)
     return t
 
 
-def read_as_arrays(records: Sequence[RawRecord]) -> list[bool]:
+def read_as_arrays(records: Sequence[RawRecord] | Columns) -> list[bool]:
     """Which frames of ``records`` :func:`fold_vector` reads as arrays (the others go to the
     per-frame decoder)."""
-    if not records:
+    cols = records if isinstance(records, Columns) else Columns.from_records(records)
+    if not len(cols):
         return []
-    lt: I64 = np.fromiter(map(_LINKTYPE, records), np.int64, len(records))
-    read: list[bool] = _read(lt, _Frames(records), _Rows()).tolist()
+    read: list[bool] = _read(cols.linktype.astype(np.int64), _Frames(cols), _Rows()).tolist()
     return read
 
 
@@ -265,13 +260,13 @@ def _read(lt: I64, fr: _Frames, rows: _Rows) -> Mask:
 
 
 def _per_frame(
-    records: Sequence[RawRecord], rest: list[int], dissect: DissectFn, t: PartialTable, rows: _Rows
+    frames: Columns, rest: list[int], dissect: DissectFn, t: PartialTable, rows: _Rows
 ) -> None:
     """Dissect the frames ``rest`` one by one: buckets into ``t``, counted ones into ``rows``."""
     nc = t.not_counted
     cols: list[list[int]] = [[] for _ in range(10)]
     for i in rest:
-        _, wire, linktype, data = records[i]
+        _, wire, linktype, data = frames.record(i)
         info = dissect(linktype, data)
         if isinstance(info, str):
             v = nc.get(info)
