@@ -197,42 +197,51 @@ def _lognormal_ll(lx: Floats, lxmin: float, mu: float, sigma: float) -> Floats:
 
 
 def _nelder_mead(
-    f: Callable[[Floats], float], x0: Floats, step: Floats, iters: int = 4000, tol: float = 1e-12
-) -> Floats:
-    """Minimise ``f`` from ``x0`` (the standard reflect/expand/contract/shrink simplex)."""
-    pts = [x0] + [x0 + np.eye(len(x0))[i] * step[i] for i in range(len(x0))]
+    f: Callable[[list[float]], float],
+    x0: list[float],
+    step: list[float],
+    iters: int = 4000,
+    tol: float = 1e-12,
+) -> list[float]:
+    """Minimise ``f`` from ``x0`` (the standard reflect/expand/contract/shrink simplex), in
+    plain floats: the problems here have two parameters, where array calls would cost more
+    than the arithmetic."""
+    dim = len(x0)
+    pts = [list(x0)] + [
+        [x + (step[i] if j == i else 0.0) for j, x in enumerate(x0)] for i in range(dim)
+    ]
     vals = [f(p) for p in pts]
+
+    def along(a: list[float], b: list[float], t: float) -> list[float]:
+        return [x + t * (y - x) for x, y in zip(a, b, strict=True)]
+
     for _ in range(iters):
-        order = np.argsort(vals)
+        order = sorted(range(len(pts)), key=vals.__getitem__)
         pts = [pts[i] for i in order]
         vals = [vals[i] for i in order]
-        if abs(vals[-1] - vals[0]) <= tol * (abs(vals[0]) + tol) and np.max(
-            np.abs(np.array(pts[1:]) - pts[0])
-        ) <= 1e-10 * (1 + float(np.max(np.abs(pts[0])))):
+        spread = max(abs(x - y) for p in pts[1:] for x, y in zip(p, pts[0], strict=True))
+        if abs(vals[-1] - vals[0]) <= tol * (abs(vals[0]) + tol) and spread <= 1e-10 * (
+            1 + max(abs(x) for x in pts[0])
+        ):
             break
-        centre = np.mean(pts[:-1], axis=0)
-        refl = centre + (centre - pts[-1])
+        centre = [sum(c) / dim for c in zip(*pts[:-1], strict=True)]
+        refl = along(centre, pts[-1], -1.0)
         fr = f(refl)
         if fr < vals[0]:
-            exp = centre + 2 * (centre - pts[-1])
+            exp = along(centre, pts[-1], -2.0)
             fe = f(exp)
             pts[-1], vals[-1] = (exp, fe) if fe < fr else (refl, fr)
         elif fr < vals[-2]:
             pts[-1], vals[-1] = refl, fr
         else:
-            con = (
-                centre + 0.5 * (pts[-1] - centre)
-                if fr >= vals[-1]
-                else centre + 0.5 * (refl - centre)
-            )
+            con = along(centre, pts[-1], 0.5) if fr >= vals[-1] else along(centre, refl, 0.5)
             fc = f(con)
             if fc < min(fr, vals[-1]):
                 pts[-1], vals[-1] = con, fc
             else:
-                pts = [pts[0]] + [pts[0] + 0.5 * (p - pts[0]) for p in pts[1:]]
+                pts = [pts[0]] + [along(pts[0], p, 0.5) for p in pts[1:]]
                 vals = [vals[0]] + [f(p) for p in pts[1:]]
-    best: Floats = pts[int(np.argmin(vals))]
-    return best
+    return pts[min(range(len(pts)), key=vals.__getitem__)]
 
 
 def fit_lognormal(lx: Floats, lxmin: float) -> tuple[float, float]:
@@ -246,17 +255,17 @@ def fit_lognormal(lx: Floats, lxmin: float) -> tuple[float, float]:
     s1, s2 = float(np.sum(z)), float(np.sum(z * z))
     zmin = (lxmin - m) / s
 
-    def nll(p: Floats) -> float:
-        mu, ls = float(p[0]), float(p[1])
+    def nll(p: list[float]) -> float:
+        mu, ls = p
         sig = math.exp(ls)  # sigma / s
         quad = (s2 - 2 * mu * s1 + n * mu * mu) / (2 * sig * sig)
         v = n * ls + quad + n * _log_sf((zmin - mu) / sig)
         return v if math.isfinite(v) else math.inf
 
-    best = _nelder_mead(nll, np.zeros(2), np.array([0.5, 0.5]))
+    best = _nelder_mead(nll, [0.0, 0.0], [0.5, 0.5])
     # a restart guards against a stall
-    best = _nelder_mead(nll, best, np.array([0.1, 0.1]))
-    return m + float(best[0]) * s, s * math.exp(float(best[1]))
+    best = _nelder_mead(nll, best, [0.1, 0.1])
+    return m + best[0] * s, s * math.exp(best[1])
 
 
 def vuong(ll1: Floats, ll2: Floats) -> tuple[float, float, float]:
