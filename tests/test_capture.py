@@ -817,3 +817,33 @@ def test_pcap_blocks_equal_records_across_buffers_and_cuts(
         got, err = read_until_error(path)
         assert isinstance(err, TruncatedCaptureError)
         assert got == expected[: sum(e <= cut for e in ends) - 1]
+
+
+def test_block_reading_and_packing_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
+    """The producer's path (blocks of columns cut into batch payloads that are then let go):
+    peak memory for a file 4x as long stays that of the shorter file."""
+    from models.batch import BatchBuilder
+    from producer.run import pieces
+
+    def peak(n: int) -> int:
+        rec = struct.pack("<IIII", 1, 0, 100, 100) + bytes(range(100))
+        path = write(tmp_path, pcap_bytes([]) + rec * n, f"m{n}.pcap")
+        tracemalloc.start()
+        try:
+            b, packed = BatchBuilder(), 0
+            with open_capture(path) as cap:
+                for block in cap.blocks():
+                    for part, full in pieces(block, b.count, b.size, 16_000, 4 << 20):
+                        b.add_columns(part)
+                        if full:
+                            packed += len(b.payload())
+                            b = BatchBuilder()
+            packed += len(b.payload())
+            assert packed > n * 100
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(30_000), peak(120_000)
+    assert large < small * 1.3 + (1 << 20), (small, large)
+    assert large < 24 << 20
