@@ -57,8 +57,6 @@ _LOOKALIKES = (
     (b"GMBU", "a Microsoft Network Monitor capture, which is not supported"),
 )
 _DECOMPRESSION_ERRORS = (OSError, zlib.error, lzma.LZMAError, struct.error, ValueError)
-#: records per block when a format's records are grouped into blocks one by one
-BLOCK_RECORDS = 4096
 T = TypeVar("T")
 
 
@@ -269,8 +267,11 @@ def _parse_start(
                 f"not a pcapng file: bad byte-order magic {head[8:12].hex(' ')} in its "
                 "section header block",
             )
-        records = pcapng.pcapng_records(name, source.read, head)
-        return "pcapng", records, _grouped(records)
+        return (
+            "pcapng",
+            pcapng.pcapng_records(name, source.read, head),
+            pcapng.pcapng_blocks(name, source.read, head),
+        )
     raise CaptureError(name, f"not a pcap or pcapng file: {_describe(head, compression)}")
 
 
@@ -283,27 +284,6 @@ def _describe(head: bytes, compression: Compression | None) -> str:
     if what is None and all(32 <= b < 127 or b in b"\t\r\n" for b in head[:256]):
         what = "text"
     return f"{where} begins with {shown}" + (f", which looks like {what}" if what else "")
-
-
-def _grouped(records: Generator[RawRecord, None, int]) -> Generator[Columns, None, int]:
-    """``records`` in blocks of :data:`BLOCK_RECORDS`; the records read before an error are
-    yielded (as a last, shorter block) before it is raised."""
-    block: list[RawRecord] = []
-    count = 0
-    try:
-        for rec in records:
-            block.append(rec)
-            count += 1
-            if len(block) >= BLOCK_RECORDS:
-                yield Columns.from_records(block)
-                block = []
-    except CaptureError:
-        if block:
-            yield Columns.from_records(block)
-        raise
-    if block:
-        yield Columns.from_records(block)
-    return count
 
 
 def _check_end(

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Generator
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
-from models.batch import TS_LIMIT, RawRecord
+import numpy as np
+import numpy.typing as npt
+
+from models.batch import TS_LIMIT, Columns, RawRecord
 from models.errors import CaptureError, TruncatedCaptureError
 from producer.pcap import CHUNK, MAX_RECORD, Read, new_record
 
@@ -116,7 +119,44 @@ def _interface(at: _Where, order: _Order, buf: bytes, pos: int) -> _Iface:
 
 
 def pcapng_records(path: str, read: Read, buf: bytes) -> Generator[RawRecord, None, int]:
-    """Yield the packet records of a pcapng stream whose first bytes are ``buf``.
+    """Yield the packet records of a pcapng stream whose first bytes are ``buf`` (see
+    :func:`_read` for the errors)."""
+    return cast(Generator[RawRecord, None, int], _read(path, read, buf, bulk=False))
+
+
+def pcapng_blocks(path: str, read: Read, buf: bytes) -> Generator[Columns, None, int]:
+    """:func:`pcapng_records` as blocks of columns: the same records, in order, and the same
+    errors, raised after the records before them. Runs of well-formed Enhanced Packet Blocks
+    are read with array operations; the other packet blocks join the next block of columns."""
+    pending: list[RawRecord] = []
+    items = _read(path, read, buf, bulk=True)
+    while True:
+        try:
+            item = next(items)
+        except StopIteration as stop:
+            total = int(stop.value)
+            break
+        except CaptureError:
+            if pending:
+                yield Columns.from_records(pending)
+            raise
+        if isinstance(item, Columns):
+            if pending:
+                yield Columns.from_records(pending)
+                pending = []
+            yield item
+        else:
+            pending.append(item)
+    if pending:
+        yield Columns.from_records(pending)
+    return total
+
+
+def _read(
+    path: str, read: Read, buf: bytes, bulk: bool
+) -> Generator[RawRecord | Columns, None, int]:
+    """Yield the packet records of a pcapng stream whose first bytes are ``buf``; with
+    ``bulk``, runs of Enhanced Packet Blocks come as :class:`Columns` (see :func:`_epbs`).
 
     ``buf`` starts at stream offset 0 with a Section Header Block whose byte-order magic the
     caller has checked (:func:`byte_order`); the rest comes from ``read``. Memory stays at about
@@ -143,7 +183,33 @@ def pcapng_records(path: str, read: Read, buf: bytes) -> Generator[RawRecord, No
         # (another block type, a check that fails, the end of the buffer) takes the general path.
         head, epb, u32 = order.head.unpack_from, order.epb.unpack_from, order.u32.unpack_from
         n_ifaces = len(ifaces)
-        while pos + 12 <= n:
+        if bulk:
+            # the same blocks found by their lengths alone; their fields are then read and
+            # checked as arrays, up to the first block that needs the general path
+            starts: list[int] = []
+            add = starts.append
+            while pos + 12 <= n:
+                btype, blen = head(buf, pos)
+                end = pos + blen
+                if (
+                    btype != _EPB
+                    or end > n
+                    or blen < 32
+                    or blen & 3
+                    or blen > MAX_PACKET_BLOCK
+                    or u32(buf, end - 4)[0] != blen
+                ):
+                    break
+                add(pos)
+                pos = end
+            if starts:
+                cols = _epbs(buf, starts, pos, order is _ORDERS[">"], ifaces)
+                if len(cols):
+                    yield cols
+                    count += len(cols)
+                if len(cols) < len(starts):
+                    pos = starts[len(cols)]  # the general path reads it (or says what is wrong)
+        while not bulk and pos + 12 <= n:
             btype, blen = head(buf, pos)
             end = pos + blen
             if (
@@ -275,3 +341,55 @@ class _Where(NamedTuple):
         return CaptureError(
             self.path, f"{self} has timestamp {ts} ns, {why}: flowherd cannot store it"
         )
+
+
+#: The array path's bound for exact int64 arithmetic: units x mul below it, offsets within
+#: plus or minus it, so the timestamp stays inside int64 (the general path takes the others).
+_SAFE = 1 << 62
+I64 = npt.NDArray[np.int64]
+
+
+def _epbs(buf: bytes, starts: list[int], end: int, big: bool, ifaces: list[_Iface]) -> Columns:
+    """The Enhanced Packet Blocks at ``starts`` (well formed as blocks, the last ending at
+    ``end``) as columns, up to (not including) the first one the array checks leave to the
+    general path: a packet that overruns its block or the record limit, an undefined
+    interface, a timestamp before 1970 or beyond exact int64 arithmetic (see :data:`_SAFE`)."""
+    first = starts[0]
+    words = np.ndarray(((end - first) - 3,), np.dtype(">u4" if big else "<u4"), buf, first, (1,))
+    at: I64 = np.array(starts, np.int64) - first
+    blen, iid = words[at + 4].astype(np.int64), words[at + 8].astype(np.int64)
+    units = (words[at + 12].astype(np.uint64) << np.uint64(32)) | words[at + 16]
+    cap, wire = words[at + 20].astype(np.int64), words[at + 24]
+    # per interface: linktype, mul, div, offset; an interface whose offset or divisor is beyond
+    # exact arithmetic gets mul 0, which leaves its packets to the general path
+    params = [
+        (i.linktype, i.mul, i.div, i.off_ns)
+        if abs(i.off_ns) < _SAFE and i.div < _SAFE
+        else (i.linktype, 0, 1, 0)
+        for i in ifaces
+    ]
+    lt, mul, div, off = (np.array(c, np.int64) for c in zip(*params, (0, 0, 1, 0), strict=True))
+    ix = np.where(iid < len(ifaces), iid, len(ifaces))  # the last row: no such interface
+    m = mul[ix]
+    ok = (cap <= blen - 32) & (cap <= MAX_RECORD) & (m > 0)
+    ok &= units < np.uint64(_SAFE) // np.maximum(m, 1).astype(np.uint64)
+    u = np.where(ok, units, np.uint64(0)).astype(np.int64)
+    ts = (u * m) // div[ix] + off[ix]
+    ok &= ts >= 0
+    good = len(starts) if ok.all() else int(np.argmin(ok))
+    if good < len(starts):
+        end = first + (int(at[good - 1] + blen[good - 1]) if good else 0)
+        at, cap, wire, ts, ix = at[:good], cap[:good], wire[:good], ts[:good], ix[:good]
+    # the frames' bytes: +1 where each starts, -1 where it ends; keep where the sum is 1
+    span = end - first
+    mark = np.zeros(span + 1, np.int8)
+    mark[at + 28] = 1
+    mark[at + 28 + cap] -= 1
+    keep = np.cumsum(mark[:-1], dtype=np.int8).astype(np.bool_)
+    return Columns(
+        ts.astype(np.uint64),
+        wire.astype(np.uint32),
+        lt[ix].astype(np.uint16),
+        cap.astype(np.uint32),
+        np.frombuffer(buf, np.uint8, span, first)[keep].tobytes(),
+    )

@@ -847,3 +847,77 @@ def test_block_reading_and_packing_memory_does_not_grow_with_the_file(tmp_path: 
     small, large = peak(30_000), peak(120_000)
     assert large < small * 1.3 + (1 << 20), (small, large)
     assert large < 24 << 20
+
+
+_ifaces = st.lists(
+    st.tuples(
+        st.sampled_from([1, 101, 113, 228]),
+        st.one_of(st.none(), st.sampled_from([0, 3, 6, 9, 10, 12, 0x80 | 10, 0x80 | 30, 100])),
+        st.one_of(st.none(), st.sampled_from([0, 5, -5, -(2**40), 2**33, 2**62, -(2**63)])),
+    ),
+    min_size=0,
+    max_size=3,
+)
+_packets = st.lists(
+    st.tuples(
+        st.sampled_from(["epb", "epb", "epb", "spb", "pb", "idb", "junk"]),
+        st.integers(0, 3),  # interface
+        st.one_of(st.integers(0, 2**32), st.integers(0, 2**64 - 1)),
+        st.binary(max_size=40),
+    ),
+    max_size=14,
+)
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(_ifaces, _packets, st.sampled_from(["<", ">"]), st.integers(28, 300), st.data())
+def test_pcapng_blocks_equal_records_across_interfaces_buffers_and_cuts(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ifaces: list[tuple[int, int | None, int | None]],
+    packets: list[tuple[str, int, int, bytes]],
+    endian: str,
+    chunk: int,
+    data: st.DataObject,
+) -> None:
+    """pcapng read in blocks of columns (runs of Enhanced Packet Blocks read as arrays): the
+    same records and the same error as one record at a time, with interfaces of every
+    resolution and offset (timestamps before 1970, beyond int64, undefined interfaces), other
+    packet and block types between, any read size and any cut."""
+    from producer import pcap
+
+    monkeypatch.setattr(pcap, "CHUNK", chunk)
+    monkeypatch.setattr(pcapng, "CHUNK", chunk)
+    body = shb(endian) + b"".join(idb(endian, lt, 0, r, o) for lt, r, o in ifaces)
+    for kind, iid, units, frame in packets:
+        if kind == "epb":
+            body += epb(endian, iid, units, frame)
+        elif kind == "spb":
+            body += spb(endian, len(frame), frame)
+        elif kind == "pb":
+            body += old_pb(endian, iid, units & (2**64 - 1), frame)
+        elif kind == "idb":
+            body += idb(endian, 1, 0, 9, None)
+        else:
+            body += block(endian, 0xBAD, frame)
+    cut = data.draw(st.integers(len(shb(endian)), len(body)))
+    path = write(tmp_path, body[:cut], "blocks.pcapng")
+    with open_capture(path) as cap:
+        records: list[RawRecord] = []
+        try:
+            records.extend(cap)
+            error = None
+        except CaptureError as exc:
+            error = exc
+    with open_capture(path) as cap:
+        in_blocks: list[RawRecord] = []
+        try:
+            for b in cap.blocks():
+                in_blocks.extend(b.records())
+            error_blocks = None
+        except CaptureError as exc:
+            error_blocks = exc
+    assert in_blocks == records
+    assert (type(error_blocks), str(error_blocks)) == (type(error), str(error))
