@@ -343,9 +343,12 @@ class _Where(NamedTuple):
         )
 
 
-#: The array path's bound for exact int64 arithmetic: units x mul below it, offsets within
-#: plus or minus it, so the timestamp stays inside int64 (the general path takes the others).
+#: The array path's bounds for exact int64 arithmetic (the general path takes the others): the
+#: whole units times the multiplier, and the multiplier times the divisor, at most ``_SAFE``
+#: (timestamps to the year 2116, resolutions to 2**-32 s); offsets within ``_SAFE_OFFSET``
+#: (about 73 years) either way.
 _SAFE = 1 << 62
+_SAFE_OFFSET = 1 << 61
 I64 = npt.NDArray[np.int64]
 
 
@@ -360,21 +363,23 @@ def _epbs(buf: bytes, starts: list[int], end: int, big: bool, ifaces: list[_Ifac
     blen, iid = words[at + 4].astype(np.int64), words[at + 8].astype(np.int64)
     units = (words[at + 12].astype(np.uint64) << np.uint64(32)) | words[at + 16]
     cap, wire = words[at + 20].astype(np.int64), words[at + 24]
-    # per interface: linktype, mul, div, offset; an interface whose offset or divisor is beyond
-    # exact arithmetic gets mul 0, which leaves its packets to the general path
+    # per interface: linktype, mul, div, offset; an interface whose resolution or offset is
+    # beyond exact arithmetic gets mul 0, which leaves its packets to the general path
     params = [
         (i.linktype, i.mul, i.div, i.off_ns)
-        if abs(i.off_ns) < _SAFE and i.div < _SAFE
+        if i.mul * i.div <= _SAFE and abs(i.off_ns) < _SAFE_OFFSET
         else (i.linktype, 0, 1, 0)
         for i in ifaces
     ]
     lt, mul, div, off = (np.array(c, np.int64) for c in zip(*params, (0, 0, 1, 0), strict=True))
     ix = np.where(iid < len(ifaces), iid, len(ifaces))  # the last row: no such interface
-    m = mul[ix]
+    m, d = mul[ix].astype(np.uint64), div[ix].astype(np.uint64)
     ok = (cap <= blen - 32) & (cap <= MAX_RECORD) & (m > 0)
-    ok &= units < np.uint64(_SAFE) // np.maximum(m, 1).astype(np.uint64)
-    u = np.where(ok, units, np.uint64(0)).astype(np.int64)
-    ts = (u * m) // div[ix] + off[ix]
+    # units x mul // div as q x mul + r x mul // div (units = q x div + r): each part exact
+    q, r = units // d, units % d
+    ok &= q < np.uint64(_SAFE) // np.maximum(m, np.uint64(1))
+    q, r = np.where(ok, q, np.uint64(0)), np.where(ok, r, np.uint64(0))
+    ts = (q * m).astype(np.int64) + ((r * m) // d).astype(np.int64) + off[ix]
     ok &= ts >= 0
     good = len(starts) if ok.all() else int(np.argmin(ok))
     if good < len(starts):

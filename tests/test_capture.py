@@ -921,3 +921,33 @@ def test_pcapng_blocks_equal_records_across_interfaces_buffers_and_cuts(
             error_blocks = exc
     assert in_blocks == records
     assert (type(error_blocks), str(error_blocks)) == (type(error), str(error))
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize(
+    "tsresol", [0, 3, 6, 9, 10, 12, 0x80 | 10, 0x80 | 20, 0x80 | 32, 0x80 | 40]
+)
+@pytest.mark.parametrize("tsoffset", [None, -3600, 10**9])
+def test_pcapng_array_timestamps_exact_at_every_resolution(
+    tmp_path: Path, endian: str, tsresol: int, tsoffset: int | None
+) -> None:
+    """The array path's timestamps equal units x 10**9 / units-per-second, rounded down, plus
+    the offset, exactly as the general path's Python integers; units at and around today's
+    time and the u64 extremes."""
+    per_s = 2 ** (tsresol & 0x7F) if tsresol & 0x80 else 10**tsresol
+    now = 1_764_000_000  # seconds: late 2025
+    units = [0, 1, per_s - 1, now * per_s + per_s // 3 + 7, 2**63 + 12345, 2**64 - 1]
+    units = [u for u in units if u < 2**64]
+    body = shb(endian) + idb(endian, 1, 0, tsresol, tsoffset)
+    body += b"".join(epb(endian, 0, u, bytes([i]) * 5) for i, u in enumerate(units))
+    path = write(tmp_path, body, "res.pcapng")
+    expected = [u * G // per_s + (tsoffset or 0) * G for u in units]
+    good = [t for t in expected if 0 <= t < NO_FIRST]
+    first_bad = next((i for i, t in enumerate(expected) if not 0 <= t < NO_FIRST), None)
+    if first_bad is None:
+        got = read_all(path)
+    else:
+        got, err = read_until_error(path)
+        assert f"has timestamp {expected[first_bad]} ns" in str(err)
+    assert [r.ts_ns for r in got] == good[: len(got)]
+    assert len(got) == (len(units) if first_bad is None else first_bad)
