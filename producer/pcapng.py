@@ -345,7 +345,7 @@ class _Where(NamedTuple):
 
 #: The array path's bounds for exact int64 arithmetic (the general path takes the others): the
 #: whole units times the multiplier, and the multiplier times the divisor, at most ``_SAFE``
-#: (timestamps to the year 2116, resolutions to 2**-32 s); offsets within ``_SAFE_OFFSET``
+#: (timestamps to the year 2116, binary resolutions to 2**-32 s); offsets within ``_SAFE_OFFSET``
 #: (about 73 years) either way.
 _SAFE = 1 << 62
 _SAFE_OFFSET = 1 << 61
