@@ -23,7 +23,7 @@ from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 
-from models.batch import TS_LIMIT, RawRecord
+from models.batch import TS_LIMIT, Columns, RawRecord
 from models.flows import VALUE, FlowKey, FlowStats
 from models.keys import RunKeys
 from producer.capture import open_capture
@@ -35,7 +35,7 @@ from workers.aggregate import PartialTable, fold, fold_windows, pack_flows
 from workers.dissect import dissect
 from workers.fastpath import decode, dissect_fast
 from workers.store import MergeStatus, merge_partial, split
-from workers.vector import fold_vector, read_as_arrays
+from workers.vector import fold_vector, fold_windows_vector, read_as_arrays
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PCAPS = SHARED / "pcaps"
@@ -391,3 +391,42 @@ def test_mix_collisions_fall_back_to_an_exact_sort(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(vecpack, "_MIX", (np.uint64(0),) * 5)
     _check_groups([np.array([3, 1, 3, 2, 1], np.uint64), np.array([0, 0, 0, 1, 1], np.uint64)])
     same(records_of([(c[1], c[2]) for c in CASES], seed=11))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, len(CASES) - 1), min_size=0, max_size=60),
+    st.integers(0, 2**32),
+    st.sampled_from([1, 7, 50_000_000, 10**9]),
+)
+def test_windows_of_columns_equal_windows_of_records(
+    picks: list[int], seed: int, window_ns: int
+) -> None:
+    """The worker's fast path with windows (each window's frames taken from the batch's
+    columns) equals the per-frame window fold, window by window."""
+    records = records_of([(CASES[i][1], CASES[i][2]) for i in picks], seed=seed)
+    cols = Columns.from_records(records)
+    ref = fold_windows(records, dissect_fast, window_ns)
+    got = fold_windows_vector(cols, dissect_fast, window_ns)
+    assert got.flows == ref.flows and got.not_counted == ref.not_counted
+    assert (got.packets, got.bytes, got.first_ns, got.last_ns) == (
+        ref.packets,
+        ref.bytes,
+        ref.first_ns,
+        ref.last_ns,
+    )
+    assert sorted(got.windows) == sorted(ref.windows)
+    for start, part in ref.windows.items():
+        assert got.windows[start].flows == part.flows
+        assert got.windows[start].not_counted == part.not_counted
+        assert got.windows[start].packets == part.packets
+
+
+@given(st.lists(st.binary(max_size=30), max_size=20), st.data())
+def test_columns_take_keeps_the_chosen_frames(datas: list[bytes], data: st.DataObject) -> None:
+    """Any frames, in any order (the window fold takes a permutation)."""
+    records = [RawRecord(i, len(d), 1, d) for i, d in enumerate(datas)]
+    some = data.draw(st.sets(st.sampled_from(range(len(records))))) if records else set()
+    chosen = data.draw(st.permutations(sorted(some)))
+    got = Columns.from_records(records).take(np.array(chosen, np.int64))
+    assert got.records() == [records[i] for i in chosen]

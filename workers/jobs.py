@@ -29,7 +29,7 @@ from workers.fastpath import dissect_fast
 from workers.metrics import instrumented
 from workers.segments import batch_segments
 from workers.store import MergeStatus, merge_partial
-from workers.vector import fold_vector
+from workers.vector import fold_vector, fold_windows_vector
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +99,15 @@ def _process(store: Store, ref_json: str, origin: str) -> dict[str, int | str]:
         )
     t1 = time.perf_counter()
     fn = dissect_fast if ref.engine == "fast" else dissect
-    records = None if ref.engine == "fast" and not ref.window_ns else cols.records()
-    if records is None:
-        table = fold_vector(cols, fn)  # numpy over the batch's columns
-    else:
-        folder = fold_vector if ref.engine == "fast" else fold
+    records = None if ref.engine == "fast" else cols.records()
+    if records is None:  # the fast engine: numpy over the batch's columns
         table = (
-            fold_windows(records, fn, ref.window_ns, folder)
-            if ref.window_ns
-            else folder(records, fn)
+            fold_windows_vector(cols, fn, ref.window_ns) if ref.window_ns else fold_vector(cols, fn)
         )
+    elif ref.window_ns:
+        table = fold_windows(records, fn, ref.window_ns)
+    else:
+        table = fold(records, fn)
     t2 = time.perf_counter()
     timeouts = timeouts_of(store, keys)
     if timeouts:  # segments first: a batch counted as merged has its segments stored
