@@ -18,7 +18,7 @@ it a ``read`` callable (see :data:`Read`).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -80,65 +80,36 @@ def parse_header(path: str, head: bytes) -> PcapHeader:
 def pcap_records(
     path: str, header: PcapHeader, read: Read, buf: bytes
 ) -> Generator[RawRecord, None, int]:
-    """Yield the records of a classic pcap stream whose first bytes are ``buf``.
+    """:func:`pcap_blocks`, one record at a time: the same records and errors."""
+    return records_of(pcap_blocks(path, header, read, buf))
 
-    ``buf`` starts at stream offset 0 (the global header, already parsed into ``header``); the
-    rest of the stream comes from ``read``. Memory stays below two :data:`CHUNK` s. Returns the
-    number of records yielded.
 
-    Raises :class:`CaptureError` naming the record (1-based) and its byte offset for a record
-    that claims more than :data:`MAX_RECORD` captured bytes (the file is corrupt or not really
-    pcap), and :class:`TruncatedCaptureError` after the last complete record when the stream
-    ends inside a record.
-    """
-    unpack = struct.Struct(header.endian + "IIII").unpack_from
-    frac_ns = 1 if header.nanosecond else 1000
-    linktype = header.linktype
-    limit = MAX_RECORD
-    new = new_record
-    rec_type = RawRecord
-    base = 0  # stream offset of buf[0]
-    pos = HEADER_LEN
+def records_of(blocks: Iterator[Columns]) -> Generator[RawRecord, None, int]:
+    """The records of ``blocks``, in order (an error of ``blocks`` is raised after the records
+    before it); returns their number."""
     count = 0
-    while True:
-        n = len(buf)
-        # Hot loop: every record that lies wholly inside the buffer.
-        while pos + 16 <= n:
-            sec, frac, cap, wire = unpack(buf, pos)
-            end = pos + 16 + cap
-            if end > n or cap > limit:
-                break
-            yield new(rec_type, (sec * _G + frac * frac_ns, wire, linktype, buf[pos + 16 : end]))
-            count += 1
-            pos = end
-        if n - pos >= 16:
-            cap = unpack(buf, pos)[2]
-            if cap > limit:
-                raise CaptureError(
-                    path,
-                    f"record {count + 1} at byte offset {base + pos} claims {cap} captured "
-                    f"bytes (more than the limit of {limit}): the file is corrupt",
-                )
-        # What is left of the buffer is shorter than one record, so one chunk completes it.
-        more = read(CHUNK)
-        if not more:
-            if pos < n:
-                raise TruncatedCaptureError(path, base + pos, count)
-            return count
-        base += pos
-        buf = buf[pos:] + more
-        pos = 0
+    for block in blocks:
+        yield from block.records()
+        count += len(block)
+    return count
 
 
 def pcap_blocks(
     path: str, header: PcapHeader, read: Read, buf: bytes
 ) -> Generator[Columns, None, int]:
-    """:func:`pcap_records`, a buffer at a time: yield the records as :class:`Columns` blocks.
+    """Yield the records of a classic pcap stream whose first bytes are ``buf``, as blocks of
+    :class:`Columns`.
 
-    The same records, errors and memory bound as :func:`pcap_records`: a block holds the
-    complete records of one buffer (about :data:`CHUNK` bytes); the records before an error are
-    yielded before it is raised. One light loop finds where the records start; the headers are
-    then read and the frames' bytes gathered with array operations.
+    ``buf`` starts at stream offset 0 (the global header, already parsed into ``header``); the
+    rest of the stream comes from ``read``. A block holds the complete records of one buffer
+    (about :data:`CHUNK` bytes); memory stays below two chunks. One light loop finds where the
+    records start; the headers are then read and the frames' bytes gathered with array
+    operations. Returns the number of records.
+
+    Raises :class:`CaptureError` naming the record (1-based) and its byte offset for a record
+    that claims more than :data:`MAX_RECORD` captured bytes (the file is corrupt or not really
+    pcap), and :class:`TruncatedCaptureError` after the last complete record when the stream
+    ends inside a record; the records before the error come first.
     """
     unpack_cap = struct.Struct(header.endian + "I").unpack_from
     field = np.dtype(header.endian + "u4")

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Generator
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from models.batch import TS_LIMIT, Columns, RawRecord
 from models.errors import CaptureError, TruncatedCaptureError
-from producer.pcap import CHUNK, MAX_RECORD, Read, new_record
+from producer.pcap import CHUNK, MAX_RECORD, Read, new_record, records_of
 
 MAGIC = b"\x0a\x0d\x0d\x0a"
 #: Largest packet block: an EPB holding MAX_RECORD bytes and 128 KiB of options (libpcap's
@@ -119,17 +119,17 @@ def _interface(at: _Where, order: _Order, buf: bytes, pos: int) -> _Iface:
 
 
 def pcapng_records(path: str, read: Read, buf: bytes) -> Generator[RawRecord, None, int]:
-    """Yield the packet records of a pcapng stream whose first bytes are ``buf`` (see
-    :func:`_read` for the errors)."""
-    return cast(Generator[RawRecord, None, int], _read(path, read, buf, bulk=False))
+    """:func:`pcapng_blocks`, one record at a time: the same records and errors."""
+    return records_of(pcapng_blocks(path, read, buf))
 
 
 def pcapng_blocks(path: str, read: Read, buf: bytes) -> Generator[Columns, None, int]:
-    """:func:`pcapng_records` as blocks of columns: the same records, in order, and the same
-    errors, raised after the records before them. Runs of well-formed Enhanced Packet Blocks
-    are read with array operations; the other packet blocks join the next block of columns."""
+    """Yield the packet records of a pcapng stream whose first bytes are ``buf`` as blocks of
+    columns, in order; an error (see :func:`_read`) is raised after the records before it.
+    Runs of well-formed Enhanced Packet Blocks are read with array operations; the other
+    packet blocks join the next block of columns."""
     pending: list[RawRecord] = []
-    items = _read(path, read, buf, bulk=True)
+    items = _read(path, read, buf)
     while True:
         try:
             item = next(items)
@@ -152,11 +152,10 @@ def pcapng_blocks(path: str, read: Read, buf: bytes) -> Generator[Columns, None,
     return total
 
 
-def _read(
-    path: str, read: Read, buf: bytes, bulk: bool
-) -> Generator[RawRecord | Columns, None, int]:
-    """Yield the packet records of a pcapng stream whose first bytes are ``buf``; with
-    ``bulk``, runs of Enhanced Packet Blocks come as :class:`Columns` (see :func:`_epbs`).
+def _read(path: str, read: Read, buf: bytes) -> Generator[RawRecord | Columns, None, int]:
+    """Yield the packet records of a pcapng stream whose first bytes are ``buf``: runs of
+    well-formed Enhanced Packet Blocks as :class:`Columns` (see :func:`_epbs`), every other
+    packet as a record.
 
     ``buf`` starts at stream offset 0 with a Section Header Block whose byte-order magic the
     caller has checked (:func:`byte_order`); the rest comes from ``read``. Memory stays at about
@@ -179,37 +178,13 @@ def _read(
     base = pos = count = 0
     while True:
         n = len(buf)
-        # Hot loop: well-formed Enhanced Packet Blocks wholly inside the buffer. Anything else
-        # (another block type, a check that fails, the end of the buffer) takes the general path.
-        head, epb, u32 = order.head.unpack_from, order.epb.unpack_from, order.u32.unpack_from
-        n_ifaces = len(ifaces)
-        if bulk:
-            # the same blocks found by their lengths alone; their fields are then read and
-            # checked as arrays, up to the first block that needs the general path
-            starts: list[int] = []
-            add = starts.append
-            while pos + 12 <= n:
-                btype, blen = head(buf, pos)
-                end = pos + blen
-                if (
-                    btype != _EPB
-                    or end > n
-                    or blen < 32
-                    or blen & 3
-                    or blen > MAX_PACKET_BLOCK
-                    or u32(buf, end - 4)[0] != blen
-                ):
-                    break
-                add(pos)
-                pos = end
-            if starts:
-                cols = _epbs(buf, starts, pos, order is _ORDERS[">"], ifaces)
-                if len(cols):
-                    yield cols
-                    count += len(cols)
-                if len(cols) < len(starts):
-                    pos = starts[len(cols)]  # the general path reads it (or says what is wrong)
-        while not bulk and pos + 12 <= n:
+        # Hot loop: Enhanced Packet Blocks wholly inside the buffer, found by their lengths
+        # alone; their fields are then read and checked as arrays, up to the first block that
+        # needs the general path below (as does any other block and the end of the buffer).
+        head, u32 = order.head.unpack_from, order.u32.unpack_from
+        starts: list[int] = []
+        add = starts.append
+        while pos + 12 <= n:
             btype, blen = head(buf, pos)
             end = pos + blen
             if (
@@ -221,16 +196,15 @@ def _read(
                 or u32(buf, end - 4)[0] != blen
             ):
                 break
-            iid, hi, lo, cap, wire = epb(buf, pos + 8)
-            if cap > blen - 32 or cap > MAX_RECORD or iid >= n_ifaces:
-                break
-            lt, _, mul, div, off = ifaces[iid]
-            ts = ((hi << 32) | lo) * mul // div + off
-            if not 0 <= ts < TS_LIMIT:
-                break
-            yield new(rec_type, (ts, wire, lt, buf[pos + 28 : pos + 28 + cap]))
-            count += 1
+            add(pos)
             pos = end
+        if starts:
+            cols = _epbs(buf, starts, pos, order is _ORDERS[">"], ifaces)
+            if len(cols):
+                yield cols
+                count += len(cols)
+            if len(cols) < len(starts):
+                pos = starts[len(cols)]  # the general path reads it (or says what is wrong)
         if n - pos >= 12:
             btype, blen = order.head.unpack_from(buf, pos)
             if btype == _SHB:

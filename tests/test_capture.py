@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import producer.capture as capture_module
-from models.batch import RawRecord
+from models.batch import Columns, RawRecord
 from models.errors import CaptureError, TruncatedCaptureError
 from models.flows import NO_FIRST
 from producer import pcapng
@@ -43,17 +43,49 @@ def write(tmp_path: Path, data: bytes, name: str = "t.cap") -> Path:
     return path
 
 
+def _one_by_one(path: Path) -> tuple[list[RawRecord], CaptureError | None]:
+    """The reference reading of ``path``: pcapng by the general parser alone (the array path
+    for Enhanced Packet Blocks switched off), classic pcap by a plain struct loop."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pcapng, "_epbs", lambda *_: Columns.empty())
+        got: list[RawRecord] = []
+        try:
+            with open_capture(path) as cap:
+                if cap.format == "pcapng" or cap.compression:
+                    got.extend(r for b in cap.blocks() for r in b.records())
+                    return got, None
+        except CaptureError as exc:
+            return got, exc
+    data = path.read_bytes()
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    frac_ns = 1 if data[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1000
+    linktype = struct.unpack_from(endian + "I", data, 20)[0] & 0x0FFFFFFF
+    pos = 24
+    while pos + 16 <= len(data):
+        sec, frac, cap_len, wire = struct.unpack_from(endian + "IIII", data, pos)
+        if cap_len > 262144 or pos + 16 + cap_len > len(data):
+            break
+        got.append(
+            RawRecord(sec * G + frac * frac_ns, wire, linktype, data[pos + 16 : pos + 16 + cap_len])
+        )
+        pos += 16 + cap_len
+    return got, None
+
+
 def read_all(path: Path) -> list[RawRecord]:
-    """The records of ``path``; reading it in blocks of columns gives the same ones."""
+    """The records of ``path``, read one at a time and in blocks of columns (the same), and
+    equal to the reference reading (:func:`_one_by_one`)."""
     with open_capture(path) as cap:
         records = list(cap)
     with open_capture(path) as cap:
         assert [r for b in cap.blocks() for r in b.records()] == records
+    assert _one_by_one(path) == (records, None)
     return records
 
 
 def read_until_error(path: Path) -> tuple[list[RawRecord], CaptureError]:
-    """The records before the error, and the error; blocks give the same records and error."""
+    """The records before the error, and the error; blocks give the same records and error,
+    and the reference reading the same records (and, for pcapng, the same error)."""
     got: list[RawRecord] = []
     with pytest.raises(CaptureError) as info, open_capture(path) as cap:
         got.extend(cap)
@@ -64,6 +96,10 @@ def read_until_error(path: Path) -> tuple[list[RawRecord], CaptureError]:
     assert in_blocks == got
     assert type(info_blocks.value) is type(info.value)
     assert str(info_blocks.value) == str(info.value)
+    ref, ref_error = _one_by_one(path)
+    assert ref == got
+    if ref_error is not None:
+        assert (type(ref_error), str(ref_error)) == (type(info.value), str(info.value))
     return got, info.value
 
 
@@ -904,23 +940,19 @@ def test_pcapng_blocks_equal_records_across_interfaces_buffers_and_cuts(
             body += block(endian, 0xBAD, frame)
     cut = data.draw(st.integers(len(shb(endian)), len(body)))
     path = write(tmp_path, body[:cut], "blocks.pcapng")
+    records, error = _one_by_one(path)
+    in_blocks: list[RawRecord] = []
+    error_blocks: CaptureError | None = None
     with open_capture(path) as cap:
-        records: list[RawRecord] = []
-        try:
-            records.extend(cap)
-            error = None
-        except CaptureError as exc:
-            error = exc
-    with open_capture(path) as cap:
-        in_blocks: list[RawRecord] = []
         try:
             for b in cap.blocks():
                 in_blocks.extend(b.records())
-            error_blocks = None
         except CaptureError as exc:
             error_blocks = exc
     assert in_blocks == records
     assert (type(error_blocks), str(error_blocks)) == (type(error), str(error))
+    if not error:
+        assert read_all(path) == records
 
 
 @pytest.mark.parametrize("endian", ["<", ">"])
