@@ -32,6 +32,7 @@ import struct
 import zlib
 
 import numpy as np
+import numpy.typing as npt
 
 from models.columns import Columns, RawRecord
 from models.errors import BatchError
@@ -73,14 +74,11 @@ class BatchBuilder:
     """Accumulates frames into one payload: one record at a time (:meth:`add`) or a block of
     columns at a time (:meth:`add_columns`); one ``bytes`` at the end."""
 
-    __slots__ = ("_data", "_linktype", "_parts", "_ts", "_wire", "count", "size", "wire_bytes")
+    __slots__ = ("_parts", "_records", "count", "size", "wire_bytes")
 
     def __init__(self) -> None:
         self._parts: list[Columns] = []
-        self._ts: list[int] = []
-        self._wire: list[int] = []
-        self._linktype: list[int] = []
-        self._data: list[bytes] = []
+        self._records: list[RawRecord] = []  # added one by one, not yet in a block
         self.count = 0
         #: bytes the uncompressed body holds so far
         self.size = 0
@@ -93,10 +91,7 @@ class BatchBuilder:
             raise BatchError(f"record timestamp {ts} ns is outside 0 <= ts_ns < {TS_LIMIT}")
         if not 0 <= wire <= 0xFFFFFFFF or not 0 <= linktype <= 0xFFFF:
             raise BatchError(f"record wire length {wire} or linktype {linktype} out of range")
-        self._ts.append(ts)
-        self._wire.append(wire)
-        self._linktype.append(linktype)
-        self._data.append(data)
+        self._records.append(rec)
         self.count += 1
         self.size += RECORD_OVERHEAD + len(data)
         self.wire_bytes += wire
@@ -117,17 +112,9 @@ class BatchBuilder:
 
     def _pending(self) -> None:
         """Move the records added one by one into a block of columns."""
-        if self._ts:
-            self._parts.append(
-                Columns(
-                    np.array(self._ts, np.uint64),
-                    np.array(self._wire, np.uint32),
-                    np.array(self._linktype, np.uint16),
-                    np.fromiter(map(len, self._data), np.uint32, len(self._data)),
-                    b"".join(self._data),
-                )
-            )
-            self._ts, self._wire, self._linktype, self._data = [], [], [], []
+        if self._records:
+            self._parts.append(Columns.from_records(self._records))
+            self._records = []
 
     def columns(self) -> Columns:
         """The frames added so far."""
@@ -138,15 +125,16 @@ class BatchBuilder:
 
     def payload(self, compress: bool = False) -> bytes:
         cols = self.columns()
-        body = b"".join(
-            (
-                cols.ts.astype("<u8", copy=False).tobytes(),
-                cols.wire.astype("<u4", copy=False).tobytes(),
-                cols.linktype.astype("<u2", copy=False).tobytes(),
-                cols.cap.astype("<u4", copy=False).tobytes(),
-                cols.data,
-            )
-        )
+        arrays: list[npt.NDArray[np.unsignedinteger]] = [
+            cols.ts,
+            cols.wire,
+            cols.linktype,
+            cols.cap,
+        ]
+        parts = [
+            a.astype(d, copy=False).tobytes() for a, (d, _) in zip(arrays, _COLUMNS, strict=True)
+        ]
+        body = b"".join([*parts, cols.data])
         flags = 0
         if compress:
             body = zlib.compress(body, 1)

@@ -226,7 +226,7 @@ def test_windows_equal() -> None:
     records = records_of(frames, seed=9)
     w = 200_000_000
     ref = fold_windows(records, dissect_fast, w)
-    got = fold_windows(records, dissect_fast, w, fold_vector)
+    got = fold_windows_vector(Columns.from_records(records), dissect_fast, w)
     assert got.flows == ref.flows and got.not_counted == ref.not_counted
     assert sorted(got.windows) == sorted(ref.windows) and len(got.windows) >= 3
     for start, part in ref.windows.items():

@@ -79,16 +79,11 @@ class PartialTable:
         self.last_ns = max(self.last_ns, o.last_ns)
 
 
-def fold_windows(
-    records: Iterable[RawRecord],
-    dissect: DissectFn,
-    window_ns: int,
-    folder: Callable[[list[RawRecord], DissectFn], PartialTable] | None = None,
-) -> PartialTable:
+def fold_windows(records: Iterable[RawRecord], dissect: DissectFn, window_ns: int) -> PartialTable:
     """Like :func:`fold`, plus one table per tumbling window of ``window_ns`` aligned on packet
     timestamps (window start = ``ts - ts % window_ns``). The whole table is the merge of the
-    windows, so the two always agree. ``folder`` folds each window (by default :func:`fold`;
-    the fast engine's is ``workers.vector.fold_vector``)."""
+    windows, so the two always agree (the fast engine's is
+    ``workers.vector.fold_windows_vector``)."""
     by_window: dict[int, list[RawRecord]] = {}
     for rec in records:
         w = rec[0] - rec[0] % window_ns
@@ -99,7 +94,7 @@ def fold_windows(
             lst.append(rec)
     whole = PartialTable()
     for w, recs in by_window.items():
-        part = (folder or fold)(recs, dissect)
+        part = fold(recs, dissect)
         whole.windows[w] = part
         whole.merge(part)
     return whole

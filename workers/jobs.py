@@ -99,19 +99,18 @@ def _process(store: Store, ref_json: str, origin: str) -> dict[str, int | str]:
         )
     t1 = time.perf_counter()
     fn = dissect_fast if ref.engine == "fast" else dissect
-    records = None if ref.engine == "fast" else cols.records()
-    if records is None:  # the fast engine: numpy over the batch's columns
+    fast = ref.engine == "fast"
+    records = [] if fast else cols.records()  # the fast engine folds the columns themselves
+    if fast:
         table = (
             fold_windows_vector(cols, fn, ref.window_ns) if ref.window_ns else fold_vector(cols, fn)
         )
-    elif ref.window_ns:
-        table = fold_windows(records, fn, ref.window_ns)
     else:
-        table = fold(records, fn)
+        table = fold_windows(records, fn, ref.window_ns) if ref.window_ns else fold(records, fn)
     t2 = time.perf_counter()
     timeouts = timeouts_of(store, keys)
     if timeouts:  # segments first: a batch counted as merged has its segments stored
-        segs = batch_segments(records or cols.records(), fn, timeouts, ref.shards)
+        segs = batch_segments(cols.records() if fast else records, fn, timeouts, ref.shards)
         write_segments(store, keys, ref.seq, segs)
     res = merge_partial(store, keys, ref.seq, table, ref.keep_windows, ref.wait_replicas)
     if res.status is not MergeStatus.STALE:
