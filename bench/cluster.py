@@ -33,7 +33,7 @@ SHARED = ROOT.parent / "shared"
 
 from redis import Redis
 
-from deploy.cluster import _free_port, start_cluster
+from flowherd.deploy.cluster import _free_port, start_cluster
 
 BIN = Path(sys.executable).parent
 

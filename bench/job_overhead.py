@@ -22,12 +22,12 @@ sys.path.insert(0, str(ROOT))
 from redis import Redis
 from rq.serializers import JSONSerializer
 
-import workers.jobs as jobs
-from deploy.queueing import FlowherdJob, make_queue
-from models.settings import Settings
-from producer.submit import submit
-from store.backend import Store
-from workers.worker import FlowherdWorker
+import flowherd.workers.jobs as jobs
+from flowherd.deploy.queueing import FlowherdJob, make_queue
+from flowherd.models.settings import Settings
+from flowherd.producer.run.submit import submit
+from flowherd.store.backend import Store
+from flowherd.workers.worker import FlowherdWorker
 
 
 def main() -> None:

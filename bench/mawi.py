@@ -38,7 +38,7 @@ BIN = Path(sys.executable).parent
 
 from redis import Redis
 
-from store.backend import connect_cluster, is_cluster_url
+from flowherd.store.backend import connect_cluster, is_cluster_url
 
 CHECKED = ("packets", "bytes", "flows_uni", "flows_bi")
 
@@ -178,7 +178,7 @@ def main() -> None:
             own_redis, url = start_redis(tmp)
         store_url = a.store_url
         if a.local_cluster:
-            from deploy.cluster import start_cluster
+            from flowherd.deploy.cluster import start_cluster
 
             cluster = start_cluster(tmp / "cluster", a.local_cluster)
             store_url = cluster.url

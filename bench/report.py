@@ -21,10 +21,10 @@ Measurements (``--only``; ``before-*`` run up to ``--before-max`` flows, they ho
   ``git show 17cc367:reporter/plots.py > /tmp/old_plots.py``);
 * ``flows-csv`` (``hscan_iter``), ``flows-csv-raw`` (HSCAN replies read without building a
   dict), ``flows-csv-prefetch`` (raw, the next page read by a thread while this one is
-  written), ``flows-bi-csv``: :func:`reporter.export.write_rows` in table order;
-  ``flows-ranked``: :func:`reporter.ranked.write_rows_ranked` (largest first);
-* ``report``: :func:`reporter.build.stream_report`; ``hist``: a
-  :class:`~reporter.sizes.SizeDist` in one pass, exact elephant thresholds, the figure.
+  written), ``flows-bi-csv``: :func:`flowherd.reporter.output.lines.write_rows` in table order;
+  ``flows-ranked``: :func:`flowherd.reporter.table.by_size.write_rows_ranked` (largest first);
+* ``report``: :func:`flowherd.reporter.analysis.report.stream_report`; ``hist``: a
+  :class:`~flowherd.reporter.analysis.sizes.SizeDist` in one pass, exact elephant thresholds, the figure.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def prefetched_pairs(conn: Any, count: int) -> Iterator[tuple[bytes, bytes]]:
 
 
 def _status() -> Any:
-    from models.capture import CaptureState, CaptureStatus
+    from flowherd.models.capture import CaptureState, CaptureStatus
 
     return CaptureStatus(
         name="bench", run="0" * 16, state=CaptureState.COMPLETE, created_ns=0, sources=[],
@@ -121,7 +121,7 @@ def measure(what: str, url: str, count: int, out_dir: str) -> dict[str, Any]:
     from redis import Redis
 
     try:  # what every reporter command loads anyway (click, rich, pydantic, the store)
-        import reporter.cli  # noqa: F401
+        import flowherd.reporter.cli.main  # noqa: F401
     except Exception:  # the CLI is being rewired elsewhere; measure without it
         pass
     conn = Redis.from_url(url)
@@ -130,10 +130,10 @@ def measure(what: str, url: str, count: int, out_dir: str) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     rows = 0
     if what == "before-flows":
-        from models.flows import FlowKey, FlowStats
-        from reporter.rank import top
-        from reporter.render import rows_csv
-        from reporter.views import uni_rows
+        from flowherd.models.flows import FlowKey, FlowStats
+        from flowherd.reporter.output.render import rows_csv
+        from flowherd.reporter.table.order import top
+        from flowherd.reporter.table.views import uni_rows
 
         allr = (
             r
@@ -144,8 +144,8 @@ def measure(what: str, url: str, count: int, out_dir: str) -> dict[str, Any]:
         rows = len(ranked)
         rows_csv(ranked, sink, view="uni")
     elif what.startswith("flows-"):
-        from reporter.export import write_rows
-        from reporter.ranked import write_rows_ranked
+        from flowherd.reporter.output.lines import write_rows
+        from flowherd.reporter.table.by_size import write_rows_ranked
 
         if what == "flows-csv-raw":
             pairs = raw_pairs(conn, count)
@@ -158,8 +158,8 @@ def measure(what: str, url: str, count: int, out_dir: str) -> dict[str, Any]:
         else:
             rows = write_rows(pairs, sink, "bi" if what == "flows-bi-csv" else "uni", "csv")
     elif what == "before-report":
-        from models.flows import FlowKey, FlowStats
-        from reporter.build import make_report
+        from flowherd.models.flows import FlowKey, FlowStats
+        from flowherd.reporter.analysis.report import make_report
 
         flows = (
             (FlowKey.unpack(k), FlowStats.unpack(v)) for k, v in conn.hscan_iter(KEY, count=count)
@@ -167,7 +167,7 @@ def measure(what: str, url: str, count: int, out_dir: str) -> dict[str, Any]:
         rep = make_report(_status(), flows, 0)
         rows = rep.summary.flows_uni
     elif what == "report":
-        from reporter.build import stream_report
+        from flowherd.reporter.analysis.report import stream_report
 
         reads = [0]
 
@@ -181,9 +181,9 @@ def measure(what: str, url: str, count: int, out_dir: str) -> dict[str, Any]:
         extra["elephants"] = [e.description for e in rep.elephants]
         extra["share_top1pct"] = rep.summary.share_top1pct_uni
     elif what == "before-hist":
-        from models.flows import FlowKey, FlowStats
-        from reporter.plots import save_figure, size_histogram_figure
-        from reporter.views import uni_rows
+        from flowherd.models.flows import FlowKey, FlowStats
+        from flowherd.reporter.output.plots import save_figure, size_histogram_figure
+        from flowherd.reporter.table.views import uni_rows
 
         if os.environ.get("FH_OLD_PLOTS"):  # the figure code before SizeDist, from a file
             import importlib.util
@@ -203,10 +203,10 @@ def measure(what: str, url: str, count: int, out_dir: str) -> dict[str, Any]:
         rows = len(sizes)
         save_figure(size_histogram_figure(sizes, None, "bench"), f"{out_dir}/before.png")
     elif what == "hist":
-        from reporter.elephants import DEFAULT_RULES, classify_dist
-        from reporter.plots import save_figure, size_histogram_figure
-        from reporter.sizes import SizeDist
-        from reporter.stream import uni_sizes
+        from flowherd.reporter.analysis.elephants import DEFAULT_RULES, classify_dist
+        from flowherd.reporter.analysis.sizes import SizeDist
+        from flowherd.reporter.output.plots import save_figure, size_histogram_figure
+        from flowherd.reporter.table.scan import uni_sizes
 
         reads = [1]
 

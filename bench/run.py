@@ -34,13 +34,13 @@ SHARED = ROOT.parent / "shared"
 from redis import Redis
 
 from bench.peers import cpu_seconds, nfstream_flows, tshark_conv
-from deploy.queueing import make_queue
-from models.capture import CaptureStatus
-from models.settings import Settings
-from producer.capture import open_capture
-from producer.follow import LocalWorkers, follow
-from producer.submit import submit
-from store.backend import Store
+from flowherd.deploy.queueing import make_queue
+from flowherd.models.capture import CaptureStatus
+from flowherd.models.settings import Settings
+from flowherd.producer.readers.capture import open_capture
+from flowherd.producer.run.follow import LocalWorkers, follow
+from flowherd.producer.run.submit import submit
+from flowherd.store.backend import Store
 
 
 def slice_pcap(src: Path, dst: Path, packets: int) -> int:
@@ -75,8 +75,8 @@ def read_rate(trace: Path) -> dict:
 
 def pack_rate(trace: Path, batch: int, compress: bool) -> dict:
     """The producer's reading and packing: every record into batch payloads, nothing queued."""
-    from models.batch import BatchBuilder
-    from producer.run import pieces
+    from flowherd.models.batch import BatchBuilder
+    from flowherd.producer.run.writer import pieces
 
     t0 = time.perf_counter()
     n = nbytes = 0

@@ -27,12 +27,12 @@ sys.path.insert(0, str(ROOT))
 
 from redis import Redis
 
-from producer.follow import LocalWorkers, follow
-from reporter import windows
-from reporter.views import uni_rows
-from store.backend import Store
-from store.captures import run_of
-from tests.pipeline import table
+from flowherd.producer.run.follow import LocalWorkers, follow
+from flowherd.reporter.query import windows
+from flowherd.reporter.table.views import uni_rows
+from flowherd.store.backend import Store
+from flowherd.store.captures import run_of
+from tests.support.pipeline import table
 
 
 def frames(nflows: int, seed: int = 1) -> list[tuple[tuple, bytes]]:

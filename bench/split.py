@@ -6,10 +6,10 @@
     python bench/split.py out/big.pcap --packets 200000 --batch 16000
 
 Stages, each timed alone over the whole trace: the producer reading the capture and packing
-batch payloads (``CaptureReader.blocks`` cut by ``producer.run.pieces`` into ``BatchBuilder``
+batch payloads (``CaptureReader.blocks`` cut by ``flowherd.producer.run.writer.pieces`` into ``BatchBuilder``
 s); the worker decoding each payload (``decode_columns``, and for the per-frame folds one record
-per frame); folding it (``--fold vector``: :func:`workers.vector.fold_vector`, the fast engine;
-``scalar``: :func:`workers.aggregate.fold` with ``dissect_fast`` frame by frame; ``scapy``: the
+per frame); folding it (``--fold vector``: :func:`flowherd.workers.fold.vector.fold_vector`, the fast engine;
+``scalar``: :func:`flowherd.workers.fold.aggregate.fold` with ``dissect_fast`` frame by frame; ``scapy``: the
 scapy engine); merging it into a private redis-server (``merge_partial``: the split by shard, the
 merge script, the batch count; the redis-server's own CPU seconds beside); with ``--submit``,
 the producer's whole submission of the whole trace (read, pack, store payloads, enqueue jobs)
@@ -36,15 +36,15 @@ sys.path.insert(0, str(ROOT))
 
 from redis import Redis
 
-from models.batch import BatchBuilder, Columns, decode_columns
-from models.keys import RunKeys
-from producer.capture import open_capture
-from producer.run import pieces
-from store.backend import Store
-from workers.aggregate import PartialTable, fold
-from workers.dissect import dissect
-from workers.fastpath import dissect_fast
-from workers.store import merge_partial
+from flowherd.models.batch import BatchBuilder, Columns, decode_columns
+from flowherd.models.keys import RunKeys
+from flowherd.producer.readers.capture import open_capture
+from flowherd.producer.run.writer import pieces
+from flowherd.store.backend import Store
+from flowherd.workers.decode.dissect import dissect
+from flowherd.workers.decode.fastpath import dissect_fast
+from flowherd.workers.fold.aggregate import PartialTable, fold
+from flowherd.workers.merge import merge_partial
 
 
 @contextmanager
@@ -74,7 +74,7 @@ def _redis_cpu(conn: Redis) -> float:
 
 def folder(name: str) -> Callable[[Columns | list], PartialTable]:
     if name == "vector":
-        from workers.vector import fold_vector
+        from flowherd.workers.fold.vector import fold_vector
 
         return lambda records: fold_vector(records, dissect_fast)
     if name == "scalar":
@@ -157,9 +157,9 @@ def main() -> None:
     submitted = packets
     if a.submit:
         with private_redis() as conn:
-            from deploy.queueing import make_queue
-            from models.settings import Settings
-            from producer.submit import submit
+            from flowherd.deploy.queueing import make_queue
+            from flowherd.models.settings import Settings
+            from flowherd.producer.run.submit import submit
 
             settings = Settings(
                 queue="split", batch_packets=a.batch, engine="fast", max_in_flight=100_000

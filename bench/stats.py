@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.flows import FlowStats, canonical
-from reporter.stats import MAX_KEYS, key_stats, parse_key
+from flowherd.models.flows import FlowStats, canonical
+from flowherd.reporter.analysis.stats import MAX_KEYS, key_stats, parse_key
 
 
 def pairs(n: int, seed: int = 1) -> Iterator[tuple[bytes, bytes]]:

@@ -16,7 +16,7 @@ T0 = 1_704_067_200 * NS
 def synthetic(n_uni: int, seed: int = 7) -> Iterator[tuple[bytes, bytes]]:
     """``n_uni`` unidirectional flows in about ``n_uni / 1.95`` conversations: Zipf-popular
     clients (40 k IPv4, 8 k IPv6) and servers (6 k, 1.5 k), Pareto packet counts, 300 s."""
-    from models.flows import VALUE, canonical
+    from flowherd.models.flows import VALUE, canonical
 
     rng = random.Random(seed)
     v4c = [
@@ -68,7 +68,7 @@ def from_uni_csv(path: str) -> Iterator[tuple[bytes, bytes]]:
     import csv
     import ipaddress
 
-    from models.flows import FlowKey, FlowStats, canonical
+    from flowherd.models.flows import FlowKey, FlowStats, canonical
 
     def ns(t: str) -> int:
         neg = t.startswith("-")

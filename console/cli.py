@@ -17,12 +17,12 @@ from pydantic import ValidationError
 from redis import Redis
 from redis.exceptions import RedisClusterException, RedisError
 
-from deploy.connect import connect, redact
-from deploy.local import ensure_local_redis
-from models.errors import FlowherdError
-from models.keys import DEFAULT_QUEUE
-from models.settings import Settings
-from store.backend import Store, open_store
+from flowherd.deploy.connect import connect, redact
+from flowherd.deploy.local import ensure_local_redis
+from flowherd.models.errors import FlowherdError
+from flowherd.models.keys import DEFAULT_QUEUE
+from flowherd.models.settings import Settings
+from flowherd.store.backend import Store, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -3,14 +3,15 @@
 A worker-only host installs ``flowherd`` alone; plots need ``flowherd[plot]`` (matplotlib), the
 web view ``flowherd[web]``, Parquet exports ``flowherd[export]``. ::
 
-    require("matplotlib", "plot", "reporter hist")   # before importing reporter.plots
+    require("matplotlib", "plot", "reporter hist")   # before importing
+    flowherd.reporter.output.plots
 """
 
 from __future__ import annotations
 
 import importlib.util
 
-from models.errors import FlowherdError
+from flowherd.models.errors import FlowherdError
 
 #: the extras `make install` (scripts/install.sh) installs
 MAKE_INSTALL = frozenset({"plot", "web"})

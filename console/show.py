@@ -5,12 +5,12 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from console.tables import elephants_table, rows_table, summary_table
-from console.units import human_bytes, human_ts
-from models.capture import CaptureState, CaptureStatus
-from models.report import Report
-from store.backend import Store
-from store.captures import load_report, run_of
+from flowherd.console.tables import elephants_table, rows_table, summary_table
+from flowherd.console.units import human_bytes, human_ts
+from flowherd.models.capture import CaptureState, CaptureStatus
+from flowherd.models.report import Report
+from flowherd.store.backend import Store
+from flowherd.store.captures import load_report, run_of
 
 
 def err_console() -> Console:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
-from console.units import (
+from flowherd.console.units import (
     human_bytes,
     human_duration,
     human_rate,
@@ -15,7 +15,7 @@ from console.units import (
     rate,
     rule_text,
 )
-from models.report import ConvRow, ElephantResult, FlowRow, Summary
+from flowherd.models.report import ConvRow, ElephantResult, FlowRow, Summary
 
 
 def _rate_text(r: FlowRow | ConvRow) -> str:

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 
-from models.flows import NS
-from models.report import ConvRow, ElephantRule, FlowRow
+from flowherd.models.flows import NS
+from flowherd.models.report import ConvRow, ElephantRule, FlowRow
 
 _SI = ("k", "M", "G", "T", "P", "E")
 

@@ -5,7 +5,7 @@
 ``redis-cli --cluster create`` and waits until every slot is served. Nothing here is used by
 the producer, workers or reporter: they reach any cluster through ``redis+cluster://`` URLs.
 
-    python -m deploy.cluster /tmp/fh-cluster --masters 3 --replicas 1
+    python -m flowherd.deploy.cluster /tmp/fh-cluster --masters 3 --replicas 1
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from redis import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from models.errors import BackendError
+from flowherd.models.errors import BackendError
 
 # Client ports come from 20000-22767 and bus ports (port + 10000) from 30000-32767: both below
 # the kernel's ephemeral range (32768 up), so no outgoing connection can take one between the

@@ -15,7 +15,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from models.errors import BackendError
+from flowherd.models.errors import BackendError
 
 
 def redact(url: str) -> str:

@@ -9,7 +9,7 @@ exclusive lock on ``HOME/redis.lock``. The socket is ``HOME/redis.sock``; when t
 long for a unix socket it is ``TMPDIR/flowherd-UID/<hash of HOME>.sock``, in a directory that
 must be owned by this user and closed to others (mode 0700, not a symlink), so that nobody else
 can put a server of theirs where flowherd looks for its own. A directory that is not private is
-refused with a :class:`~models.errors.BackendError`, never used.
+refused with a :class:`~flowherd.models.errors.BackendError`, never used.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import RedisError
 
-from models.errors import BackendError
+from flowherd.models.errors import BackendError
 
 log = logging.getLogger(__name__)
 _SOCK_MAX = 100  # sun_path is 108 bytes on Linux

@@ -7,16 +7,16 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from models.capture import BatchRef
-from models.errors import BatchError
-from models.keys import ALLOWED_JOBS, BATCH_JOB, REPORT_JOB, batch_job_id, report_job_id
+from flowherd.models.capture import BatchRef
+from flowherd.models.errors import BatchError
+from flowherd.models.keys import ALLOWED_JOBS, BATCH_JOB, REPORT_JOB, batch_job_id, report_job_id
 
 
 class FlowherdJob(Job):
     """An RQ job that only ever calls flowherd's own job functions.
 
     Whoever can write to the queue cannot make a worker run anything else: the function name is
-    checked against :data:`models.keys.ALLOWED_JOBS` before it is imported, and success,
+    checked against :data:`flowherd.models.keys.ALLOWED_JOBS` before it is imported, and success,
     failure and stop callbacks (which flowherd never sets, and which RQ would import and call
     by name) are ignored.
     """

@@ -9,21 +9,21 @@ Layout (little endian)::
              schema 1 (read):     count x ( u64 ts_ns | u32 wire_len | u16 linktype
                                   | u32 cap_len | cap_len bytes )
 
-Schema 2 stores :class:`~models.columns.Columns` as they are, so a batch is packed and read
+Schema 2 stores :class:`~flowherd.models.columns.Columns` as they are, so a batch is packed and read
 with a handful of array operations whatever its frame count; both schemas take
 :data:`RECORD_OVERHEAD` (18) bytes per frame besides its captured bytes. ``flags`` bit 0 means
 the body is zlib-compressed (``body_len`` is then the compressed length).
 
 The producer builds payloads with :class:`BatchBuilder`; workers read them with
 :func:`decode_columns` (or :func:`decode_batch`, one record per frame), which raise
-:class:`~models.errors.BatchError` for anything that is not a well-formed payload of a schema
-version this code understands. Nothing here is pickled.
+:class:`~flowherd.models.errors.BatchError` for anything that is not a well-formed payload of a
+schema version this code understands. Nothing here is pickled.
 
 Every ``ts_ns`` satisfies ``0 <= ts_ns < TS_LIMIT`` (:data:`TS_LIMIT`: the flow store writes
 timestamps as 19-digit decimal strings and uses ``10**19 - 1`` as its "no packet yet" sentinel).
 The capture readers refuse records outside that range with a
-:class:`~models.errors.CaptureError`; :class:`BatchBuilder` and the decoders refuse them too,
-with a :class:`~models.errors.BatchError`, so none can reach the store.
+:class:`~flowherd.models.errors.CaptureError`; :class:`BatchBuilder` and the decoders refuse them
+too, with a :class:`~flowherd.models.errors.BatchError`, so none can reach the store.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import zlib
 import numpy as np
 import numpy.typing as npt
 
-from models.columns import Columns, RawRecord
-from models.errors import BatchError
-from models.flows import NO_FIRST
+from flowherd.models.columns import Columns, RawRecord
+from flowherd.models.errors import BatchError
+from flowherd.models.flows import NO_FIRST
 
 __all__ = [
     "HEADER_SIZE",

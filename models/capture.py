@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.keys import MAX_SHARDS, NAME_RE
+from flowherd.models.keys import MAX_SHARDS, NAME_RE
 
 SCHEMA_VERSION = 1
 

@@ -2,7 +2,7 @@
 
 :class:`Columns` is how records travel in bulk: a capture reader hands the producer a block of a
 classic pcap file as columns read with array operations, the producer cuts them into batches, a
-batch payload stores them as they are (:mod:`models.batch`), and the fast engine reads the
+batch payload stores them as they are (:mod:`flowherd.models.batch`), and the fast engine reads the
 frames' headers from the same arrays. :class:`RawRecord` is the one-frame view of the same data
 (:meth:`Columns.records` and :meth:`Columns.from_records` convert).
 

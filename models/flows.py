@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
-#: Lua-compatible layout of a flow's counters: ``workers/merge.lua`` reads and writes it as
+#: Lua-compatible layout of a flow's counters: ``store/merge.lua`` reads and writes it as
 #: ``struct`` format ``<ddddc19c19c19c19BB``.
 VALUE = struct.Struct("<dddd19s19s19s19sBB")
 #: Sentinels for a direction that has no packet yet: they lose every min/max comparison.

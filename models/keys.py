@@ -1,7 +1,7 @@
 """Every Redis key flowherd uses, named in this one module.
 
-Two Redis roles (see ``store.backend``): the *queue* Redis carries RQ's jobs and the raw batch
-payloads; the *store* (one Redis, or a Redis Cluster) carries the captures: their registry,
+Two Redis roles (see ``flowherd.store.backend``): the *queue* Redis carries RQ's jobs and the raw
+batch payloads; the *store* (one Redis, or a Redis Cluster) carries the captures: their registry,
 state, flow tables and reports. With one Redis both roles share it.
 
 A capture *name* (what users type) maps to a *run id* (a fresh hex token per submission) in the
@@ -9,7 +9,7 @@ hash :data:`CAPTURES`. A run's own keys live under ``fh:{<run>}:...``: the brace
 Cluster hash tag, so they share one slot and a script may touch them together.
 
 A run's flow table is split into ``shards`` partitions by a hash of the canonical flow key
-(:func:`models.flows.shard_of`). Shard ``s`` keeps its part of the table (flows, ranking,
+(:func:`flowherd.models.flows.shard_of`). Shard ``s`` keeps its part of the table (flows, ranking,
 totals, windows, its own done-marker set) under ``fh:{<tag>}:...`` with a tag of its own
 (:func:`shard_tag`), chosen so that a run's shards fall into evenly spaced cluster slots: with
 the usual contiguous slot ranges per master, every master holds ``shards / masters`` of them.
@@ -93,7 +93,7 @@ class ShardKeys(TableKeys):
     @property
     def segments(self) -> str:
         """hash, with flow timeouts: ``<seq>`` -> chunk count and ``<seq>:<i>`` -> chunk ``i``
-        of batch ``seq``'s segments in this shard (``models.records``)"""
+        of batch ``seq``'s segments in this shard (``flowherd.models.records``)"""
         return self.prefix + "seg"
 
     @property
@@ -123,7 +123,8 @@ class RunKeys:
 
     @property
     def meta(self) -> str:
-        """hash: the run's mutable state (``models.state.CaptureMeta``); exists while it lives"""
+        """hash: the run's mutable state (``flowherd.models.state.CaptureMeta``); exists while it
+        lives"""
         return self.prefix + "meta"
 
     @property
@@ -217,6 +218,6 @@ def seq_of_job(run: str, job_id: str) -> int | None:
 
 
 #: The only job functions a flowherd worker runs (enqueued by dotted path, never pickled).
-BATCH_JOB = "workers.jobs.process_batch"
-REPORT_JOB = "reporter.job.build_report"
+BATCH_JOB = "flowherd.workers.jobs.process_batch"
+REPORT_JOB = "flowherd.reporter.job.build_report"
 ALLOWED_JOBS = frozenset({BATCH_JOB, REPORT_JOB})

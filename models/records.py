@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from models.flows import FlowKey, FlowStats
+from flowherd.models.flows import FlowKey, FlowStats
 
 KIND_RUNS = 0
 KIND_PACKETS = 1

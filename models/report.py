@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.capture import BucketCount
+from flowherd.models.capture import BucketCount
 
 SCHEMA_VERSION = 1
 
@@ -28,7 +28,7 @@ class FlowRow(_Frozen):
     first_ns: int
     last_ns: int
     tcp_flags: int = 0
-    #: Community ID v1 (:mod:`models.community`); None where the key lacks what it hashes
+    #: Community ID v1 (:mod:`flowherd.models.community`); None where the key lacks what it hashes
     community_id: str | None = None
 
     @property
@@ -52,7 +52,7 @@ class ConvRow(_Frozen):
     bytes: int
     first_ns: int
     last_ns: int
-    #: Community ID v1 (:mod:`models.community`); None where the key lacks what it hashes
+    #: Community ID v1 (:mod:`flowherd.models.community`); None where the key lacks what it hashes
     community_id: str | None = None
 
     @property

@@ -12,8 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.capture import Engine
-from models.keys import DEFAULT_QUEUE
+from flowherd.models.capture import Engine
+from flowherd.models.keys import DEFAULT_QUEUE
 
 
 def default_home() -> Path:
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     job_timeout: int = Field(600, ge=1)
     retries: int = Field(3, ge=0, le=100)
     #: largest batch payload (and decompressed body) a worker accepts, in bytes; the default
-    #: and maximum are models.batch.MAX_BODY_BYTES (256 MiB)
+    #: and maximum are flowherd.models.batch.MAX_BODY_BYTES (256 MiB)
     max_payload: int = Field(256 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     compress: bool = False
     engine: Engine = "scapy"

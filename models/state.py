@@ -2,7 +2,7 @@
 
 Field names live here and in the two Lua scripts of ``store/`` that write them atomically
 (``close.lua`` and ``finish.lua`` name ``total_batches`` and ``state``). Everything else reads
-and writes the hash through ``store.captures`` with these models.
+and writes the hash through ``flowherd.store.captures`` with these models.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class StoredState(StrEnum):
     """What the ``state`` field holds. ``failed`` is never stored: a run is failed while one of
-    its batch jobs sits in RQ's failed registry (``store.captures.status`` derives it)."""
+    its batch jobs sits in RQ's failed registry (``flowherd.store.captures.status`` derives it)."""
 
     SUBMITTING = "submitting"
     PROCESSING = "processing"

@@ -18,21 +18,27 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-from console.cli import handle_errors, open_backend, redis_options, settings_from, setup_logging
-from console.show import err_console, out_console, show_outcome, show_status
-from deploy.queueing import make_queue
-from models.records import Timeouts
-from producer.follow import LocalWorkers, follow_with_progress
-from producer.gaps import batches, missing, settings_of
-from producer.options import flow_timeouts, run_options, timeouts_ns
-from producer.resume import resume
-from producer.retry import retry
-from producer.run import Progress as SubmitProgress
-from producer.run import ProgressFn
-from producer.sniff import sniff_command
-from producer.submit import default_name, submit
-from producer.synth import synth_command
-from store.captures import run_of, status
+from flowherd.console.cli import (
+    handle_errors,
+    open_backend,
+    redis_options,
+    settings_from,
+    setup_logging,
+)
+from flowherd.console.show import err_console, out_console, show_outcome, show_status
+from flowherd.deploy.queueing import make_queue
+from flowherd.models.records import Timeouts
+from flowherd.producer.live.sniff import sniff_command
+from flowherd.producer.options import flow_timeouts, run_options, timeouts_ns
+from flowherd.producer.run.follow import LocalWorkers, follow_with_progress
+from flowherd.producer.run.gaps import batches, missing, settings_of
+from flowherd.producer.run.resume import resume
+from flowherd.producer.run.retry import retry
+from flowherd.producer.run.submit import default_name, submit
+from flowherd.producer.run.writer import Progress as SubmitProgress
+from flowherd.producer.run.writer import ProgressFn
+from flowherd.producer.traces.synth import synth_command
+from flowherd.store.captures import run_of, status
 
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 T = TypeVar("T")
@@ -274,7 +280,7 @@ def sample(output: str, flows: int, seed: int, snaplen: int) -> None:
 
     It is built in memory; for MAWI-like traces of any size, written in constant memory with
     their exact totals, see `producer synth`."""
-    from producer.sample import write_sample
+    from flowherd.producer.traces.sample import write_sample
 
     truth = write_sample(output, flows=flows, seed=seed, snaplen=snaplen)
     packets = sum(v[0] for v in truth.values())

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
-from console.cli import remember
-from models.records import Timeouts
+from flowherd.console.cli import remember
+from flowherd.models.records import Timeouts
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -146,9 +146,10 @@ _TIMEOUTS: ContextVar[Timeouts | None] = ContextVar("flowherd_timeouts", default
 
 @contextmanager
 def flow_timeouts(t: Timeouts) -> Iterator[None]:
-    """Runs whose :class:`producer.run.RunWriter` is made inside this block cut their
-    conversations into flow records by ``t`` (``--idle-timeout``, ``--active-timeout``; see
-    :mod:`models.records`). The writer stores them in the run's meta before its first batch,
+    """Runs whose :class:`flowherd.producer.run.writer.RunWriter` is made inside this block cut
+    their conversations into flow records by ``t`` (``--idle-timeout``, ``--active-timeout``; see
+    :mod:`flowherd.models.records`). The writer stores them in the run's meta before its first
+    batch,
     where every worker reads them (so a resumed or retried batch uses the same)."""
     token = _TIMEOUTS.set(t)
     try:

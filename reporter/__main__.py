@@ -1,3 +1,3 @@
-from reporter.cli import main
+from flowherd.reporter.cli.main import main
 
 main()

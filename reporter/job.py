@@ -9,13 +9,13 @@ import time
 from redis import Redis
 from rq import get_current_job
 
-from models.keys import RunKeys
-from reporter.build import stream_report
-from store.backend import Store, store_for_job
-from store.captures import exists as run_exists
-from store.captures import load_info, name_of_run, status, store_report
-from store.records import build_records
-from store.tables import iter_raw, table
+from flowherd.models.keys import RunKeys
+from flowherd.reporter.analysis.report import stream_report
+from flowherd.store.backend import Store, store_for_job
+from flowherd.store.captures import exists as run_exists
+from flowherd.store.captures import load_info, name_of_run, status, store_report
+from flowherd.store.records import build_records
+from flowherd.store.tables import iter_raw, table
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def build_report_for(store: Store, run: str) -> str:
     """Compute and store the report of ``run``; mark the capture complete. Returns the state.
 
     The report is built in streaming passes over the shards (memory does not grow with the
-    table, see :func:`reporter.build.stream_report`)."""
+    table, see :func:`flowherd.reporter.analysis.report.stream_report`)."""
     name = name_of_run(store, run)
     if name is None or not run_exists(store, RunKeys(run)):
         return "stale"
@@ -38,7 +38,7 @@ def build_report_for(store: Store, run: str) -> str:
 
 
 def build_report(run: str) -> str:
-    """RQ entry point (``models.keys.REPORT_JOB``)."""
+    """RQ entry point (``flowherd.models.keys.REPORT_JOB``)."""
     job = get_current_job()
     if job is None:
         raise RuntimeError("build_report must run inside an RQ job")

@@ -27,12 +27,12 @@ command -v redis-cli >/dev/null || need+=(redis-tools)
 ldconfig -p 2>/dev/null | grep -q 'libpcap\.so\.0\.8' || need+=(libpcap0.8)
 if [ "$want_test" = 1 ]; then
   command -v tshark >/dev/null || need+=(tshark)
-  # `ip netns` and bridges for the host tests (tests/hosts.py)
+  # `ip netns` and bridges for the host tests (lab/hosts.py)
   command -v ip >/dev/null || need+=(iproute2)
-  # headless Chromium and its WebDriver for the web view's browser tests (tests/test_web_browser.py)
+  # headless Chromium and its WebDriver for the web view's browser tests (tests/reporter/test_web_browser.py)
   command -v chromium >/dev/null || need+=(chromium)
   command -v chromedriver >/dev/null || need+=(chromium-driver)
-  # nfcapd and nfdump: the IPFIX collector of tests/test_ipfix_nfdump.py
+  # nfcapd and nfdump: the IPFIX collector of tests/reporter/test_ipfix_nfdump.py
   command -v nfcapd >/dev/null || need+=(nfdump)
 fi
 if [ ${#need[@]} -gt 0 ]; then

@@ -32,8 +32,8 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from deploy.connect import command_retry, connect, redact
-from models.errors import BackendError
+from flowherd.deploy.connect import command_retry, connect, redact
+from flowherd.models.errors import BackendError
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 #: shards of a new run on a Redis Cluster when none are asked for
@@ -196,7 +196,7 @@ def connect_cluster(url: str, wait: float = 10.0) -> RedisCluster:
             client = FailoverCluster(
                 startup_nodes=nodes,
                 socket_connect_timeout=max(1.0, min(wait, 5.0)),
-                socket_timeout=15.0,  # longer than a WAIT (workers/store.py)
+                socket_timeout=15.0,  # longer than a WAIT (workers/merge.py)
                 socket_keepalive=True,
                 # a failover takes the cluster's node timeout and an election: keep trying
                 retry=Retry(

@@ -1,8 +1,8 @@
 """The one home of a capture's state: registry, facts, meta, locks, status, lost parts.
 
 Every read or write of ``CAPTURES``, a run's ``info``, ``meta``, ``done``, ``finalized``,
-``report`` and ``warnings`` goes through here (the merge of table parts is ``workers/store.py``;
-reading tables back is :mod:`store.tables`).
+``report`` and ``warnings`` goes through here (the merge of table parts is ``workers/merge.py``;
+reading tables back is :mod:`flowherd.store.tables`).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any
 
 from redis import Redis
 
-from models.capture import BucketCount, CaptureInfo, CaptureState, CaptureStatus
-from models.errors import CaptureStateError
-from models.keys import CAPTURES, NAME_RE, STORE_ID, PayloadKeys, RunKeys, job_prefix
-from models.report import Report
-from models.settings import Settings
-from models.state import CaptureMeta, MetaField, StoredState
-from store.backend import Store
-from store.tables import sum_totals
+from flowherd.models.capture import BucketCount, CaptureInfo, CaptureState, CaptureStatus
+from flowherd.models.errors import CaptureStateError
+from flowherd.models.keys import CAPTURES, NAME_RE, STORE_ID, PayloadKeys, RunKeys, job_prefix
+from flowherd.models.report import Report
+from flowherd.models.settings import Settings
+from flowherd.models.state import CaptureMeta, MetaField, StoredState
+from flowherd.store.backend import Store
+from flowherd.store.tables import sum_totals
 
 _CLOSE = resources.files(__package__).joinpath("close.lua").read_text()
 _FINISH = resources.files(__package__).joinpath("finish.lua").read_text()
@@ -280,7 +280,7 @@ def failed_job_ids(queue: Redis, queue_name: str, run: str, limit: int = 20) -> 
 
 def failed_batches(queue: Redis, queue_name: str, run: str, limit: int = 20) -> list[str]:
     """'job id: last line of its error' for failed jobs of ``run`` in ``queue_name``."""
-    from deploy.queueing import make_queue  # rq objects only where needed
+    from flowherd.deploy.queueing import make_queue  # rq objects only where needed
 
     q = make_queue(queue, queue_name)
     out = []

@@ -1,4 +1,4 @@
--- Count one batch as merged once every shard part of it is merged (see workers/merge.lua).
+-- Count one batch as merged once every shard part of it is merged (see store/merge.lua).
 -- KEYS: 1 done (set)  2 meta (hash)  3 finalized (string);  ARGV: 1 batch seq
 -- Returns -1 if the run no longer exists, 0 if the batch was counted before, 1 if counted now,
 -- 2 if counted and it was the last batch of a closed run: the caller enqueues the report.

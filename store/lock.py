@@ -5,9 +5,9 @@ from __future__ import annotations
 import secrets
 import time
 
-from models.errors import CaptureStateError
-from models.keys import RunKeys
-from store.backend import Store
+from flowherd.models.errors import CaptureStateError
+from flowherd.models.keys import RunKeys
+from flowherd.store.backend import Store
 
 
 def _s(v: bytes | str | None) -> str | None:

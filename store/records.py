@@ -1,5 +1,5 @@
 """Flow records of a run with timeouts: segments in, records out (the I/O around
-:mod:`models.records`).
+:mod:`flowherd.models.records`).
 
 * A run's timeouts live in its ``meta`` hash (``idle_ns``, ``active_ns``), written by the
   producer before its first batch and never changed: :func:`set_timeouts`, :func:`timeouts_of`.
@@ -12,7 +12,7 @@
   (k-way, by key, one chunk per blob in memory at a time) and writes the records as a table of
   their own (``ShardKeys.records``: field = packed FlowKey + u64 big-endian start ns, value =
   packed FlowStats; a ranking by bytes). The run's ``records`` key then holds the number of
-  batches the records were built from; :mod:`store.tables` reads the records from then on.
+  batches the records were built from; :mod:`flowherd.store.tables` reads the records from then on.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import logging
 import struct
 from collections.abc import Iterator
 
-from models.errors import BackendError
-from models.flows import FlowStats
-from models.keys import RunKeys, ShardKeys
-from models.records import Entry, Timeouts, decode_chunk, merge_blobs
-from models.state import CaptureMeta, MetaField
-from store.backend import Store
-from store.captures import done_seqs, set_meta
+from flowherd.models.errors import BackendError
+from flowherd.models.flows import FlowStats
+from flowherd.models.keys import RunKeys, ShardKeys
+from flowherd.models.records import Entry, Timeouts, decode_chunk, merge_blobs
+from flowherd.models.state import CaptureMeta, MetaField
+from flowherd.store.backend import Store
+from flowherd.store.captures import done_seqs, set_meta
 
 log = logging.getLogger(__name__)
 

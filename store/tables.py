@@ -5,11 +5,11 @@ table is the concatenation of the shards' scans, and the top N of the table is t
 the union of each shard's top N (ties at the boundary included). Every reader streams:
 HSCAN cursors and ranked ranges, never the whole table in one reply.
 
-A run with flow timeouts has, once its records are built (:mod:`store.records`), a second table
-of the same layout whose fields are a packed FlowKey followed by the record's start (8 bytes):
+A run with flow timeouts has, once its records are built (:mod:`flowherd.store.records`), a second
+table of the same layout whose fields are a packed FlowKey followed by the record's start (8 bytes):
 every reader of the run's whole table then reads the records instead, and hands out the packed
-FlowKey alone, so a conversation may come several times, once per record. Windows and the
-totals are the conversations' as before.
+FlowKey alone, so a conversation may come several times, once per record. Windows and the totals are
+the conversations' as before.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from models.flows import FlowKey, FlowStats, shard_of
-from models.keys import RunKeys, TableKeys
-from store.backend import Store
+from flowherd.models.flows import FlowKey, FlowStats, shard_of
+from flowherd.models.keys import RunKeys, TableKeys
+from flowherd.store.backend import Store
 
 
 @dataclass(frozen=True)

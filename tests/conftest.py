@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from store.backend import Store
-from tests.helpers import free_port
+from flowherd.store.backend import Store
+from tests.support.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -89,4 +89,4 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-pytest_plugins = ["tests.cluster"]
+pytest_plugins = ["tests.support.cluster"]

@@ -1,3 +1,3 @@
-from workers.cli import main
+from flowherd.workers.cli import main
 
 main()

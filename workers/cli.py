@@ -14,7 +14,8 @@ Plain ``rq worker`` works too, with flowherd's serializer and job class (``RQ_RE
 
     RQ_REDIS_URL="$(cat /etc/flowherd/redis-url)" rq worker \\
        --serializer rq.serializers.JSONSerializer \\
-       --job-class deploy.queueing.FlowherdJob -w workers.worker.FlowherdWorker flowherd
+       --job-class flowherd.deploy.queueing.FlowherdJob -w flowherd.workers.worker.FlowherdWorker
+       flowherd
 """
 
 from __future__ import annotations
@@ -24,13 +25,19 @@ import os
 import click
 from rq.serializers import JSONSerializer
 
-from console.cli import handle_errors, open_backend, redis_options, settings_from, setup_logging
-from deploy.connect import redact
-from deploy.local import ensure_local_redis, is_running, local_url, stop_local_redis
-from deploy.queueing import FlowherdJob, make_queue
-from models.settings import Settings
-from workers import metrics
-from workers.worker import FlowherdPool, FlowherdWorker
+from flowherd.console.cli import (
+    handle_errors,
+    open_backend,
+    redis_options,
+    settings_from,
+    setup_logging,
+)
+from flowherd.deploy.connect import redact
+from flowherd.deploy.local import ensure_local_redis, is_running, local_url, stop_local_redis
+from flowherd.deploy.queueing import FlowherdJob, make_queue
+from flowherd.models.settings import Settings
+from flowherd.workers import metrics
+from flowherd.workers.worker import FlowherdPool, FlowherdWorker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,35 +14,36 @@ from typing import cast
 
 from rq import get_current_job
 
-from deploy.queueing import enqueue_report, make_queue
-from models.batch import MAX_BODY_BYTES, decode_columns
-from models.capture import BatchRef
-from models.errors import BatchError
-from models.keys import PayloadKeys, RunKeys
-from store.backend import Store, store_for_job
-from store.captures import exists as run_exists
-from store.captures import is_done, store_id
-from store.records import timeouts_of, write_segments
-from workers.aggregate import fold, fold_windows
-from workers.dissect import dissect
-from workers.fastpath import dissect_fast
-from workers.metrics import instrumented
-from workers.segments import batch_segments
-from workers.store import MergeStatus, merge_partial
-from workers.vector import fold_vector, fold_windows_vector
+from flowherd.deploy.queueing import enqueue_report, make_queue
+from flowherd.models.batch import MAX_BODY_BYTES, decode_columns
+from flowherd.models.capture import BatchRef
+from flowherd.models.errors import BatchError
+from flowherd.models.keys import PayloadKeys, RunKeys
+from flowherd.store.backend import Store, store_for_job
+from flowherd.store.captures import exists as run_exists
+from flowherd.store.captures import is_done, store_id
+from flowherd.store.records import timeouts_of, write_segments
+from flowherd.workers.decode.dissect import dissect
+from flowherd.workers.decode.fastpath import dissect_fast
+from flowherd.workers.fold.aggregate import fold, fold_windows
+from flowherd.workers.fold.segments import batch_segments
+from flowherd.workers.fold.vector import fold_vector, fold_windows_vector
+from flowherd.workers.merge import MergeStatus, merge_partial
+from flowherd.workers.metrics import instrumented
 
 log = logging.getLogger(__name__)
 
 
 def max_payload_bytes() -> int:
     """The largest batch payload (and decompressed body) a worker accepts: the ``max_payload``
-    setting (FLOWHERD_MAX_PAYLOAD), by default :data:`models.batch.MAX_BODY_BYTES` (256 MiB).
+    setting (FLOWHERD_MAX_PAYLOAD), by default :data:`flowherd.models.batch.MAX_BODY_BYTES` (256
+    MiB).
 
     A bad value raises pydantic's ValidationError (``workers run`` reports it in one line before
     starting); it is never replaced by the default. The value is read once per value of the
     variable, not once per batch (building the settings takes about a millisecond).
     """
-    from models.settings import Settings
+    from flowherd.models.settings import Settings
 
     raw = os.environ.get("FLOWHERD_MAX_PAYLOAD")
     memo: dict[str | None, int] = max_payload_bytes.__dict__.setdefault("memo", {})
@@ -51,7 +52,7 @@ def max_payload_bytes() -> int:
     return memo[raw]
 
 
-@instrumented  # counted in workers.metrics when `workers run --metrics-port` is on
+@instrumented  # counted in flowherd.workers.metrics when `workers run --metrics-port` is on
 def process_batch(ref_json: str) -> dict[str, int | str]:
     """Process one batch exactly once. Raises :class:`BatchError` for a refused payload, and
     then without RQ retries: a payload that is refused once is refused every time."""

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, ParamSpec
 
 from redis.exceptions import RedisError
 
-from models.errors import BatchError, FlowherdError
+from flowherd.models.errors import BatchError, FlowherdError
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
@@ -115,7 +115,7 @@ class _Metrics:
         )
 
     def record(self, result: Result) -> None:
-        """Count a batch job's result (:func:`workers.jobs.process_batch`'s dict)."""
+        """Count a batch job's result (:func:`flowherd.workers.jobs.process_batch`'s dict)."""
         status = str(result.get("status", ""))
         outcome = _OUTCOME_OF_STATUS.get(status, "failed")
         self.batches.labels(outcome=outcome).inc()
@@ -152,8 +152,8 @@ def start_worker() -> None:
 def instrumented(job: Callable[P, Result]) -> Callable[P, Result]:
     """``job``, counting each call's outcome, frames, bytes and timings when metrics are on.
 
-    Exceptions propagate unchanged: :class:`~models.errors.BatchError` counts as ``refused``,
-    any other as ``failed``.
+    Exceptions propagate unchanged: :class:`~flowherd.models.errors.BatchError` counts as
+    ``refused``, any other as ``failed``.
     """
 
     @functools.wraps(job)
@@ -228,7 +228,7 @@ def endpoint(host: str, port: int, queue: Queue, workers: Callable[[], int]) -> 
 
     Creates a fresh private directory (mode 0700) and names it in ``PROMETHEUS_MULTIPROC_DIR``
     for the block; removes it afterwards. A port that cannot be bound is a
-    :class:`~models.errors.FlowherdError`.
+    :class:`~flowherd.models.errors.FlowherdError`.
     """
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector

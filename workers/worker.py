@@ -35,7 +35,7 @@ What is overridden of RQ 3.0, and why (``rq`` is pinned below 4 for it):
   deadline ends with the work loop, for workers run inside another program (tests, bench).
 * ``WorkerPool.request_stop``: also arms the pool's deadline.
 * ``WorkerPool.handle_dead_worker``: also drops a dead worker's in-flight gauge when the pool
-  serves metrics (:mod:`workers.metrics`).
+  serves metrics (:mod:`flowherd.workers.metrics`).
 * ``Queue.acquire_maintenance_lock`` (a queue class is RQ's documented extension point, given
   to the pool): the lock lives 10 s, not 15 minutes, so that a worker killed while it cleans
   does not stop the re-queueing of killed workers' batches.
@@ -56,9 +56,9 @@ from rq.queue import Queue
 from rq.worker import SimpleWorker
 from rq.worker_pool import WorkerData, WorkerPool
 
-from deploy.local import die_with_parent
-from models.settings import Settings
-from workers import metrics
+from flowherd.deploy.local import die_with_parent
+from flowherd.models.settings import Settings
+from flowherd.workers import metrics
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
@@ -88,7 +88,7 @@ class FlowherdWorker(SimpleWorker):
         metrics.start_worker()  # with --metrics-port: exported at 0 before the first batch
         # the batch job's modules (scapy, numpy: about a second) load now, before the first
         # batch is taken, so that a batch's time is its own work
-        import workers.jobs  # noqa: F401
+        import flowherd.workers.jobs  # noqa: F401
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.beat

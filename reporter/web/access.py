@@ -10,7 +10,7 @@ import hmac
 import ipaddress
 from pathlib import Path
 
-from models.errors import FlowherdError
+from flowherd.models.errors import FlowherdError
 
 COOKIE = "flowherd_token"
 MIN_TOKEN = 16

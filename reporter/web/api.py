@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from reporter.web import docs
-from store.backend import Store
+from flowherd.reporter.web import docs
+from flowherd.store.backend import Store
 
 
 def _store(request: Request) -> Store:

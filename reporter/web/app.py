@@ -24,13 +24,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deploy.connect import redact
-from models.errors import BackendError, CaptureStateError, FlowherdError
-from reporter.web import access, api, pages
-from reporter.web.docs import BadParam, NotFound
-from reporter.web.figures import MissingExtra
-from reporter.web.metrics import exposition, registry_for
-from store.backend import Store
+from flowherd.deploy.connect import redact
+from flowherd.models.errors import BackendError, CaptureStateError, FlowherdError
+from flowherd.reporter.web import access, api, pages
+from flowherd.reporter.web.docs import BadParam, NotFound
+from flowherd.reporter.web.figures import MissingExtra
+from flowherd.reporter.web.metrics import exposition, registry_for
+from flowherd.store.backend import Store
 
 #: paths served without the token: liveness, the sign-in form and the page's own assets
 OPEN = ("/healthz", "/login")
@@ -174,7 +174,9 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/login", login, methods=["GET", "POST"]),
-        Mount("/static", StaticFiles(packages=[("reporter.web", "static")]), name="static"),
+        Mount(
+            "/static", StaticFiles(packages=[("flowherd.reporter.web", "static")]), name="static"
+        ),
     ]
     handlers: dict[Any, Any] = {Exception: handle, HTTPException: handle}
     handled = (BadParam, FlowherdError, RedisError, RedisClusterException)

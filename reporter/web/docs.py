@@ -7,8 +7,8 @@ are parsed here too, so the pages and the JSON API refuse the same values with t
 messages.
 
 Failures: :class:`BadParam` (a parameter is wrong: HTTP 400), :class:`NotFound` (no such
-capture, or no windows: 404); any other :class:`~models.errors.CaptureStateError` is a capture
-in a state that does not allow the request (409).
+capture, or no windows: 404); any other :class:`~flowherd.models.errors.CaptureStateError` is a
+capture in a state that does not allow the request (409).
 """
 
 from __future__ import annotations
@@ -19,22 +19,22 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from models.capture import CaptureStatus
-from models.errors import CaptureStateError
-from models.flows import ts_text
-from models.keys import NAME_RE, RunKeys
-from models.report import ElephantRule, PersistentFlow, Report, WindowSummary
-from reporter import windows
-from reporter.build import stream_report
-from reporter.cli_stats import write_stats
-from reporter.elephants import DEFAULT_RULES, parse_rule
-from reporter.query import Row, top_rows
-from reporter.rank import RANK_BY, RankBy, parse_proto
-from reporter.render import rows_json
-from reporter.stats import BY, KEY_FORMS, KeySpec, parse_key
-from store.backend import Store
-from store.captures import load_report, names, run_of, status
-from store.tables import iter_raw, table
+from flowherd.models.capture import CaptureStatus
+from flowherd.models.errors import CaptureStateError
+from flowherd.models.flows import ts_text
+from flowherd.models.keys import NAME_RE, RunKeys
+from flowherd.models.report import ElephantRule, PersistentFlow, Report, WindowSummary
+from flowherd.reporter.analysis.elephants import DEFAULT_RULES, parse_rule
+from flowherd.reporter.analysis.report import stream_report
+from flowherd.reporter.analysis.stats import BY, KEY_FORMS, KeySpec, parse_key
+from flowherd.reporter.cli.stats import write_stats
+from flowherd.reporter.output.render import rows_json
+from flowherd.reporter.query import windows
+from flowherd.reporter.query.rows import Row, top_rows
+from flowherd.reporter.table.order import RANK_BY, RankBy, parse_proto
+from flowherd.store.backend import Store
+from flowherd.store.captures import load_report, names, run_of, status
+from flowherd.store.tables import iter_raw, table
 
 #: the largest ``n`` a request may ask for (a top-N list is held in memory)
 MAX_N = 1000
@@ -132,7 +132,7 @@ def status_of(store: Store, name: str, detail: bool = True) -> CaptureStatus:
 
 def captures(store: Store, detail: bool = True) -> list[CaptureStatus]:
     """Every capture's status (``reporter captures``), skipping one deleted meanwhile;
-    ``detail=False`` skips the failures' texts (see :func:`store.captures.status`)."""
+    ``detail=False`` skips the failures' texts (see :func:`flowherd.store.captures.status`)."""
     out = []
     for n in names(store):
         try:

@@ -1,10 +1,11 @@
-"""The capture page's figures: :mod:`reporter.plots`' size histogram with the CCDF and byte
-share, and the windows timeline, as SVG.
+"""The capture page's figures: :mod:`flowherd.reporter.output.plots`' size histogram with the CCDF
+and byte share, and the windows timeline, as SVG.
 
-Figures are drawn from one streaming pass over the table (a :class:`~reporter.sizes.SizeDist`,
-memory bounded), as ``reporter hist`` draws them. A small cache keyed by the run and its
-packet count serves a page's repeated refreshes of an unchanged capture; one lock serialises
-drawing (matplotlib's object API is safe across threads, its font and text caches are shared).
+Figures are drawn from one streaming pass over the table (a
+:class:`~flowherd.reporter.analysis.sizes.SizeDist`, memory bounded), as ``reporter hist`` draws
+them. A small cache keyed by the run and its packet count serves a page's repeated refreshes of an
+unchanged capture; one lock serialises drawing (matplotlib's object API is safe across threads, its
+font and text caches are shared).
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from models.errors import FlowherdError
-from models.report import ElephantResult
-from reporter import windows
-from reporter.elephants import DEFAULT_RULES, classify_dist
-from reporter.sizes import SizeDist
-from reporter.stream import bi_sizes, uni_sizes
-from reporter.web.docs import keys_of, status_of, window_starts
-from store.backend import Store
-from store.tables import iter_raw, table
+from flowherd.models.errors import FlowherdError
+from flowherd.models.report import ElephantResult
+from flowherd.reporter.analysis.elephants import DEFAULT_RULES, classify_dist
+from flowherd.reporter.analysis.sizes import SizeDist
+from flowherd.reporter.query import windows
+from flowherd.reporter.table.scan import bi_sizes, uni_sizes
+from flowherd.reporter.web.docs import keys_of, status_of, window_starts
+from flowherd.store.backend import Store
+from flowherd.store.tables import iter_raw, table
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -40,7 +41,7 @@ class MissingExtra(FlowherdError):
 
 def _plots() -> ModuleType:
     try:
-        from reporter import plots
+        from flowherd.reporter.output import plots
     except ImportError as exc:
         raise MissingExtra(
             f"figures need matplotlib ({exc.name} is not installed): pip install 'flowherd[plot]'"

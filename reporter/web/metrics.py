@@ -22,9 +22,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from models.capture import CaptureState
-from reporter.web.docs import captures
-from store.backend import Store
+from flowherd.models.capture import CaptureState
+from flowherd.reporter.web.docs import captures
+from flowherd.store.backend import Store
 
 _PER_CAPTURE = (
     ("packets", "Packets merged into the capture's table (counted or not)", "packets"),

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from console.units import (
+from flowherd.console.units import (
     human_bytes,
     human_duration,
     human_rate,
@@ -31,12 +31,12 @@ from console.units import (
     rate,
     rule_text,
 )
-from models.capture import CaptureState
-from models.errors import CaptureStateError
-from reporter.rank import RANK_BY
-from reporter.stats import BY, parse_key
-from reporter.web import docs, figures
-from store.backend import Store
+from flowherd.models.capture import CaptureState
+from flowherd.models.errors import CaptureStateError
+from flowherd.reporter.analysis.stats import BY, parse_key
+from flowherd.reporter.table.order import RANK_BY
+from flowherd.reporter.web import docs, figures
+from flowherd.store.backend import Store
 
 FINAL = (CaptureState.COMPLETE, CaptureState.FAILED, CaptureState.ABORTED)
 PROTOS = ("tcp", "udp", "icmp", "icmpv6", "gre", "esp", "sctp")
@@ -54,7 +54,7 @@ def _qs(ctx: Context, q: docs.TopQuery, **change: object) -> str:
 
 def _env() -> Environment:
     env = Environment(
-        loader=PackageLoader("reporter.web", "templates"),
+        loader=PackageLoader("flowherd.reporter.web", "templates"),
         autoescape=select_autoescape(["html"]),
         trim_blocks=True,
         lstrip_blocks=True,

@@ -1,0 +1,44 @@
+"""flowherd: the elephant flows of big packet captures, spread over RQ workers.
+
+The package holds the three commands' code by role (each folder at the repository root is one
+of these subpackages; ``docs/architecture.md`` draws them):
+
+    flowherd.models     pydantic contracts, the error tree, settings, Redis key names
+    flowherd.deploy     Redis connections, the embedded private Redis, queues, deploy files
+    flowherd.store      where captures, their state and their flow tables live in Redis
+    flowherd.console    what every command shares on the terminal
+    flowherd.workers    ``workers``: decode, fold and merge batches
+    flowherd.reporter   ``reporter``: tables to rows, analyses, outputs, the web view
+    flowherd.producer   ``producer``: readers, live capture, the run, trace generators
+    flowherd.lab        flowherd on several hosts of one machine (tests and benchmarks)
+
+This module is the home of the Python API: the names in ``__all__`` are public and stable.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from flowherd.models.errors import (
+    BackendError,
+    BatchError,
+    CaptureError,
+    CaptureStateError,
+    FlowherdError,
+    TruncatedCaptureError,
+)
+
+try:
+    __version__ = version("flowherd")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "BackendError",
+    "BatchError",
+    "CaptureError",
+    "CaptureStateError",
+    "FlowherdError",
+    "TruncatedCaptureError",
+    "__version__",
+]

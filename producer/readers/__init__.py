@@ -1,0 +1,1 @@
+"""Capture files read as raw records and blocks: pcap, nanosecond pcap, pcapng, compressed."""

@@ -1,0 +1,1 @@
+"""``reporter``: one module per command group, and the pieces they share."""

@@ -1,0 +1,1 @@
+"""Formats, no Redis: flow lines, export files, IPFIX, rich tables and plots."""

@@ -1,0 +1,1 @@
+"""What reads a capture's tables and windows from the store."""
