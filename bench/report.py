@@ -22,7 +22,7 @@ Measurements (``--only``; ``before-*`` run up to ``--before-max`` flows, they ho
 * ``flows-csv`` (``hscan_iter``), ``flows-csv-raw`` (HSCAN replies read without building a
   dict), ``flows-csv-prefetch`` (raw, the next page read by a thread while this one is
   written), ``flows-bi-csv``: :func:`flowherd.reporter.output.lines.write_rows` in table order;
-  ``flows-ranked``: :func:`flowherd.reporter.table.by_size.write_rows_ranked` (largest first);
+  ``flows-ranked``: :func:`flowherd.reporter.output.ranked_lines.write_rows_ranked` (largest first);
 * ``report``: :func:`flowherd.reporter.analysis.report.stream_report`; ``hist``: a
   :class:`~flowherd.reporter.analysis.sizes.SizeDist` in one pass, exact elephant thresholds, the figure.
 """
@@ -145,7 +145,7 @@ def measure(what: str, url: str, count: int, out_dir: str) -> dict[str, Any]:
         rows_csv(ranked, sink, view="uni")
     elif what.startswith("flows-"):
         from flowherd.reporter.output.lines import write_rows
-        from flowherd.reporter.table.by_size import write_rows_ranked
+        from flowherd.reporter.output.ranked_lines import write_rows_ranked
 
         if what == "flows-csv-raw":
             pairs = raw_pairs(conn, count)
@@ -204,9 +204,9 @@ def measure(what: str, url: str, count: int, out_dir: str) -> dict[str, Any]:
         save_figure(size_histogram_figure(sizes, None, "bench"), f"{out_dir}/before.png")
     elif what == "hist":
         from flowherd.reporter.analysis.elephants import DEFAULT_RULES, classify_dist
+        from flowherd.reporter.analysis.scan import uni_sizes
         from flowherd.reporter.analysis.sizes import SizeDist
         from flowherd.reporter.output.plots import save_figure, size_histogram_figure
-        from flowherd.reporter.table.scan import uni_sizes
 
         reads = [1]
 

@@ -32,7 +32,8 @@ from flowherd.reporter.query import windows
 from flowherd.reporter.table.views import uni_rows
 from flowherd.store.backend import Store
 from flowherd.store.captures import run_of
-from tests.support.pipeline import table
+from flowherd.store.tables import iter_flows
+from flowherd.store.tables import table as run_table
 
 
 def frames(nflows: int, seed: int = 1) -> list[tuple[tuple, bytes]]:
@@ -112,7 +113,7 @@ def main() -> None:
             _, err = sniffer.communicate(timeout=dur + 30)
             st = follow(store, "minute", poll=0.1, check=w.check)
         got = {}
-        for key, stt in table(store, "minute").items():
+        for key, stt in iter_flows(store, run_table(run_of(store, "minute"))):
             for r in uni_rows(key, stt):
                 got[(r.src, r.dst, r.proto, r.sport, r.dport)] = [r.packets, r.bytes]
         keys = run_of(store, "minute")

@@ -25,6 +25,8 @@ from flowherd.models.settings import Settings
 from flowherd.store.backend import Store, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: click context settings of every command: -h as --help, help text 100 columns wide
+HELP: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 _META = "flowherd.backend"

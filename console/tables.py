@@ -15,7 +15,7 @@ from flowherd.console.units import (
     rate,
     rule_text,
 )
-from flowherd.models.report import ConvRow, ElephantResult, FlowRow, Summary
+from flowherd.models.report import ConvRow, ElephantResult, FlowRow, Row, Summary
 
 
 def _rate_text(r: FlowRow | ConvRow) -> str:
@@ -23,7 +23,7 @@ def _rate_text(r: FlowRow | ConvRow) -> str:
     return human_rate(v) if v else "-"
 
 
-def rows_table(rows: Sequence[FlowRow] | Sequence[ConvRow], title: str) -> Table:
+def rows_table(rows: Sequence[Row], title: str) -> Table:
     """A rich table of ``rows`` in the given order: addresses whole (IPv6 included: on one line
     when the console is wide enough, else folded over lines, never cut short), protocol names,
     bytes in SI units with 3 significant digits, duration in seconds and rate in bit/s (``-``
@@ -45,8 +45,7 @@ def rows_table(rows: Sequence[FlowRow] | Sequence[ConvRow], title: str) -> Table
             t.add_column(h, justify="right", no_wrap=True)
     for h in ("packets", "bytes", "duration", "rate"):
         t.add_column(h, justify="right", no_wrap=True)
-    items: Sequence[FlowRow | ConvRow] = rows
-    for i, r in enumerate(items, 1):
+    for i, r in enumerate(rows, 1):
         if isinstance(r, ConvRow):
             cells = [
                 r.a_addr,

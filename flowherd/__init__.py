@@ -17,7 +17,8 @@ This module is the home of the Python API: the names in ``__all__`` are public a
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _version
 
 from flowherd.models.errors import (
     BackendError,
@@ -29,8 +30,8 @@ from flowherd.models.errors import (
 )
 
 try:
-    __version__ = version("flowherd")
-except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = _version("flowherd")
+except _NotInstalled:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [

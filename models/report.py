@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowherd.models.capture import BucketCount
 
 SCHEMA_VERSION = 1
+T = TypeVar("T", bound=str)
+
+#: The two views of a flow table: unidirectional 5-tuples (NetFlow's) or bidirectional
+#: conversations (tshark's ``-z conv``). Every command takes it as ``--direction uni|bi`` and the
+#: web view as ``direction=``; below those edges it is this type, under the name ``view``.
+View = Literal["uni", "bi"]
+VIEWS: tuple[View, ...] = ("uni", "bi")
+
+
+def one_of(text: str, choices: tuple[T, ...]) -> T:
+    """The choice equal to ``text``, typed as the choices are (``View``, ``RankBy``...);
+    ValueError naming the choices for anything else. Where text from a user becomes a typed
+    value."""
+    for c in choices:
+        if c == text:
+            return c
+    raise ValueError(f"{text[:40]!r}: use {' or '.join(map(str, choices))}")
+
+
+def parse_view(text: str) -> View:
+    """``text`` as a :data:`View`: ``uni`` or ``bi``; ValueError for anything else."""
+    return one_of(text, VIEWS)
+
+
+#: What rows are ranked by (``--by``), and what may be asked of a row's rank.
+RankBy = Literal["bytes", "packets", "duration", "rate"]
+RANK_BY: tuple[RankBy, ...] = ("bytes", "packets", "duration", "rate")
 
 
 class _Frozen(BaseModel):
@@ -90,6 +117,7 @@ class ElephantResult(_Frozen):
 
 
 HeavyMetric = Literal["duration", "rate", "burst"]
+HEAVY_METRICS: tuple[HeavyMetric, ...] = ("duration", "rate", "burst")
 
 
 class HeavyRule(_Frozen):
@@ -221,3 +249,8 @@ class PersistentFlow(_Frozen):
     dport: int
     windows: list[int]  # start ns of each window it was in the top N of
     bytes: int  # its bytes summed over those windows
+
+
+#: A row of either view, and a type variable over the two for functions that keep the view.
+Row = FlowRow | ConvRow
+RowT = TypeVar("RowT", bound=Row)

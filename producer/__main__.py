@@ -1,3 +1,3 @@
-from flowherd.producer.cli import main
+from flowherd.producer.cli.main import main
 
 main()

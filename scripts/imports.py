@@ -43,11 +43,11 @@ ROOMS = {
         "analysis": 2,
         "output": 3,
         "query": 4,
-        ".": 5,
+        "web": 5,
         "cli": 6,
-        "web": 6,
+        ".": 7,
     },
-    "producer": {"traces": 0, "readers": 0, "live": 1, "run": 2, ".": 3},
+    "producer": {"traces": 0, "readers": 0, "run": 1, "live": 2, "cli": 3, ".": 4},
 }
 
 
@@ -119,9 +119,7 @@ def edges() -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str, str]]]:
 def against_floors() -> list[str]:
     pkgs, rooms = edges()
     wrong = [f"{a} imports {b}" for (a, b) in pkgs if FLOORS[b] >= FLOORS[a]]
-    wrong += [
-        f"{p}/{a} imports {p}/{b}" for (p, a, b) in rooms if ROOMS[p][b] >= ROOMS[p][a]
-    ]
+    wrong += [f"{p}/{a} imports {p}/{b}" for (p, a, b) in rooms if ROOMS[p][b] >= ROOMS[p][a]]
     wrong += [f"{a} imports {b} by its bare name" for a, b in bare_imports()]
     return wrong
 

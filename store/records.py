@@ -148,10 +148,3 @@ def records_built(store: Store, keys: RunKeys) -> int | None:
     """The number of batches the run's records were built from; None when not built."""
     raw = store.kv.get(keys.records)
     return int(raw) if raw is not None else None
-
-
-def record_count(store: Store, keys: RunKeys) -> int:
-    with store.kv.pipeline(transaction=False) as p:
-        for sk in keys.all_shards():
-            p.hget(sk.records.totals, "flows")
-        return sum(int(v or 0) for v in p.execute())

@@ -1,10 +1,14 @@
-"""The house's floors: every package imports only packages below it; the producer never
-imports the reporter or the workers (it enqueues jobs by dotted path)."""
+"""The house: one import package, ``flowherd``; its packages and the rooms inside them import
+only what is below them (``scripts/imports.py`` holds the floors); nothing imports a role
+folder by its bare name; benchmarks import the package, never the tests."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 from pathlib import Path
+
+import flowherd
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,8 +23,54 @@ def _imports_module():  # type: ignore[no-untyped-def]
 
 def test_imports_follow_the_floors() -> None:
     mod = _imports_module()
-    found = mod.edges()
-    wrong = [(a, b) for (a, b) in found if mod.FLOORS[b] >= mod.FLOORS[a]]
-    assert wrong == []
-    assert ("producer", "reporter") not in found and ("producer", "workers") not in found
-    assert ("store", "deploy") in found  # the check reads real imports: it can fail
+    assert mod.against_floors() == []
+    pkgs, rooms = mod.edges()
+    assert ("producer", "reporter") not in pkgs and ("producer", "workers") not in pkgs
+    # the check reads real imports: it can fail
+    assert ("store", "deploy") in pkgs
+    assert ("reporter", "cli", "query") in rooms
+    assert not any(a == "web" and b == "cli" for _, a, b in rooms)
+
+
+def test_the_floors_check_catches_an_import_against_them(tmp_path: Path) -> None:
+    mod = _imports_module()
+    assert mod.where("flowherd.reporter.table.views") == ("reporter", "table")
+    assert mod.where("flowherd.reporter.web") == ("reporter", "web")
+    assert mod.where("flowherd.reporter.job") == ("reporter", ".")
+    assert mod.where("flowherd.models.report") == ("models", ".")
+    assert mod.where("flowherd") == ("api", ".")
+    assert mod.where("numpy") is None
+    assert mod.ROOMS["reporter"]["table"] < mod.ROOMS["reporter"]["cli"]
+
+
+def test_every_role_folder_is_a_subpackage_of_flowherd() -> None:
+    links = {p.name: p for p in (ROOT / "flowherd").iterdir() if p.is_symlink()}
+    assert set(links) == {"models", "deploy", "store", "console", "workers", "reporter",
+                          "producer", "lab"}  # fmt: skip
+    for name, link in links.items():
+        assert link.resolve() == ROOT / name
+        assert (ROOT / name / "__init__.py").is_file()
+    assert set(_imports_module().FLOORS) == set(links) | {"api"}
+
+
+def test_public_names_are_stated_and_documented() -> None:
+    assert sorted(flowherd.__all__) == flowherd.__all__
+    for name in flowherd.__all__:
+        obj = getattr(flowherd, name)
+        if name != "__version__":
+            assert obj.__doc__, name
+            assert obj.__module__.startswith("flowherd."), name
+    public = {n for n in vars(flowherd) if not n.startswith("_")}
+    modules = {n for n in public if type(getattr(flowherd, n)).__name__ == "module"}
+    assert public - modules - {"annotations"} <= set(flowherd.__all__)
+
+
+def test_benchmarks_import_the_package_not_the_tests() -> None:
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            assert not any(n.split(".")[0] == "tests" for n in names), path.name

@@ -8,12 +8,12 @@ stopped).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from rq import Queue
 
 from flowherd.models.errors import CaptureError
 from flowherd.models.keys import RunKeys
+from flowherd.models.records import Timeouts
 from flowherd.models.settings import Settings
 from flowherd.producer.readers.capture import open_capture
 from flowherd.producer.run.gaps import record_batching
@@ -24,16 +24,6 @@ from flowherd.store.captures import register
 from flowherd.store.lock import RunLock
 
 
-def default_name(sources: Sequence[str]) -> str:
-    """The capture name for ``sources``: the first file's stem without compression suffixes."""
-    name = Path(sources[0]).name
-    for suffix in (".gz", ".bz2", ".xz", ".pcapng", ".pcap", ".cap", ".dmp"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in name).lstrip("._-")
-    return name[:100] or "capture"
-
-
 def submit(
     store: Store,
     queue: Queue,
@@ -42,6 +32,7 @@ def submit(
     settings: Settings,
     replace: bool = False,
     on_progress: ProgressFn | None = None,
+    timeouts: Timeouts | None = None,
 ) -> tuple[RunKeys, Progress]:
     """Read ``sources`` in order into one capture ``name``; return its keys and final progress.
 
@@ -60,7 +51,7 @@ def submit(
     keys = register(store, name, sources, settings, replace)
     with RunLock(store, keys, name) as lock:
         record_batching(store, keys, sources, settings)
-        w = RunWriter(store, queue, keys, settings, on_progress, lock)
+        w = RunWriter(store, queue, keys, settings, on_progress, lock, timeouts)
         try:
             feed(w, sources, on_progress, ())
             resend(store, queue, keys, sources, settings, w.seq, on_progress, w.progress.warnings)

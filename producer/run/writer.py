@@ -24,9 +24,9 @@ from flowherd.models.batch import RECORD_OVERHEAD, BatchBuilder, Columns, RawRec
 from flowherd.models.capture import BatchRef
 from flowherd.models.errors import BackendError
 from flowherd.models.keys import PayloadKeys, RunKeys
+from flowherd.models.records import Timeouts
 from flowherd.models.settings import Settings
 from flowherd.models.state import MetaField, StoredState
-from flowherd.producer.options import current_timeouts
 from flowherd.store.backend import Store
 from flowherd.store.captures import (
     add_warning,
@@ -254,7 +254,12 @@ class _Stall:
 
 
 class RunWriter:
-    """Feeds records into a registered run. Not thread-safe: one writer per run."""
+    """Feeds records into a registered run. Not thread-safe: one writer per run.
+
+    With ``timeouts`` (``--idle-timeout``, ``--active-timeout``; see
+    :mod:`flowherd.models.records`) the run's conversations are cut into flow records: they are
+    stored in the run's meta before its first batch, where every worker reads them (so a
+    resumed or retried batch uses the same)."""
 
     def __init__(
         self,
@@ -264,6 +269,7 @@ class RunWriter:
         settings: Settings,
         on_progress: ProgressFn | None = None,
         lock: RunLock | None = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.store, self.queue, self.keys, self.settings = store, queue, keys, settings
         self.on_progress = on_progress
@@ -277,7 +283,6 @@ class RunWriter:
         self._bp = _Backpressure(store, keys, settings.queue, settings.max_in_flight)
         # payloads fill the queue Redis: that is the memory to watch
         self._mem = _Memory(store.queue, lambda: self._bp.in_flight(self.seq))
-        timeouts = current_timeouts()
         if timeouts:
             set_timeouts(store, keys, timeouts)
 

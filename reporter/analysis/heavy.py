@@ -37,10 +37,16 @@ import numpy as np
 
 from flowherd.console.units import human_bytes, human_duration, human_rate
 from flowherd.models.flows import NS
-from flowherd.models.report import ElephantRule, HeavyMetric, HeavyResult, HeavyRule
+from flowherd.models.report import (
+    HEAVY_METRICS,
+    ElephantRule,
+    HeavyResult,
+    HeavyRule,
+    one_of,
+)
 from flowherd.reporter.analysis.elephants import DEFAULT_RULES, RULE_FORMS, parse_rule
 from flowherd.reporter.analysis.measures import MIN_RATE_NS as MIN_RATE_NS  # re-exported
-from flowherd.reporter.analysis.measures import Columns, Item, MeasureDist, Measures, columns
+from flowherd.reporter.analysis.measures import Columns, MeasureDist, Measures
 from flowherd.reporter.analysis.measures import uni_items as uni_items  # re-exported
 
 TORTOISES = HeavyRule(name="tortoises", metric="duration", kind="mean_sd", sigmas=3)
@@ -110,11 +116,11 @@ def parse_heavy(text: str) -> HeavyRule | None:
         return NAMED[t.lower()]
     kind, sep, arg = t.partition(":")
     metric, arg = kind.strip().lower(), arg.strip()
-    if not sep or metric not in ("duration", "rate", "burst"):
+    if not sep or metric not in HEAVY_METRICS:
         return None
     if not arg:
         raise ValueError(f"{metric}: needs an argument: use {HEAVY_FORMS}")
-    m: HeavyMetric = metric  # type: ignore[assignment]
+    m = one_of(metric, HEAVY_METRICS)
     k = _sigmas(arg)
     if k is not None:
         if k == 3:
@@ -272,10 +278,3 @@ def _result(
         sd=sd,
         window_ns=w if rule.metric == "burst" else 0,
     )
-
-
-def classify_items(
-    items: Sequence[Item], metrics: tuple[HeavyMetric, ...], rules: Sequence[HeavyRule], w: int = 0
-) -> list[HeavyResult]:
-    """:func:`classify_heavy` on items held in memory (the reference)."""
-    return classify_heavy(rules, Measures(metrics).add_many(items), lambda: columns(items), w)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 from flowherd.console.units import proto_name
 from flowherd.models.flows import FlowKey, FlowStats, addr_text
+from flowherd.models.report import View
 from flowherd.reporter.table.packed import VALUE, Pair, split_key
 
 KINDS = (
@@ -32,7 +32,6 @@ KINDS = (
 )
 NETS = ("srcnet", "dstnet", "net")
 KEY_FORMS = "srcip, dstip, ip, sport, dport, port, proto, pair, srcnet/N, dstnet/N, net/N"
-View = Literal["uni", "bi"]
 #: IPv6 prefix length of ``net/N`` when none is given (``net/N,M`` gives one).
 V6_DEFAULT = 64
 #: Prefix lengths of a bare ``net``, ``srcnet`` or ``dstnet``.

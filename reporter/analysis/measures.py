@@ -180,14 +180,15 @@ def uni_columns(pairs: Iterable[Pair]) -> tuple[list[int], list[int], list[int]]
             uni_columns((b"", v) for v in vals[i : i + _DECODE])
             for i in range(0, len(vals), _DECODE)
         ]
-        return tuple([x for part in parts for x in part[j]] for j in range(3))  # type: ignore[return-value]
+        b, d, r = ([x for part in parts for x in part[j]] for j in range(3))
+        return b, d, r
     if not vals:
         return [], [], []
     a = np.frombuffer(b"".join(vals), dtype=_VALUE)
     digits = a["t"].astype(np.int64) - 48
     if digits.min() < 0 or digits.max() > 9:  # a negative timestamp: the exact slow path
         items = list(uni_items((b"", v) for v in vals))
-        return tuple(map(list, zip(*items, strict=True))) if items else ([], [], [])  # type: ignore[return-value]
+        return [i[0] for i in items], [i[1] for i in items], [i[2] for i in items]
     # ns since the epoch; an empty direction's sentinel (10**19 - 1) wraps, and is not used
     t = (digits[:, :, :10] @ _SEC) * NS + digits[:, :, 10:] @ _NSEC
     cols: tuple[list[int], list[int], list[int]] = ([], [], [])

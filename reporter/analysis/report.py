@@ -45,11 +45,11 @@ from flowherd.reporter.analysis.measures import (
     uni_columns,
     uni_items,
 )
+from flowherd.reporter.analysis.scan import TableScan, scan_table, uni_sizes
 from flowherd.reporter.analysis.sizes import Prefix
 from flowherd.reporter.analysis.tail import TopSizes, tail_fit
 from flowherd.reporter.table.order import top
 from flowherd.reporter.table.packed import Pair
-from flowherd.reporter.table.scan import TableScan, scan_table, uni_sizes
 from flowherd.reporter.table.views import conv_row, uni_rows
 
 
@@ -176,7 +176,7 @@ def stream_report(
     table.
 
     ``rescan`` returns a fresh iterable of the run's stored ``(packed key, packed value)``
-    pairs (every shard's). The first pass is :func:`flowherd.reporter.table.scan.scan_table` over
+    pairs (every shard's). The first pass is :func:`flowherd.reporter.analysis.scan.scan_table` over
     it, unless ``scan`` is given (e.g. the merged scans of the shards, with ``scan.n >= n``). Every
     number is exact: the byte shares and elephant rules are cuts of the sorted sizes, answered from
     the scan's size buckets and, when a cut falls inside a bucket of different sizes, from further

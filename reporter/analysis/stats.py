@@ -19,8 +19,8 @@ span is 0.
 
 Memory: one counter per distinct key, at most ``max_keys`` at once; past that, the counters are
 written to a temporary file in key order and cleared, and the files are merged at the end (a
-spill, like :mod:`flowherd.reporter.table.by_size`'s runs). Ranking keeps ``n`` rows; ``n = 0``
-(every key) sorts through temporary files of ``max_keys`` rows. Files are removed when
+spill, like :mod:`flowherd.reporter.output.ranked_lines`'s runs). Ranking keeps ``n`` rows; ``n =
+0`` (every key) sorts through temporary files of ``max_keys`` rows. Files are removed when
 :func:`key_stats` exits. Pure apart from those temporary files: no Redis, no display.
 """
 
@@ -37,13 +37,13 @@ from fractions import Fraction
 from typing import Literal
 
 from flowherd.models.flows import NO_FIRST, NO_LAST, NS
+from flowherd.models.report import View
 from flowherd.reporter.analysis.keys import (
     KEY_FORMS,
     KINDS,
     Flow,
     Keep,
     KeySpec,
-    View,
     key_text,
     key_values,
     key_width,
@@ -61,13 +61,12 @@ __all__ = [
     "KeySpec",
     "StatRow",
     "Totals",
-    "View",
     "key_stats",
     "parse_key",
 ]
 
-BY = ("bytes", "packets", "flows", "pps", "bps")
 By = Literal["bytes", "packets", "flows", "pps", "bps"]
+BY: tuple[By, ...] = ("bytes", "packets", "flows", "pps", "bps")
 #: Distinct keys held in memory before the counters spill to disk.
 MAX_KEYS = 100_000
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -328,3 +328,16 @@ def tail_fit(top: TopSizes, max_xmins: int = MAX_XMINS) -> TailFit:
         hill=hill(asc, top.n) if kept >= 2 else None,
         power_law=power_law_fit(asc, complete=top.complete, max_xmins=max_xmins),
     )
+
+
+def keeping(sizes: Iterable[int], kept: TopSizes) -> Iterator[int]:
+    """``sizes`` unchanged, each also added to ``kept`` (the sizes a tail fit needs, read in
+    the pass that reads them anyway)."""
+    chunk: list[int] = []
+    for v in sizes:
+        yield v
+        chunk.append(v)
+        if len(chunk) >= 8192:
+            kept.add_many(chunk)
+            chunk.clear()
+    kept.add_many(chunk)

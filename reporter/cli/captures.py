@@ -5,12 +5,10 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from flowherd.console.cli import handle_errors, open_backend, redis_options, settings_from
+from flowherd.console.cli import HELP, handle_errors, open_backend, redis_options, settings_from
 from flowherd.console.show import out_console
 from flowherd.reporter.analysis.distribution import human_bytes
 from flowherd.store.captures import names, status
-
-HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.command("captures", context_settings=HELP)

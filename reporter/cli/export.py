@@ -14,22 +14,21 @@ import socket
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
 import click
 
-from flowherd.console.cli import handle_errors, open_backend, redis_options, settings_from
+from flowherd.console.cli import HELP, handle_errors, open_backend, redis_options, settings_from
 from flowherd.models.community import flow_community_id
 from flowherd.models.errors import FlowherdError
-from flowherd.reporter.cli.rows import community_seed_option
+from flowherd.models.report import View
+from flowherd.reporter.cli.shared import community_seed_option
 from flowherd.reporter.output import files as exports
 from flowherd.reporter.output import ipfix
 from flowherd.reporter.query import windows
 from flowherd.reporter.where.apply import Where, filtered, where_option
 from flowherd.store.captures import run_of
 from flowherd.store.tables import iter_raw, table
-
-HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -145,7 +144,7 @@ def export_cmd(
     name: str,
     output: str | None,
     fmt: str | None,
-    direction: Literal["uni", "bi"],
+    direction: View,
     window: str | None,
     row_group: int,
     collector: str | None,

@@ -14,23 +14,25 @@ from typing import Any
 
 import click
 
-from flowherd.console.cli import handle_errors, open_backend, redis_options, settings_from
+from flowherd.console.cli import HELP, handle_errors, open_backend, redis_options, settings_from
 from flowherd.console.show import out_console, show_status
 from flowherd.models.errors import CaptureStateError
 from flowherd.models.flows import ts_text
+from flowherd.models.report import RANK_BY, RankBy, View
 from flowherd.reporter.analysis.elephants import DEFAULT_RULES, classify_dist
 from flowherd.reporter.analysis.heavy import ALL_RULE_FORMS, parse_rules
+from flowherd.reporter.analysis.scan import bi_sizes, uni_sizes
 from flowherd.reporter.analysis.sizes import SizeDist
-from flowherd.reporter.analysis.tail import TopSizes, tail_fit
+from flowherd.reporter.analysis.tail import TopSizes, keeping, tail_fit
 from flowherd.reporter.cli.captures import captures_cmd
 from flowherd.reporter.cli.export import export_cmd
-from flowherd.reporter.cli.heavy import keeping, report_with
-from flowherd.reporter.cli.rows import community_seed_option, emit_rows
 from flowherd.reporter.cli.serve import serve_cmd
+from flowherd.reporter.cli.shared import FORMATS, community_seed_option, emit_rows, view_option
 from flowherd.reporter.cli.stats import stats_cmd
 from flowherd.reporter.cli.windows import persist_cmd, watch_cmd, windows_cmd
 from flowherd.reporter.output.heavy_tables import heavy_table, tail_table
-from flowherd.reporter.output.lines import write_rows
+from flowherd.reporter.output.lines import Format, write_rows
+from flowherd.reporter.output.ranked_lines import write_rows_ranked
 from flowherd.reporter.output.render import (
     elephants_table,
     human_ts,
@@ -39,17 +41,12 @@ from flowherd.reporter.output.render import (
     with_community,
 )
 from flowherd.reporter.query import windows
+from flowherd.reporter.query.report import report_with
 from flowherd.reporter.query.rows import top_rows
-from flowherd.reporter.table.by_size import write_rows_ranked
-from flowherd.reporter.table.order import RANK_BY, parse_proto
-from flowherd.reporter.table.scan import bi_sizes, uni_sizes
+from flowherd.reporter.table.order import parse_proto
 from flowherd.reporter.where.apply import Where, filtered, where_option
 from flowherd.store.captures import load_report, run_of, status
 from flowherd.store.tables import iter_raw, table
-
-HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-FORMATS = click.Choice(["table", "json", "csv"])
-DIRECTION = click.Choice(["uni", "bi"])
 
 
 @click.group(context_settings=HELP)
@@ -90,7 +87,7 @@ def _conn(redis_url: str | None, queue: str) -> Any:
     show_default=True,
     help="Rank by bytes, packets, duration, or rate (bytes/s over the flow's duration).",
 )
-@click.option("--direction", type=DIRECTION, default="uni", show_default=True)
+@view_option
 @click.option(
     "--proto", help="Only this protocol: tcp, udp, icmp, icmpv6, gre, esp, sctp or a number."
 )
@@ -109,8 +106,8 @@ def _conn(redis_url: str | None, queue: str) -> Any:
 def top_cmd(
     name: str,
     num: int,
-    by: str,
-    direction: str,
+    by: RankBy,
+    view: View,
     proto: str | None,
     fmt: str,
     which: str | None,
@@ -136,24 +133,23 @@ def top_cmd(
         raise click.BadParameter(str(exc), param_hint="--proto") from None
     conn = _conn(redis_url, queue)
     keys = run_of(conn, name)
-    what = "conversations" if direction == "bi" else "flows"
+    what = "conversations" if view == "bi" else "flows"
     if where is not None:
         what += f" where {where.text}"
     if which is None:
-        rows = top_rows(conn, table(keys), num, by, direction, p, where)  # type: ignore[arg-type]
-        rows = with_community(rows, seed) if seed else rows  # type: ignore[type-var]
-        emit_rows(rows, fmt, f"{name}: top {len(rows)} {what} by {by}", direction, seed)  # type: ignore[arg-type]
+        rows = top_rows(conn, table(keys), num, by, view, p, where)
+        rows = with_community(rows, seed) if seed else rows
+        emit_rows(rows, fmt, f"{name}: top {len(rows)} {what} by {by}", view, seed)
         return
     per_window = [
-        (s, top_rows(conn, table(keys, s), num, by, direction, p, where))  # type: ignore[arg-type]
+        (s, top_rows(conn, table(keys, s), num, by, view, p, where))
         for s in windows.select(conn, keys, name, which)
     ]
     if seed:
-        per_window = [(s, with_community(r, seed)) for s, r in per_window]  # type: ignore[type-var]
+        per_window = [(s, with_community(r, seed)) for s, r in per_window]
     if fmt == "json":
         items = [
-            f'{{"window_start": "{ts_text(s)}", "rows": {rows_json(r)}}}'  # type: ignore[arg-type]
-            for s, r in per_window
+            f'{{"window_start": "{ts_text(s)}", "rows": {rows_json(r)}}}' for s, r in per_window
         ]
         click.echo("[" + ",".join(items) + "]")
         return
@@ -161,12 +157,12 @@ def top_cmd(
         if fmt == "csv":
             click.echo(f"# window {ts_text(s)}")
         title = f"{name}: top {len(r)} {what} by {by}, window {human_ts(s)}"
-        emit_rows(r, fmt, title, direction, seed)  # type: ignore[arg-type]
+        emit_rows(r, fmt, title, view, seed)
 
 
 @main.command(context_settings=HELP)
 @click.argument("name")
-@click.option("--direction", type=DIRECTION, default="uni", show_default=True)
+@view_option
 @click.option(
     "--format",
     "fmt",
@@ -190,8 +186,8 @@ def top_cmd(
 @handle_errors
 def flows(
     name: str,
-    direction: str,
-    fmt: str,
+    view: View,
+    fmt: Format,
     order: str,
     where: Where | None,
     seed: int,
@@ -213,12 +209,11 @@ def flows(
       reporter flows day1 --where 'udp and port 53' --format jsonl | jq -c .community_id
     """
     conn = _conn(redis_url, queue)
-    view = "bi" if direction == "bi" else "uni"
-    pairs = filtered(iter_raw(conn, table(run_of(conn, name))), where, view)  # type: ignore[arg-type]
+    pairs = filtered(iter_raw(conn, table(run_of(conn, name))), where, view)
     if order == "rank":
-        write_rows_ranked(pairs, sys.stdout, view, fmt, community_seed=seed)  # type: ignore[arg-type]
+        write_rows_ranked(pairs, sys.stdout, view, fmt, community_seed=seed)
     else:
-        write_rows(pairs, sys.stdout, view, fmt, community_seed=seed)  # type: ignore[arg-type]
+        write_rows(pairs, sys.stdout, view, fmt, community_seed=seed)
     if fmt == "json":
         sys.stdout.write("\n")
 
@@ -302,7 +297,7 @@ def summary(
     default=None,
     help="Histogram of the TOP largest flows only (the classic top-N plot).",
 )
-@click.option("--direction", type=DIRECTION, default="uni", show_default=True)
+@view_option
 @click.option(
     "-o",
     "--output",
@@ -324,7 +319,7 @@ def summary(
 def hist(
     name: str,
     top_n: int | None,
-    direction: str,
+    view: View,
     output: str,
     timeline: bool,
     nflows: int,
@@ -350,11 +345,10 @@ def hist(
     conn = _conn(redis_url, queue)
     keys = run_of(conn, name)
     t = table(keys)
-    sizes_of = bi_sizes if direction == "bi" else uni_sizes
-    view = "bi" if direction == "bi" else "uni"
+    sizes_of = bi_sizes if view == "bi" else uni_sizes
 
     def sizes() -> Any:
-        return sizes_of(filtered(iter_raw(conn, t), where, view))  # type: ignore[arg-type]
+        return sizes_of(filtered(iter_raw(conn, t), where, view))
 
     kept = TopSizes()  # the largest sizes, for the tail fit on the CCDF
     dist = SizeDist.of(keeping(sizes(), kept))  # one pass: exact counts per size bucket

@@ -11,12 +11,11 @@ import threading
 
 import click
 
-from flowherd.console.cli import handle_errors, open_backend, redis_options, settings_from
+from flowherd.console.cli import HELP, handle_errors, open_backend, redis_options, settings_from
 from flowherd.console.extras import require
 from flowherd.deploy.connect import redact
 from flowherd.reporter.web.access import AccessError, check_bind, read_token
 
-HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: the modules of the ``web`` extra
 WEB_MODULES = ("starlette", "uvicorn", "jinja2", "prometheus_client")
 

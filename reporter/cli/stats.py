@@ -2,97 +2,20 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
-from collections.abc import Iterator
-from typing import Any, TextIO, cast
 
 import click
-from rich.table import Table
 
-from flowherd.console.cli import handle_errors, open_backend, redis_options, settings_from
-from flowherd.console.show import out_console
-from flowherd.models.errors import CaptureStateError
-from flowherd.models.flows import ts_text
-from flowherd.models.keys import RunKeys
+from flowherd.console.cli import HELP, handle_errors, open_backend, redis_options, settings_from
+from flowherd.models.report import View
 from flowherd.reporter.analysis.elephants import parse_size
-from flowherd.reporter.analysis.stats import (
-    BY,
-    KEY_FORMS,
-    By,
-    KeySpec,
-    StatRow,
-    Totals,
-    View,
-    key_stats,
-    parse_key,
-)
-from flowherd.reporter.output.render import human_bytes, human_ts
+from flowherd.reporter.analysis.stats import BY, KEY_FORMS, By, parse_key
+from flowherd.reporter.cli.shared import view_option
+from flowherd.reporter.output.stats import STATS_FORMATS, StatsFormat
 from flowherd.reporter.query import windows
-from flowherd.reporter.where.apply import Where, filtered, where_option
-from flowherd.store.backend import Store
+from flowherd.reporter.query.stats import write_stats
+from flowherd.reporter.where.apply import Where, where_option
 from flowherd.store.captures import run_of
-from flowherd.store.tables import iter_raw, table
-
-HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-COLUMNS = (
-    "key", "packets", "bytes", "flows", "packets_pct", "bytes_pct", "flows_pct",
-    "pps", "bps", "first_ts", "last_ts",
-)  # fmt: skip
-
-
-def _cells(r: StatRow) -> list[Any]:
-    return [
-        r.key, r.packets, r.bytes, r.flows,
-        f"{r.packets_pct:.6f}", f"{r.bytes_pct:.6f}", f"{r.flows_pct:.6f}",
-        f"{r.pps:.3f}", f"{r.bps:.3f}", ts_text(r.first_ns), ts_text(r.last_ns),
-    ]  # fmt: skip
-
-
-def _json_row(r: StatRow) -> str:
-    c = _cells(r)
-    d = dict(zip(COLUMNS, c, strict=True))
-    for f in ("packets_pct", "bytes_pct", "flows_pct", "pps", "bps"):
-        d[f] = float(d[f])
-    return json.dumps(d)
-
-
-def _head(name: str, spec: KeySpec, by: str, direction: str, tot: Totals) -> dict[str, Any]:
-    return {
-        "name": name,
-        "key": str(spec),
-        "by": by,
-        "direction": direction,
-        "totals": {"packets": tot.packets, "bytes": tot.bytes, "flows": tot.flows},
-    }
-
-
-def _write_json(out: TextIO, head: dict[str, Any], rows: Iterator[StatRow]) -> None:
-    out.write(json.dumps(head)[:-1] + ', "rows": [')
-    for i, r in enumerate(rows):
-        out.write(("," if i else "") + _json_row(r))
-    out.write("]}")
-
-
-def _print_table(title: str, tot: Totals, rows: Iterator[StatRow], what: str) -> None:
-    t = Table(title=title)
-    for h in (what, "flows", "%", "packets", "%", "bytes", "%", "pps", "bit/s"):
-        t.add_column(h, justify="left" if h == what else "right")
-    for r in rows:
-        t.add_row(
-            r.key,
-            f"{r.flows:,}",
-            f"{r.flows_pct:.2f}",
-            f"{r.packets:,}",
-            f"{r.packets_pct:.2f}",
-            human_bytes(r.bytes),
-            f"{r.bytes_pct:.2f}",
-            f"{r.pps:,.1f}",
-            f"{r.bps:,.0f}",
-        )
-    t.caption = f"of {tot.flows:,} flows, {tot.packets:,} packets, {human_bytes(tot.bytes)}"
-    out_console().print(t)
 
 
 def _threshold(text: str | None, by: str) -> float | None:
@@ -127,10 +50,8 @@ def _threshold(text: str | None, by: str) -> float | None:
               "10MB, 1GiB).")  # fmt: skip
 @click.option("--percentage", type=click.FloatRange(0, 100), metavar="P",
               help="Only keys with at least P percent of the capture's --by total.")  # fmt: skip
-@click.option("--direction", type=click.Choice(["uni", "bi"]), default="uni", show_default=True,
-              help="uni: a flow is one direction (NetFlow, nfdump); bi: one conversation, whose "
-              "source is the endpoint that sent first.")  # fmt: skip
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+@view_option
+@click.option("--format", "fmt", type=click.Choice(STATS_FORMATS), default="table",
               show_default=True)  # fmt: skip
 @click.option("--window", "which", metavar="latest|all|TIME",
               help="Within tumbling windows instead of the whole capture: the latest window, "
@@ -141,12 +62,12 @@ def _threshold(text: str | None, by: str) -> float | None:
 def stats_cmd(
     name: str,
     key_text: str,
-    by: str,
+    by: By,
     num: int | None,
     threshold: str | None,
     percentage: float | None,
-    direction: str,
-    fmt: str,
+    view: View,
+    fmt: StatsFormat,
     which: str | None,
     where: Where | None,
     redis_url: str | None,
@@ -187,70 +108,5 @@ def stats_cmd(
     keys = run_of(conn, name)
     starts = None if which is None else list(windows.select(conn, keys, name, which))
     write_stats(
-        sys.stdout, conn, keys, name, spec, by, n, direction, fmt, starts, floor, percentage, where
+        sys.stdout, conn, keys, name, spec, by, n, view, fmt, starts, floor, percentage, where
     )
-
-
-def write_stats(
-    out: TextIO,
-    conn: Store,
-    keys: RunKeys,
-    name: str,
-    spec: KeySpec,
-    by: str,
-    n: int,
-    direction: str,
-    fmt: str = "json",
-    starts: list[int] | None = None,
-    floor: float | None = None,
-    percentage: float | None = None,
-    where: Where | None = None,
-) -> None:
-    """Write what ``reporter stats`` prints in ``fmt`` to ``out``: the statistics of capture
-    ``name`` (run ``keys``) by ``spec``, of the whole capture (``starts`` None) or of each
-    window starting at ``starts`` (JSON: a list of documents). The web view's stats API
-    answers this JSON."""
-    view = cast(View, direction)
-    if fmt == "json" and starts is not None:
-        out.write("[")
-    wins: list[int | None] = [None] if starts is None else list(starts)
-    for i, start in enumerate(wins):
-        pairs = filtered(iter_raw(conn, table(keys, start)), where, view)
-        try:
-            with key_stats(pairs, spec, view, cast(By, by), n, floor, percentage) as (tot, rows):
-                _emit(out, fmt, i, start, name, spec, by, direction, tot, rows)
-        except OSError as exc:
-            raise CaptureStateError(
-                f"cannot write temporary files for the statistics: {exc}"
-            ) from None
-    if fmt == "json":
-        out.write("]\n" if starts is not None else "\n")
-
-
-def _emit(
-    out: TextIO,
-    fmt: str,
-    i: int,
-    start: int | None,
-    name: str,
-    spec: KeySpec,
-    by: str,
-    direction: str,
-    tot: Totals,
-    rows: Iterator[StatRow],
-) -> None:
-    if fmt == "csv":
-        if start is not None:
-            out.write(f"# window {ts_text(start)}\n")
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(COLUMNS)
-        w.writerows(_cells(r) for r in rows)
-    elif fmt == "json":
-        head = _head(name, spec, by, direction, tot)
-        if start is not None:
-            out.write("," if i else "")
-            head["window_start"] = ts_text(start)
-        _write_json(out, head, rows)
-    else:
-        when = "" if start is None else f", window {human_ts(start)}"
-        _print_table(f"{name}: {spec} by {by} ({direction}){when}", tot, rows, str(spec))

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from flowherd.console.cli import handle_errors, open_backend, redis_options, settings_from
+from flowherd.console.cli import HELP, handle_errors, open_backend, redis_options, settings_from
 from flowherd.console.show import out_console
 from flowherd.models.capture import CaptureStatus
 from flowherd.models.flows import FlowStats, ts_text
@@ -28,8 +28,6 @@ from flowherd.store.backend import Store
 from flowherd.store.captures import run_of, status
 from flowherd.store.tables import iter_raw
 from flowherd.store.tables import table as run_table
-
-HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _matching(conn: Store, keys: RunKeys, where: Where) -> list[WindowSummary]:
@@ -146,7 +144,7 @@ def _watch_view(
     else:
         rows = top_rows(conn, run_table(keys), num, "bytes", "uni", None, where)
         title = f"top {len(rows)} {what} of the whole capture (no windows)"
-    table = rows_table(rows, title)  # type: ignore[arg-type]
+    table = rows_table(rows, title)
     return Group(head, table), (now, st.packets, st.bytes), st
 
 

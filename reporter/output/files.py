@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, Literal, NamedTuple, TextIO
 
 from flowherd.console.extras import require
 from flowherd.models.flows import NS, VALUE, FlowKey, FlowStats
+from flowherd.models.report import View
 from flowherd.reporter.table.packed import AddrText, Pair, split_key
 
 Format = Literal["csv", "ndjson", "parquet"]
@@ -62,7 +63,7 @@ class Extra(NamedTuple):
 
 @dataclass(frozen=True)
 class Schema:
-    view: Literal["uni", "bi"]
+    view: View
     columns: tuple[Column, ...]
 
     @property
@@ -119,21 +120,22 @@ def format_of(path: str) -> Format | None:
     """The format a file name asks for by its suffix (``.csv``, ``.ndjson``/``.jsonl``,
     ``.parquet``/``.pq``), or None."""
     low = path.lower()
-    for suffix, fmt in (
+    suffixes: tuple[tuple[str, Format], ...] = (
         (".csv", "csv"),
         (".ndjson", "ndjson"),
         (".jsonl", "ndjson"),
         (".parquet", "parquet"),
         (".pq", "parquet"),
-    ):
+    )
+    for suffix, fmt in suffixes:
         if low.endswith(suffix):
-            return fmt  # type: ignore[return-value]
+            return fmt
     return None
 
 
 def records(
     pairs: Iterable[Pair],
-    view: Literal["uni", "bi"] = "uni",
+    view: View = "uni",
     keep: Keep | None = None,
     extras: Sequence[Extra] = (),
 ) -> Iterator[tuple[Any, ...]]:

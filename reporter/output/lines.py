@@ -22,9 +22,10 @@ have been written), or for an unknown ``view`` or ``fmt``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from flowherd.models.community import key_hasher
+from flowherd.models.report import View
 from flowherd.reporter.table.packed import (
     KEY4,
     KEY6,
@@ -36,7 +37,6 @@ from flowherd.reporter.table.packed import (
     ts_bytes,
 )
 
-View = Literal["uni", "bi"]
 Format = Literal["csv", "json", "jsonl"]
 
 UNI_COLUMNS = ("src", "dst", "proto", "sport", "dport", "packets", "bytes", "first_ts", "last_ts")
@@ -90,11 +90,6 @@ def header(view: View, community: bool = False) -> str:
     return ",".join((*cols, CID_COLUMN) if community else cols) + "\n"
 
 
-def cid_bytes(raw_key: bytes, seed: int) -> bytes | None:
-    """The Community ID of a packed key with ``seed``, as ASCII, or None (ICMP, SCTP...)."""
-    return key_hasher(seed)(*split_key(raw_key))
-
-
 def _csv_cid(seed: int | None) -> Callable[[bytes, bytes, int, int, int], bytes] | None:
     """The CSV line's tail, ``b","`` + the ID (or nothing), of a key's parts; None without a
     seed (the tail is then empty)."""
@@ -104,7 +99,7 @@ def _csv_cid(seed: int | None) -> Callable[[bytes, bytes, int, int, int], bytes]
     return lambda a, b, p, ap, bp: b"," + (cid(a, b, p, ap, bp) or b"")
 
 
-def uni_fields(pairs: Iterable[Pair], addr: AddrText | None = None) -> Iterator[tuple]:  # type: ignore[type-arg]
+def uni_fields(pairs: Iterable[Pair], addr: AddrText | None = None) -> Iterator[tuple[Any, ...]]:
     """Per unidirectional row: ``(src, dst, proto, sport, dport, packets, bytes, first, last,
     flags)``, addresses as ASCII text, ``first``/``last`` as stored (19 digits), counters as
     stored (floats holding integers). One row per direction that carried packets."""
@@ -119,7 +114,7 @@ def uni_fields(pairs: Iterable[Pair], addr: AddrText | None = None) -> Iterator[
             yield bt, at, p, bp, ap, pb, bb, fb, lb, gb
 
 
-def bi_fields(pairs: Iterable[Pair], addr: AddrText | None = None) -> Iterator[tuple]:  # type: ignore[type-arg]
+def bi_fields(pairs: Iterable[Pair], addr: AddrText | None = None) -> Iterator[tuple[Any, ...]]:
     """Per conversation, oriented as :func:`flowherd.reporter.table.views.conv_row` orients it:
     ``(proto, a_addr, a_port, b_addr, b_port, packets_a_to_b, bytes_a_to_b, packets_b_to_a,
     bytes_b_to_a, first, last)``, in the forms of :func:`uni_fields`."""
@@ -212,7 +207,9 @@ def _bi_csv(pairs: Iterable[Pair], addr: AddrText, seed: int | None) -> Iterator
     yield lines
 
 
-def json_lines(pairs: Iterable[Pair], addr: AddrText, view: View, seed: int) -> Iterator[tuple]:  # type: ignore[type-arg]
+def json_lines(
+    pairs: Iterable[Pair], addr: AddrText, view: View, seed: int
+) -> Iterator[tuple[Any, ...]]:
     """Per row, ``(fields, line)``: the fields of :func:`uni_fields` or :func:`bi_fields` and
     the row's JSON object (no newline), its Community ID computed with ``seed``."""
     cid = key_hasher(seed)

@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterable, Sequence
 from ipaddress import ip_address
 from itertools import chain
-from typing import Literal, TextIO, TypeVar
+from typing import TextIO
 
 from rich.table import Table
 
@@ -32,7 +32,7 @@ from flowherd.console.tables import rows_table as _plain_rows_table
 from flowherd.console.units import human_bytes, human_duration, human_rate, human_ts, proto_name
 from flowherd.models.community import flow_community_id
 from flowherd.models.flows import ts_text
-from flowherd.models.report import ConvRow, FlowRow
+from flowherd.models.report import ConvRow, FlowRow, Row, View
 from flowherd.reporter.output.lines import BI_COLUMNS, CID_COLUMN, UNI_COLUMNS
 
 __all__ = [
@@ -51,8 +51,7 @@ __all__ = [
     "with_community",
 ]
 
-Rows = Iterable[FlowRow] | Iterable[ConvRow]
-RowT = TypeVar("RowT", FlowRow, ConvRow)
+Rows = Iterable[Row]
 
 
 def _csv_record(r: FlowRow | ConvRow) -> list[str | int]:
@@ -94,17 +93,14 @@ def row_community_id(r: FlowRow | ConvRow, seed: int) -> str | None:
     return flow_community_id(ip_address(a).packed, ip_address(b).packed, r.proto, ap, bp, seed)
 
 
-def with_community(rows: Sequence[RowT], seed: int) -> list[RowT]:
+def with_community(rows: Sequence[Row], seed: int) -> list[Row]:
     """``rows`` with their ``community_id`` computed with ``seed`` (0-65535)."""
     return [r.model_copy(update={"community_id": row_community_id(r, seed)}) for r in rows]
 
 
-def rows_table(
-    rows: Sequence[FlowRow] | Sequence[ConvRow], title: str, community: bool = False
-) -> Table:
-    """:func:`flowherd.console.tables.rows_table`; with ``community``, a last column ``community
-    id``
-    (the rows' own ``community_id``; ``-`` where there is none)."""
+def rows_table(rows: Sequence[Row], title: str, community: bool = False) -> Table:
+    """:func:`flowherd.console.tables.rows_table`; with ``community``, a last column
+    ``community id`` (the rows' own ``community_id``; ``-`` where there is none)."""
     t = _plain_rows_table(rows, title)
     if not community:
         return t
@@ -117,7 +113,7 @@ def rows_table(
 def rows_csv(
     rows: Rows,
     out: TextIO,
-    view: Literal["uni", "bi"] | None = None,
+    view: View | None = None,
     community_seed: int | None = None,
 ) -> None:
     """Write ``rows`` to ``out`` as CSV with the oracle's header and formats, in the given order.

@@ -5,23 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from flowherd.models.report import ConvRow, FlowRow
-from flowherd.reporter.table.order import RankBy, top
-from flowherd.reporter.table.scan import top_from_pairs
+from flowherd.models.report import RankBy, Row, View
+from flowherd.reporter.analysis.scan import top_from_pairs
+from flowherd.reporter.table.order import top
 from flowherd.reporter.table.views import conv_row, uni_row, uni_rows
 from flowherd.reporter.where.apply import Where
 from flowherd.store.backend import Store
 from flowherd.store.tables import Table, iter_flows, iter_raw, top_conversations, top_directions
 
-Row = FlowRow | ConvRow
 
-
-def all_rows(store: Store, t: Table, direction: str, where: Where | None = None) -> Iterator[Row]:
+def all_rows(store: Store, t: Table, view: View, where: Where | None = None) -> Iterator[Row]:
     flows = iter_flows(store, t)
     if where is not None:
-        flows = where.flows(flows, "bi" if direction == "bi" else "uni")
+        flows = where.flows(flows, view)
     for key, st in flows:
-        if direction == "bi":
+        if view == "bi":
             yield conv_row(key, st)
         else:
             yield from uni_rows(key, st)
@@ -32,7 +30,7 @@ def top_rows(
     t: Table,
     n: int,
     by: RankBy,
-    direction: str,
+    view: View,
     proto: int | None = None,
     where: Where | None = None,
 ) -> list[Row]:
@@ -40,12 +38,12 @@ def top_rows(
     shards' ranking sorted sets (no scan); anything else scans the table (through ``where``),
     holding ``n`` rows."""
     if where is not None:
-        pairs = where.pairs(iter_raw(store, t), "bi" if direction == "bi" else "uni")
-        return list(top_from_pairs(pairs, direction, n, by, proto))
+        pairs = where.pairs(iter_raw(store, t), view)
+        return list(top_from_pairs(pairs, view, n, by, proto))
     if by == "bytes" and proto is None:
-        if direction == "bi":
+        if view == "bi":
             return list(
                 top([conv_row(k, s) for k, s in top_conversations(store, t, n)], "bytes", n)
             )
         return list(top([uni_row(k, s, d) for k, s, d in top_directions(store, t, n)], "bytes", n))
-    return list(top_from_pairs(iter_raw(store, t), direction, n, by, proto))
+    return list(top_from_pairs(iter_raw(store, t), view, n, by, proto))

@@ -19,16 +19,12 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 from fractions import Fraction
-from typing import Literal, TypeVar, get_args
 
 from flowherd.console.units import PROTOCOL_NAMES, rate
-from flowherd.models.report import ConvRow, FlowRow
+from flowherd.models.report import RANK_BY, ConvRow, FlowRow, RankBy, RowT
 
-__all__ = ["PROTOCOLS", "PROTOCOL_NAMES", "RANK_BY", "parse_proto", "rate", "sort_key", "top"]
+__all__ = ["PROTOCOLS", "PROTOCOL_NAMES", "parse_proto", "rate", "sort_key", "top"]
 
-RankBy = Literal["bytes", "packets", "duration", "rate"]
-RANK_BY: tuple[str, ...] = get_args(RankBy)
-RowT = TypeVar("RowT", FlowRow, ConvRow)
 
 #: IP protocol numbers by the (lower-case) names :func:`parse_proto` accepts.
 PROTOCOLS: dict[str, int] = {name.lower(): p for p, name in PROTOCOL_NAMES.items()} | {

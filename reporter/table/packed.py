@@ -2,9 +2,9 @@
 
 Redis keeps a conversation as the bytes of :meth:`flowherd.models.flows.FlowKey.pack` (field) and
 :meth:`flowherd.models.flows.FlowStats.pack` (value, layout :data:`flowherd.models.flows.VALUE`).
-The streaming consumers (:mod:`flowherd.reporter.output.lines`, :mod:`flowherd.reporter.table.scan`)
-read those bytes directly instead of building models per flow; this module holds the shared pieces.
-Pure: no I/O.
+The streaming consumers (:mod:`flowherd.reporter.output.lines`,
+:mod:`flowherd.reporter.analysis.scan`) read those bytes directly instead of building models per
+flow; this module holds the shared pieces. Pure: no I/O.
 
 Contracts: :func:`split_key` raises :class:`ValueError` for bytes that are not a packed key
 (as :meth:`FlowKey.unpack` does); :class:`AddrText` answers exactly what

@@ -23,22 +23,32 @@ from flowherd.models.capture import CaptureStatus
 from flowherd.models.errors import CaptureStateError
 from flowherd.models.flows import ts_text
 from flowherd.models.keys import NAME_RE, RunKeys
-from flowherd.models.report import ElephantRule, PersistentFlow, Report, WindowSummary
+from flowherd.models.report import (
+    RANK_BY,
+    ElephantRule,
+    PersistentFlow,
+    RankBy,
+    Report,
+    Row,
+    View,
+    WindowSummary,
+    one_of,
+    parse_view,
+)
 from flowherd.reporter.analysis.elephants import DEFAULT_RULES, parse_rule
 from flowherd.reporter.analysis.report import stream_report
-from flowherd.reporter.analysis.stats import BY, KEY_FORMS, KeySpec, parse_key
-from flowherd.reporter.cli.stats import write_stats
+from flowherd.reporter.analysis.stats import BY, KEY_FORMS, By, KeySpec, parse_key
 from flowherd.reporter.output.render import rows_json
 from flowherd.reporter.query import windows
-from flowherd.reporter.query.rows import Row, top_rows
-from flowherd.reporter.table.order import RANK_BY, RankBy, parse_proto
+from flowherd.reporter.query.rows import top_rows
+from flowherd.reporter.query.stats import write_stats
+from flowherd.reporter.table.order import parse_proto
 from flowherd.store.backend import Store
 from flowherd.store.captures import load_report, names, run_of, status
 from flowherd.store.tables import iter_raw, table
 
 #: the largest ``n`` a request may ask for (a top-N list is held in memory)
 MAX_N = 1000
-DIRECTIONS = ("uni", "bi")
 
 
 class BadParam(ValueError):
@@ -59,7 +69,7 @@ class TopQuery:
 
     n: int = 20
     by: RankBy = "bytes"
-    direction: str = "uni"
+    view: View = "uni"
     proto: str = ""  # as given (the page shows it back); parsed by :attr:`proto_number`
     window: str = ""
 
@@ -69,7 +79,7 @@ class TopQuery:
 
     def params(self, **change: object) -> dict[str, str]:
         """The query string's values, with ``change`` applied (for links)."""
-        d: dict[str, object] = {"n": self.n, "by": self.by, "direction": self.direction}
+        d: dict[str, object] = {"n": self.n, "by": self.by, "direction": self.view}
         d |= {"proto": self.proto, "window": self.window} | change
         return {k: str(v) for k, v in d.items() if v not in ("", None)}
 
@@ -86,22 +96,27 @@ def int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: i
     return v
 
 
+def _view(params: Mapping[str, str]) -> View:
+    try:
+        return parse_view(params.get("direction", "uni") or "uni")
+    except ValueError as exc:
+        raise BadParam("direction", str(exc)) from None
+
+
 def parse_top(params: Mapping[str, str], default_n: int = 20) -> TopQuery:
     """A :class:`TopQuery` from query parameters; :class:`BadParam` for a wrong value."""
     n = int_param(params, "n", default_n, 1, MAX_N)
     by = params.get("by", "bytes") or "bytes"
     if by not in RANK_BY:
         raise BadParam("by", f"{by!r}: use one of {', '.join(RANK_BY)}")
-    direction = params.get("direction", "uni") or "uni"
-    if direction not in DIRECTIONS:
-        raise BadParam("direction", f"{direction!r}: use uni or bi")
+    view = _view(params)
     proto = params.get("proto", "").strip()
     if proto:
         try:
             parse_proto(proto)
         except ValueError as exc:
             raise BadParam("proto", str(exc)) from None
-    q = TopQuery(n, by, direction, proto, params.get("window", "").strip())  # type: ignore[arg-type]
+    q = TopQuery(n, by, view, proto, params.get("window", "").strip())
     return q
 
 
@@ -162,17 +177,17 @@ def window_starts(store: Store, keys: RunKeys, name: str, which: str) -> list[in
 def top_of(store: Store, name: str, q: TopQuery) -> list[Row]:
     """The rows of ``reporter top`` without ``--window``."""
     keys = keys_of(store, name)
-    return top_rows(store, table(keys), q.n, q.by, q.direction, q.proto_number)
+    return top_rows(store, table(keys), q.n, q.by, q.view, q.proto_number)
 
 
 def top_json(store: Store, name: str, q: TopQuery) -> str:
     """``reporter top NAME ... --format json``: the rows, or with a window one item per window."""
     if not q.window:
-        return rows_json(top_of(store, name, q))  # type: ignore[arg-type]
+        return rows_json(top_of(store, name, q))
     keys = keys_of(store, name)
     items = [
         f'{{"window_start": "{ts_text(s)}", "rows": '
-        f"{rows_json(top_rows(store, table(keys, s), q.n, q.by, q.direction, q.proto_number))}}}"  # type: ignore[arg-type]
+        f"{rows_json(top_rows(store, table(keys, s), q.n, q.by, q.view, q.proto_number))}}}"
         for s in window_starts(store, keys, name, q.window)
     ]
     return "[" + ",".join(items) + "]"
@@ -222,9 +237,9 @@ class StatsQuery:
     ``--window``."""
 
     spec: KeySpec
-    by: str = "bytes"
+    by: By = "bytes"
     n: int = 10
-    direction: str = "uni"
+    view: View = "uni"
     window: str = ""
 
     @property
@@ -251,14 +266,12 @@ def parse_stats(
         spec = parse_key(text)
     except ValueError as exc:
         raise BadParam(key, str(exc)) from None
-    order = params.get(by, "bytes") or "bytes"
-    if order not in BY:
-        raise BadParam(by, f"{order!r}: use one of {', '.join(BY)}")
+    try:
+        order = one_of(params.get(by, "bytes") or "bytes", BY)
+    except ValueError as exc:
+        raise BadParam(by, str(exc)) from None
     n = int_param(params, n_name, 10, 1, MAX_N) if n_name else 10
-    view = params.get("direction", "uni") or "uni"
-    if view not in DIRECTIONS:
-        raise BadParam("direction", f"{view!r}: use uni or bi")
-    return StatsQuery(spec, order, n, view, params.get("window", "").strip())
+    return StatsQuery(spec, order, n, _view(params), params.get("window", "").strip())
 
 
 #: the keys the capture page offers (any other the parser takes works in its URL)
@@ -270,7 +283,7 @@ def stats_json(store: Store, name: str, q: StatsQuery) -> str:
     keys = keys_of(store, name)
     starts = window_starts(store, keys, name, q.window) if q.window else None
     out = io.StringIO()
-    write_stats(out, store, keys, name, q.spec, q.by, q.n, q.direction, "json", starts)
+    write_stats(out, store, keys, name, q.spec, q.by, q.n, q.view, "json", starts)
     return out.getvalue().rstrip("\n")
 
 

@@ -18,11 +18,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from flowherd.models.errors import FlowherdError
-from flowherd.models.report import ElephantResult
+from flowherd.models.report import ElephantResult, View
 from flowherd.reporter.analysis.elephants import DEFAULT_RULES, classify_dist
+from flowherd.reporter.analysis.scan import bi_sizes, uni_sizes
 from flowherd.reporter.analysis.sizes import SizeDist
 from flowherd.reporter.query import windows
-from flowherd.reporter.table.scan import bi_sizes, uni_sizes
 from flowherd.reporter.web.docs import keys_of, status_of, window_starts
 from flowherd.store.backend import Store
 from flowherd.store.tables import iter_raw, table
@@ -74,19 +74,19 @@ def _dist(store: Store, t: Any, sizes_of: Any) -> tuple[SizeDist, list[ElephantR
     return dist, rules
 
 
-def sizes_svg(store: Store, name: str, direction: str, top: int | None) -> bytes:
+def sizes_svg(store: Store, name: str, view: View, top: int | None) -> bytes:
     """``reporter hist NAME [--top N] --direction D`` as SVG (a capture with no flows yet gets
     the panels with a "no flows" note)."""
     keys = keys_of(store, name)
     st = status_of(store, name, detail=False)
-    sizes_of = bi_sizes if direction == "bi" else uni_sizes
+    sizes_of = bi_sizes if view == "bi" else uni_sizes
 
     def draw(plots: ModuleType) -> Figure:
         dist, rules = _dist(store, table(keys), sizes_of)
         fig: Figure = plots.size_histogram_figure(dist, top, name, rules)
         return fig
 
-    return _cached(("sizes", keys.run, st.packets, st.bytes, direction, top), draw)
+    return _cached(("sizes", keys.run, st.packets, st.bytes, view, top), draw)
 
 
 def timeline_svg(store: Store, name: str, nflows: int) -> bytes:

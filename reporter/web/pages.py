@@ -33,8 +33,8 @@ from flowherd.console.units import (
 )
 from flowherd.models.capture import CaptureState
 from flowherd.models.errors import CaptureStateError
+from flowherd.models.report import RANK_BY
 from flowherd.reporter.analysis.stats import BY, parse_key
-from flowherd.reporter.table.order import RANK_BY
 from flowherd.reporter.web import docs, figures
 from flowherd.store.backend import Store
 
@@ -130,7 +130,7 @@ def _stats_ctx(store: Store, name: str, sq: docs.StatsQuery) -> dict[str, Any]:
     if not any(chosen for _, chosen in keys):  # one the URL names: offered too
         keys.append((sq.key, True))
     chosen = next(k for k, c in keys if c)
-    url = urlencode({"key": chosen, "by": sq.by, "direction": sq.direction})
+    url = urlencode({"key": chosen, "by": sq.by, "direction": sq.view})
     return {
         "stats": docs.stats_of(store, name, sq),
         "sq": sq,
@@ -193,9 +193,9 @@ def _svg(data: bytes) -> Response:
 
 def sizes_svg(request: Request) -> Response:
     qp = request.query_params
-    direction = docs.parse_top(qp).direction
+    view = docs.parse_top(qp).view
     top = docs.int_param(qp, "top", 0, 0, 10**9) or None
-    return _svg(figures.sizes_svg(_store(request), _name(request), direction, top))
+    return _svg(figures.sizes_svg(_store(request), _name(request), view, top))
 
 
 def timeline_svg(request: Request) -> Response:

@@ -30,18 +30,18 @@ naming the column of the bad token, e.g. ``error: --where: unknown field 'dprt' 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from flowherd.models.capture import CaptureStatus
 from flowherd.models.flows import NO_FIRST, NO_LAST, FlowKey, FlowStats, addr_text
+from flowherd.models.report import View
 from flowherd.reporter.table.packed import VALUE, Pair, split_key
 from flowherd.reporter.where.parse import FIELDS, Facts, Pred, WhereError, parse
 
 __all__ = ["FIELDS", "Facts", "Where", "WhereError", "compile_where", "where_option"]
 
-View = Literal["uni", "bi"]
 _NO_FIRST, _NO_LAST = b"%019d" % NO_FIRST, b"%019d" % NO_LAST
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from flowherd.deploy.local import is_running, stop_local_redis
 from flowherd.models.settings import Settings
-from flowherd.producer.cli import main as producer_main
+from flowherd.producer.cli.main import main as producer_main
 from flowherd.producer.traces.sample import write_sample
 from flowherd.reporter.cli.main import main as reporter_main
 from flowherd.workers.cli import main as workers_main

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from flowherd.models.batch import MAX_BODY_BYTES
 from flowherd.models.settings import Settings
-from flowherd.producer.cli import main as producer_main
+from flowherd.producer.cli.main import main as producer_main
 from flowherd.reporter.cli.main import main as reporter_main
 from flowherd.workers.cli import main as workers_main
 from flowherd.workers.jobs import max_payload_bytes

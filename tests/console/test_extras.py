@@ -42,7 +42,7 @@ def test_hist_without_matplotlib_is_one_line_and_exit_3() -> None:
 def test_workers_never_import_matplotlib() -> None:
     """A worker-only install has no matplotlib: the worker's modules must not need it."""
     code = HIDE.format(mod="matplotlib") + (
-        "import flowherd.workers.cli, flowherd.workers.jobs, flowherd.reporter.job, flowherd.producer.cli; print('ok')"
+        "import flowherd.workers.cli, flowherd.workers.jobs, flowherd.reporter.job, flowherd.producer.cli.main; print('ok')"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -22,14 +22,14 @@ from flowherd.models.flows import NS, FlowKey, FlowStats, canonical
 from flowherd.producer.run.follow import LocalWorkers
 from flowherd.reporter.cli.main import main as reporter_main
 from flowherd.reporter.output.lines import write_rows
+from flowherd.reporter.output.ranked_lines import write_rows_ranked
 from flowherd.reporter.output.render import rows_csv, rows_json, with_community
-from flowherd.reporter.table.by_size import write_rows_ranked
 from flowherd.reporter.table.order import top
 from flowherd.reporter.table.views import conv_row, uni_rows
 from flowherd.store.backend import Store
 from tests.support.pipeline import run_capture, settings_for
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "oracle"
+ORACLE = Path(__file__).resolve().parents[3] / "shared" / "oracle"
 UNI_FILES = sorted(ORACLE.glob("*.uni.csv")) if ORACLE.is_dir() else []
 
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from redis import Redis
 
 from flowherd.deploy.connect import connect
-from flowherd.producer.cli import main as producer_main
+from flowherd.producer.cli.main import main as producer_main
 from flowherd.producer.traces.sample import write_sample
 from flowherd.reporter.cli.main import main as reporter_main
 from flowherd.store.backend import Store

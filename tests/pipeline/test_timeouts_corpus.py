@@ -12,7 +12,6 @@ from flowherd.models.capture import CaptureState
 from flowherd.models.errors import TruncatedCaptureError
 from flowherd.models.flows import FlowKey, FlowStats, canonical
 from flowherd.models.records import Pkt, Timeouts, reference_records
-from flowherd.producer.options import flow_timeouts
 from flowherd.producer.readers.capture import open_capture
 from flowherd.producer.run.follow import LocalWorkers
 from flowherd.store.backend import Store
@@ -65,9 +64,9 @@ def test_corpus_records_equal_sorted_pass(
 ) -> None:
     settings = settings_for(redis_url, batch_packets=500, engine="fast", shards=2)
     cut = 0
-    with LocalWorkers(redis_url, settings.queue, 2) as w, flow_timeouts(t):
+    with LocalWorkers(redis_url, settings.queue, 2) as w:
         for i, file in enumerate(CORPUS):
-            st = run_capture(store, settings, [str(SHARED_PCAPS / file)], f"c{i}", w)
+            st = run_capture(store, settings, [str(SHARED_PCAPS / file)], f"c{i}", w, t)
             assert st.state is CaptureState.COMPLETE, file
             want = reference_records(t, packets(SHARED_PCAPS / file))
             assert _stored(store, f"c{i}") == want, file

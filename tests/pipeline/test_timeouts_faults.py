@@ -16,7 +16,6 @@ from flowherd.deploy.queueing import make_queue
 from flowherd.models.capture import CaptureState
 from flowherd.models.keys import PayloadKeys, batch_job_id
 from flowherd.models.records import Timeouts
-from flowherd.producer.options import flow_timeouts
 from flowherd.producer.run.follow import LocalWorkers
 from flowherd.producer.run.submit import submit
 from flowherd.store.backend import Store
@@ -72,8 +71,7 @@ def test_failed_batch_retried(conn: Redis, store: Store, redis_url: str, trace: 
     conversations); once `producer retry` merged it, the records are exact."""
     settings = settings_for(redis_url, batch_packets=25, retries=0, engine="fast")
     q = make_queue(store.queue, settings.queue)
-    with flow_timeouts(T):
-        keys, _ = submit(store, q, [str(trace)], "f", settings)
+    keys, _ = submit(store, q, [str(trace)], "f", settings, timeouts=T)
     payload = PayloadKeys(keys.run).batch(1)
     good = store.queue.get(payload)
     store.queue.set(payload, b"BROKEN" * 8)
@@ -100,10 +98,14 @@ def test_all_workers_killed_mid_capture(
     settings = settings_for(redis_url, batch_packets=10, max_in_flight=8, shards=3)
     first = LocalWorkers(redis_url, settings.queue, 2)
     try:
-        with flow_timeouts(T):
-            keys, _ = submit(
-                store, make_queue(store.queue, settings.queue), [str(trace)], "all", settings
-            )
+        keys, _ = submit(
+            store,
+            make_queue(store.queue, settings.queue),
+            [str(trace)],
+            "all",
+            settings,
+            timeouts=T,
+        )
     finally:
         os.killpg(first.proc.pid, signal.SIGKILL)
         first.proc.wait(10)

@@ -24,7 +24,6 @@ from flowherd.models.capture import CaptureState
 from flowherd.models.errors import BackendError
 from flowherd.models.flows import FlowKey, FlowStats, canonical
 from flowherd.models.records import Pkt, Timeouts, reference_records
-from flowherd.producer.options import flow_timeouts
 from flowherd.producer.readers.capture import open_capture
 from flowherd.producer.run.follow import LocalWorkers, follow
 from flowherd.reporter.cli.main import main as reporter_main
@@ -131,8 +130,8 @@ def test_records_equal_sorted_pass(
 ) -> None:
     t = Timeouts(round(idle * S), round(active * S))
     settings = settings_for(redis_url, batch_packets=17, engine=engine, shards=shards)
-    with LocalWorkers(redis_url, settings.queue, nworkers) as w, flow_timeouts(t):
-        st = run_capture(store, settings, [str(trace)], "cut", w)
+    with LocalWorkers(redis_url, settings.queue, nworkers) as w:
+        st = run_capture(store, settings, [str(trace)], "cut", w, t)
     assert st.state is CaptureState.COMPLETE and st.batches_done > 5
     want = reference(trace, t)
     got = stored(store, "cut")
@@ -170,8 +169,7 @@ def test_windows_and_timeouts_together(store: Store, redis_url: str, trace: Path
     t = Timeouts(2 * S, 10 * S)
     settings = settings_for(redis_url, batch_packets=23, engine="fast", window=10.0)
     with LocalWorkers(redis_url, settings.queue, 2) as w:
-        with flow_timeouts(t):
-            run_capture(store, settings, [str(trace)], "both", w)
+        run_capture(store, settings, [str(trace)], "both", w, t)
         run_capture(store, settings, [str(trace)], "plain", w)
     assert stored(store, "both") == reference(trace, t)
     windows = _windows(store, "both")
@@ -287,8 +285,8 @@ def test_segments_written_once_and_never_for_a_gone_run(
 ) -> None:
     t = Timeouts(2 * S, 10 * S)
     settings = settings_for(redis_url, batch_packets=40, engine="fast", shards=2)
-    with LocalWorkers(redis_url, settings.queue, 1) as w, flow_timeouts(t):
-        run_capture(store, settings, [str(trace)], "once", w)
+    with LocalWorkers(redis_url, settings.queue, 1) as w:
+        run_capture(store, settings, [str(trace)], "once", w, t)
     keys = run_of(store, "once")
     records = sorted(iter_raw(store, table(keys)))
     seg = {s: store.kv.hgetall(sk.segments) for s, sk in enumerate(keys.all_shards())}
@@ -314,8 +312,8 @@ def test_records_on_a_redis_cluster(
     """16 shards over 3 masters: segments, records and the readers stay in their slots."""
     t = Timeouts(2 * S, 10 * S)
     settings = settings_for(redis_url, batch_packets=29, engine="fast")
-    with store_env(cluster.url), LocalWorkers(redis_url, settings.queue, 2) as w, flow_timeouts(t):
-        st = run_capture(cluster_store, settings, [str(trace)], "cl", w)
+    with store_env(cluster.url), LocalWorkers(redis_url, settings.queue, 2) as w:
+        st = run_capture(cluster_store, settings, [str(trace)], "cl", w, t)
     assert st.state is CaptureState.COMPLETE, st
     assert run_of(cluster_store, "cl").shards == 16
     assert stored(cluster_store, "cl") == reference(trace, t)

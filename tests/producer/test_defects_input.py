@@ -24,7 +24,7 @@ from flowherd.models.batch import (
 )
 from flowherd.models.errors import BatchError
 from flowherd.models.flows import NO_FIRST
-from flowherd.producer.cli import main as producer_main
+from flowherd.producer.cli.main import main as producer_main
 from tests.support.helpers import epb, idb, shb
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]

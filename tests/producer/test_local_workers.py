@@ -12,7 +12,7 @@ from redis import Redis
 
 from flowherd.models.capture import CaptureState
 from flowherd.models.errors import BackendError
-from flowherd.producer.cli import main as producer_main
+from flowherd.producer.cli.main import main as producer_main
 from flowherd.producer.run import follow as follow_module
 from flowherd.producer.run.follow import LocalWorkers
 from flowherd.producer.traces.sample import write_sample

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from flowherd.deploy.local import stop_local_redis
 from flowherd.models.settings import Settings
-from flowherd.producer.cli import main as producer_main
+from flowherd.producer.cli.main import main as producer_main
 from flowherd.producer.readers.capture import open_capture
 from flowherd.producer.traces.mawi import SCALES, Tally, TraceSpec, Truth, records, write_trace
 from flowherd.producer.traces.mawi_flows import flow_keys

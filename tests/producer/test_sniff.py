@@ -29,8 +29,8 @@ from flowherd.models.batch import decode_batch
 from flowherd.models.capture import CaptureInfo, CaptureState
 from flowherd.models.errors import CaptureStateError
 from flowherd.models.keys import PayloadKeys
-from flowherd.producer.cli import main
-from flowherd.producer.options import parse_duration
+from flowherd.producer.cli.main import main
+from flowherd.producer.cli.options import parse_duration
 from flowherd.producer.run.follow import LocalWorkers, follow
 from flowherd.store.backend import Store
 from flowherd.store.captures import run_of

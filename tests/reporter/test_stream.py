@@ -37,20 +37,18 @@ from flowherd.reporter.analysis.elephants import (
     parse_rule,
 )
 from flowherd.reporter.analysis.report import make_report, stream_report
-from flowherd.reporter.analysis.sizes import AtLeast, Prefix, Reach, SizeDist, cut_sorted, resolve
-from flowherd.reporter.output.lines import write_rows
-from flowherd.reporter.output.render import rows_csv, rows_json
-from flowherd.reporter.table.by_size import write_rows_ranked
-from flowherd.reporter.table.order import top
-from flowherd.reporter.table.packed import AddrText
-from flowherd.reporter.table.scan import (
+from flowherd.reporter.analysis.scan import (
     TableScan,
-    merge_ranked,
     scan_table,
     top_from_pairs,
-    top_uni_from_ranked,
     uni_sizes,
 )
+from flowherd.reporter.analysis.sizes import AtLeast, Prefix, Reach, SizeDist, cut_sorted, resolve
+from flowherd.reporter.output.lines import write_rows
+from flowherd.reporter.output.ranked_lines import write_rows_ranked
+from flowherd.reporter.output.render import rows_csv, rows_json
+from flowherd.reporter.table.order import top
+from flowherd.reporter.table.packed import AddrText
 from flowherd.reporter.table.views import conv_row, uni_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -347,19 +345,6 @@ def test_top_from_pairs_equals_rank_top(
 ) -> None:
     want = top(rows_of(table, view), by, n, proto)  # type: ignore[arg-type, type-var]
     assert top_from_pairs(packed(table), view, n, by, proto) == want  # type: ignore[arg-type]
-
-
-@settings(max_examples=100, deadline=None)
-@given(table=tables, n=st.integers(1, 6), shards=st.integers(1, 3))
-def test_top_uni_from_shard_rankings(table: Table, n: int, shards: int) -> None:
-    pairs = packed(table)
-    parts = [pairs[i::shards] for i in range(shards)]
-    rankings = [
-        sorted(((FlowStats.unpack(v).bytes, (k, v)) for k, v in part), key=lambda e: -e[0])
-        for part in parts
-    ]
-    got = top_uni_from_ranked(merge_ranked(*rankings), n)
-    assert got == top(rows_of(table, "uni"), "bytes", n)  # type: ignore[type-var]
 
 
 # ---------------------------------------------------------------------------------------------

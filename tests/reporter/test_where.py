@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from flowherd.models.capture import BucketCount, CaptureState, CaptureStatus
 from flowherd.models.flows import NS, FlowKey, FlowStats, canonical
 from flowherd.models.report import ConvRow, FlowRow
+from flowherd.reporter.analysis.scan import top_from_pairs, uni_sizes
 from flowherd.reporter.output.lines import write_rows
 from flowherd.reporter.table.order import top
-from flowherd.reporter.table.scan import top_from_pairs, uni_sizes
 from flowherd.reporter.table.views import conv_row, uni_row, uni_rows
 from flowherd.reporter.where.apply import WhereError, compile_where, matched_status
 from flowherd.reporter.where.parse import Facts, tokenize

@@ -23,7 +23,7 @@ from flowherd.models.batch import decode_batch
 from flowherd.models.capture import BatchRef, CaptureState, CaptureStatus
 from flowherd.models.keys import PayloadKeys, RunKeys
 from flowherd.models.settings import Settings
-from flowherd.producer.cli import main as producer_main
+from flowherd.producer.cli.main import main as producer_main
 from flowherd.producer.run.follow import LocalWorkers, follow
 from flowherd.producer.run.gaps import scan
 from flowherd.producer.run.resume import resume

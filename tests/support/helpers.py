@@ -236,7 +236,9 @@ def let_lease_run_out(conn: Redis, keys: RunKeys) -> None:
 
 def invoke(args: Sequence[str]) -> Result:
     """``producer ARGS`` in this process (click's runner), exceptions propagated."""
-    from flowherd.producer.cli import main as producer_main  # here: the file builders need no CLI
+    from flowherd.producer.cli.main import (
+        main as producer_main,  # here: the file builders need no CLI
+    )
 
     return CliRunner().invoke(producer_main, list(args), catch_exceptions=False)
 

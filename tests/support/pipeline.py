@@ -13,6 +13,7 @@ from pathlib import Path
 from flowherd.deploy.queueing import make_queue
 from flowherd.models.capture import CaptureState, CaptureStatus
 from flowherd.models.flows import FlowKey, FlowStats, addr_text
+from flowherd.models.records import Timeouts
 from flowherd.models.settings import Settings
 from flowherd.producer.run.follow import LocalWorkers, follow
 from flowherd.producer.run.submit import submit
@@ -27,7 +28,7 @@ from flowherd.store.tables import table as run_table
 UniKey = tuple[str, str, int, int, int]
 
 
-SHARED_PCAPS = Path(__file__).resolve().parents[2] / "shared" / "pcaps"
+SHARED_PCAPS = Path(__file__).resolve().parents[3] / "shared" / "pcaps"
 
 
 def settings_for(redis_url: str, queue: str | None = None, **kw: object) -> Settings:
@@ -36,7 +37,12 @@ def settings_for(redis_url: str, queue: str | None = None, **kw: object) -> Sett
 
 
 def run_capture(
-    store: Store, settings: Settings, sources: Sequence[str], name: str, workers: LocalWorkers
+    store: Store,
+    settings: Settings,
+    sources: Sequence[str],
+    name: str,
+    workers: LocalWorkers,
+    timeouts: Timeouts | None = None,
 ) -> CaptureStatus:
     queue = make_queue(store.queue, settings.queue)
     submit(
@@ -47,6 +53,7 @@ def run_capture(
         settings,
         replace=True,
         on_progress=lambda p: workers.check(),
+        timeouts=timeouts,
     )
     return follow(store, name, poll=0.05, check=workers.check)
 

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from typing import TextIO
 
-from flowherd.reporter.output.lines import CHUNK, Format, View, chunks, json_lines, write_lines
+from flowherd.models.report import View
+from flowherd.reporter.output.lines import CHUNK, Format, chunks, json_lines, write_lines
 from flowherd.reporter.table.extsort import external_sort
 from flowherd.reporter.table.packed import AddrText, Pair
 

@@ -1,27 +1,27 @@
-"""What ``reporter summary`` and ``reporter hist`` need for the heavy hitters beyond size and
-the tail fit: a report computed with any mix of rules (burst rules read the windows), and the
-largest sizes kept while a plot's sizes are read."""
+"""A capture's report computed now, with any mix of elephant and heavy-hitter rules (burst rules
+read the windows): what ``reporter summary --rule`` and the web view show."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
 
+from flowherd.models.capture import CaptureStatus
 from flowherd.models.errors import CaptureStateError
+from flowherd.models.keys import RunKeys
 from flowherd.models.report import ElephantRule, HeavyRule, Report
 from flowherd.reporter.analysis.report import stream_report
-from flowherd.reporter.analysis.tail import TopSizes
 from flowherd.reporter.query import windows
 from flowherd.reporter.table.packed import Pair
 from flowherd.reporter.where.apply import Where, filtered, matched_status
+from flowherd.store.backend import Store
 from flowherd.store.tables import iter_raw, table
 
 
 def report_with(
-    store: Any,
-    keys: Any,
-    st: Any,
+    store: Store,
+    keys: RunKeys,
+    st: CaptureStatus,
     rules: list[ElephantRule],
     heavy: list[HeavyRule],
     where: Where | None = None,
@@ -54,16 +54,3 @@ def report_with(
             f"capture {st.name!r} changed while it was read ({exc}): it is still being merged; "
             "try again, or when it is complete"
         ) from None
-
-
-def keeping(sizes: Iterable[int], kept: TopSizes) -> Iterator[int]:
-    """``sizes`` unchanged, each also added to ``kept`` (the sizes a tail fit needs, read in
-    the pass that reads them anyway)."""
-    chunk: list[int] = []
-    for v in sizes:
-        yield v
-        chunk.append(v)
-        if len(chunk) >= 8192:
-            kept.add_many(chunk)
-            chunk.clear()
-    kept.add_many(chunk)

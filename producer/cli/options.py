@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
@@ -128,9 +126,12 @@ _OPTIONS: list[Callable[[F], F]] = [
 ]
 
 
-def timeouts_ns(idle: float | None, active: float | None) -> tuple[int, int]:
-    """The ``--idle-timeout`` and ``--active-timeout`` values in nanoseconds (0: off)."""
-    return (round(idle * 1e9) if idle else 0, round(active * 1e9) if active else 0)
+def timeouts_of(idle: float | None, active: float | None) -> Timeouts | None:
+    """The flow timeouts of ``--idle-timeout`` and ``--active-timeout`` (seconds), or None when
+    neither is given (conversations are not cut)."""
+    if not idle and not active:
+        return None
+    return Timeouts(round(idle * 1e9) if idle else 0, round(active * 1e9) if active else 0)
 
 
 def run_options(f: F) -> F:
@@ -139,25 +140,3 @@ def run_options(f: F) -> F:
     for opt in reversed(_OPTIONS):
         f = opt(f)
     return f
-
-
-_TIMEOUTS: ContextVar[Timeouts | None] = ContextVar("flowherd_timeouts", default=None)
-
-
-@contextmanager
-def flow_timeouts(t: Timeouts) -> Iterator[None]:
-    """Runs whose :class:`flowherd.producer.run.writer.RunWriter` is made inside this block cut
-    their conversations into flow records by ``t`` (``--idle-timeout``, ``--active-timeout``; see
-    :mod:`flowherd.models.records`). The writer stores them in the run's meta before its first
-    batch,
-    where every worker reads them (so a resumed or retried batch uses the same)."""
-    token = _TIMEOUTS.set(t)
-    try:
-        yield
-    finally:
-        _TIMEOUTS.reset(token)
-
-
-def current_timeouts() -> Timeouts | None:
-    """The timeouts of the innermost :func:`flow_timeouts` block (None outside any)."""
-    return _TIMEOUTS.get()

@@ -15,29 +15,34 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from itertools import count
 from typing import Generic
 
 from flowherd.models.flows import NS, FlowKey, FlowStats
-from flowherd.models.report import ConvRow, FlowRow
+from flowherd.models.report import ConvRow, FlowRow, RankBy, Row, RowT, View
 from flowherd.reporter.analysis.sizes import SizeDist
-from flowherd.reporter.table.order import RankBy, RowT, sort_key
+from flowherd.reporter.table.order import sort_key
 from flowherd.reporter.table.packed import COUNTS, VALUE, Pair
 from flowherd.reporter.table.views import conv_row, uni_row
 
 _CHUNK = 1 << 13  # sizes folded into the dist at once
 
 
-class _Entry:
+#: a row's sort key (:func:`sort_key`) and the order it was offered in
+_Key = tuple[int | Fraction, int, int, str, int]
+
+
+class _Entry(Generic[RowT]):
     """A heap entry ordered worst first, so the heap's root is the row to drop."""
 
     __slots__ = ("key", "row")
 
-    def __init__(self, key: tuple[object, ...], row: FlowRow | ConvRow) -> None:
+    def __init__(self, key: _Key, row: RowT) -> None:
         self.key = key
         self.row = row
 
-    def __lt__(self, other: _Entry) -> bool:
+    def __lt__(self, other: _Entry[RowT]) -> bool:
         return self.key > other.key
 
 
@@ -50,7 +55,7 @@ class TopRows(Generic[RowT]):
         self.n = n
         self.by = by
         self._key = sort_key(by)
-        self._heap: list[_Entry] = []
+        self._heap: list[_Entry[RowT]] = []
         self._seq = count()
 
     def offer(self, row: RowT) -> None:
@@ -67,11 +72,11 @@ class TopRows(Generic[RowT]):
         once ``n`` rows are kept (a row below it cannot enter), else ``-inf``."""
         if len(self._heap) < self.n or not self._heap:
             return float("-inf")
-        return float(-self._heap[0].key[0])  # type: ignore[operator]
+        return float(-self._heap[0].key[0])
 
     def rows(self) -> list[RowT]:
         """The kept rows, best first."""
-        return [e.row for e in sorted(self._heap, key=lambda e: e.key)]  # type: ignore[misc]
+        return [e.row for e in sorted(self._heap, key=lambda e: e.key)]
 
     def merge(self, other: TopRows[RowT]) -> TopRows[RowT]:
         """Offer ``other``'s rows (after this one's, for ties) and return ``self``."""
@@ -162,12 +167,13 @@ def _measure(v: bytes, direction: int | None, by: RankBy) -> float:
     """The ranking measure of a record's direction (None: the conversation) as a float: exact
     for bytes and packets, the exact value rounded for duration and rate."""
     if by in ("bytes", "packets"):
-        pa, ba, pb, bb = COUNTS.unpack_from(v)
+        counts: tuple[int, int, int, int] = COUNTS.unpack_from(v)
+        pa, ba, pb, bb = counts
         if direction == 0:
-            return ba if by == "bytes" else pa  # type: ignore[no-any-return]
+            return ba if by == "bytes" else pa
         if direction == 1:
-            return bb if by == "bytes" else pb  # type: ignore[no-any-return]
-        return ba + bb if by == "bytes" else pa + pb  # type: ignore[no-any-return]
+            return bb if by == "bytes" else pb
+        return ba + bb if by == "bytes" else pa + pb
     pa, ba, pb, bb, fa, la, fb, lb, _, _ = VALUE.unpack(v)
     if direction == 0:
         p, b, f, last = pa, ba, int(fa), int(la)
@@ -183,17 +189,17 @@ def _measure(v: bytes, direction: int | None, by: RankBy) -> float:
 
 def top_from_pairs(
     pairs: Iterable[Pair],
-    view: str,
+    view: View,
     n: int,
     by: RankBy = "bytes",
     proto: int | None = None,
-) -> list[FlowRow] | list[ConvRow]:
+) -> list[Row]:
     """The ``n`` best rows of ``view`` (``uni`` or ``bi``) by ``by``, only of IP protocol
     ``proto`` if given: exactly :func:`flowherd.reporter.table.order.top` over every row in the
     order of ``pairs``, holding ``n`` rows. Rows (models) are built only for records that may enter:
     those whose float measure is not below the current floor by more than 1e-9 of it (so
     rounding never leaves out a row that belongs)."""
-    top: TopRows = TopRows(n, by)  # type: ignore[type-arg]
+    top: TopRows[Row] = TopRows(n, by)
     floor = float("-inf")
     dirs: tuple[int | None, ...] = (None,) if view == "bi" else (0, 1)
     for k, v in pairs:
@@ -213,27 +219,3 @@ def top_from_pairs(
                 top.offer(uni_row(key, st, d))
             floor = top.floor()
     return top.rows()
-
-
-def top_uni_from_ranked(ranked: Iterable[Pair], n: int) -> list[FlowRow]:
-    """The ``n`` largest unidirectional rows by bytes, from records in non-increasing order of
-    conversation bytes (a ranking, or several merged). Stops reading at the first
-    conversation smaller than the ``n``-th largest direction seen: a direction is never larger
-    than its conversation, so nothing later can enter."""
-    top: TopRows[FlowRow] = TopRows(n)
-    for k, v in ranked:
-        pa, ba, pb, bb = COUNTS.unpack_from(v)
-        if ba + bb < top.floor():
-            break
-        key, st = FlowKey.unpack(k), FlowStats.unpack(v)
-        for d, p in ((0, pa), (1, pb)):
-            if p:
-                top.offer(uni_row(key, st, d))
-    return top.rows()
-
-
-def merge_ranked(*rankings: Iterable[tuple[float, Pair]]) -> Iterator[Pair]:
-    """Records of several rankings (each ``(score, pair)`` in non-increasing score order, e.g.
-    one per shard) as one ranking, in non-increasing score order; lazy."""
-    for _, pair in heapq.merge(*rankings, key=lambda e: -e[0]):
-        yield pair

@@ -10,9 +10,9 @@ import time
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flowherd.console.cli import handle_errors
+from flowherd.console.cli import HELP, handle_errors
 from flowherd.console.show import err_console
-from flowherd.producer.options import duration_option
+from flowherd.producer.cli.options import duration_option
 from flowherd.producer.traces.mawi import SCALES, TraceSpec, Truth, write_trace
 
 _SCALE_HELP = "; ".join(
@@ -39,9 +39,7 @@ def spec_for(
     return TraceSpec(**fields, **kw)
 
 
-@click.command(
-    "synth", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
-)
+@click.command("synth", context_settings=HELP)
 @click.argument("output", type=click.Path(dir_okay=False))
 @click.option(
     "--scale", type=click.Choice(list(SCALES)), default="tiny", show_default=True, help=_SCALE_HELP

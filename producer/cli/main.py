@@ -15,32 +15,30 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flowherd.console.cli import (
+    HELP,
     handle_errors,
     open_backend,
     redis_options,
     settings_from,
     setup_logging,
 )
-from flowherd.console.show import err_console, out_console, show_outcome, show_status
+from flowherd.console.show import out_console, show_status
 from flowherd.deploy.queueing import make_queue
-from flowherd.models.records import Timeouts
-from flowherd.producer.live.sniff import sniff_command
-from flowherd.producer.options import flow_timeouts, run_options, timeouts_ns
-from flowherd.producer.run.follow import LocalWorkers, follow_with_progress
+from flowherd.producer.cli.options import run_options, timeouts_of
+from flowherd.producer.cli.shell import Shell, exit_with_outcome, name_of_files, run_shell
+from flowherd.producer.cli.sniff import sniff_command
+from flowherd.producer.cli.synth import synth_command
 from flowherd.producer.run.gaps import batches, missing, settings_of
 from flowherd.producer.run.resume import resume
 from flowherd.producer.run.retry import retry
-from flowherd.producer.run.submit import default_name, submit
+from flowherd.producer.run.submit import submit
 from flowherd.producer.run.writer import Progress as SubmitProgress
 from flowherd.producer.run.writer import ProgressFn
-from flowherd.producer.traces.synth import synth_command
 from flowherd.store.captures import run_of, status
 
-HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 T = TypeVar("T")
 
 
@@ -126,50 +124,32 @@ def submit_cmd(
         window=window,
         keep_windows=keep_windows,
     )
-    err = err_console()
-    conn, url, embedded = open_backend(settings)
-    cap_name = resume_name or name or default_name(files)
-    if resume_name:
-        settings = settings_of(conn, resume_name, settings)
-    wait = embedded if wait is None else wait
-    workers = (
-        LocalWorkers(url, settings.queue, num_workers, settings.store_url) if embedded else None
-    )
-    try:
+    cap_name = resume_name or name or name_of_files(files)
+    adjust = (lambda conn, s: settings_of(conn, cap_name, s)) if resume_name else None
+    with run_shell(settings, wait, num_workers, adjust) as sh:
+        conn, settings = sh.conn, sh.settings
         if resume_name:
-            done = _with_progress(
-                err, workers, lambda cb: resume(conn, files, cap_name, settings, cb)
-            )
+            done = _with_progress(sh, lambda cb: resume(conn, files, cap_name, settings, cb))
             prog = done.progress
             resent = f"re-sent {batches(done.resent)}" if done.resent else "re-sent none"
             summary = f"resumed {cap_name!r}: {resent}, sent {done.new} more; {done.total} batches"
         else:
-            queue_ = make_queue(conn.queue, settings.queue)
-            t = Timeouts(*timeouts_ns(idle_timeout, active_timeout))
-            with flow_timeouts(t):
-                _, prog = _with_progress(
-                    err,
-                    workers,
-                    lambda cb: submit(conn, queue_, files, cap_name, settings, replace, cb),
-                )
+            q = make_queue(conn.queue, settings.queue)
+            t = timeouts_of(idle_timeout, active_timeout)
+            _, prog = _with_progress(
+                sh, lambda cb: submit(conn, q, files, cap_name, settings, replace, cb, t)
+            )
             summary = f"submitted {prog.packets} packets in {prog.batches} batches as {cap_name!r}"
         for w in prog.warnings:
-            err.print(f"[yellow]warning:[/] {w}")
-        if not wait:
-            click.echo(summary)
-            sys.exit(1 if prog.warnings else 0)
-        st = follow_with_progress(conn, cap_name, err, workers)
-    finally:
-        if workers:
-            workers.stop()
-    if not show_outcome(conn, cap_name, st, top_n):
-        sys.exit(1)
-    sys.exit(1 if prog.warnings else 0)
+            sh.err.print(f"[yellow]warning:[/] {w}")
+        sh.done(summary, ok=not prog.warnings)
+        st = sh.follow(cap_name)
+    exit_with_outcome(sh, cap_name, st, top_n, ok=not prog.warnings)
 
 
-def _with_progress(err: Console, workers: LocalWorkers | None, fn: Callable[[ProgressFn], T]) -> T:
-    """``fn(update)`` with a reading progress bar on a terminal ``err``; ``update`` also checks
-    that the local workers are alive."""
+def _with_progress(sh: Shell, fn: Callable[[ProgressFn], T]) -> T:
+    """``fn(update)`` with a reading progress bar on a terminal; ``update`` also checks that
+    the local workers are alive."""
     with Progress(
         TextColumn("[bold]reading[/] {task.description}"),
         BarColumn(),
@@ -178,9 +158,9 @@ def _with_progress(err: Console, workers: LocalWorkers | None, fn: Callable[[Pro
             "{task.fields[packets]:,} pkts  {task.fields[batches]} batches {task.fields[note]}"
         ),
         TimeElapsedColumn(),
-        console=err,
+        console=sh.err,
         transient=True,
-        disable=not err.is_terminal,
+        disable=not sh.err.is_terminal,
     ) as bar:
         task = bar.add_task("", total=None, packets=0, batches=0, note="")
 
@@ -194,8 +174,7 @@ def _with_progress(err: Console, workers: LocalWorkers | None, fn: Callable[[Pro
                 batches=p.batches,
                 note=f"(waiting for {p.waiting_for or 'workers'})" if p.waiting else "",
             )
-            if workers:
-                workers.check()
+            sh.check()
 
         return fn(update)
 

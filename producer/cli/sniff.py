@@ -1,0 +1,190 @@
+"""``producer sniff``: the command, its progress display and its clean stop on signals (the
+capture itself: :mod:`flowherd.producer.live.sniff`)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+import click
+from rich.markup import escape
+from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+from flowherd.console.cli import HELP, handle_errors, redis_options, settings_from, setup_logging
+from flowherd.deploy.queueing import make_queue
+from flowherd.models.records import Timeouts
+from flowherd.producer.cli.options import duration_option, run_options, timeouts_of
+from flowherd.producer.cli.shell import Shell, exit_with_outcome, name_of_interface, run_shell
+from flowherd.producer.live.packet_socket import Counters, Limits, LiveSocket
+from flowherd.producer.live.sniff import Outcome, sniff
+from flowherd.producer.run.writer import Progress as WriterProgress
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
+    """SIGINT/SIGTERM set ``stop`` (a clean stop); a second one raises KeyboardInterrupt."""
+    got: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set() and got:
+            raise KeyboardInterrupt
+        got.append(signum)
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@click.command("sniff", context_settings=HELP)
+@click.option("-i", "--interface", "iface", required=True, help="Interface to capture on.")
+@click.option("-f", "--filter", "bpf", metavar="BPF", help="libpcap filter, e.g. 'tcp or udp'.")
+@click.option("--name", help="Capture name [default: sniff-IFACE-UTCTIME].")
+@click.option("--replace", is_flag=True, help="Overwrite an existing capture of that name.")
+@click.option(
+    "--duration", callback=duration_option, metavar="DURATION", help="Stop after this long (10m)."
+)
+@click.option("-c", "--count", type=click.IntRange(1), help="Stop after N packets.")
+@click.option(
+    "--flush-interval",
+    callback=duration_option,
+    metavar="DURATION",
+    default="1s",
+    show_default=True,
+    help="Queue a partial batch at least this often, so quiet links report promptly.",
+)
+@click.option(
+    "--snaplen",
+    type=click.IntRange(64, 262_144),
+    default=262_144,
+    show_default=True,
+    help="Bytes kept of each frame (wire lengths are always exact).",
+)
+@click.option("--promisc/--no-promisc", default=True, help="Promiscuous mode [default: on].")
+@click.option(
+    "--kernel-buffer",
+    type=click.IntRange(1, 4096),
+    default=32,
+    show_default=True,
+    metavar="MIB",
+    help="Socket receive buffer: what absorbs bursts before the kernel drops.",
+)
+@run_options
+@click.option("-v", "--verbose", count=True, help="-v: progress logs; -vv: debug.")
+@redis_options
+@handle_errors
+def sniff_command(
+    iface: str,
+    bpf: str | None,
+    name: str | None,
+    replace: bool,
+    duration: float | None,
+    count: int | None,
+    flush_interval: float,
+    snaplen: int,
+    promisc: bool,
+    kernel_buffer: int,
+    wait: bool | None,
+    num_workers: int,
+    top_n: int,
+    engine: str | None,
+    batch_packets: int | None,
+    max_in_flight: int | None,
+    window: float | None,
+    keep_windows: int | None,
+    idle_timeout: float | None,
+    active_timeout: float | None,
+    verbose: int,
+    redis_url: str | None,
+    queue: str,
+) -> None:
+    """Capture live traffic on an interface (root or CAP_NET_RAW) into one capture.
+
+    Frames go undissected into the same batches as `submit`. Ctrl-C, SIGTERM, --duration or
+    --count stop cleanly: what was captured is queued and the capture completes. Kernel and
+    producer drops are reported at the end and kept with the capture. Exit status: 0 ok; 1 no
+    such interface, no privilege, a bad filter, drops, an incomplete capture or Redis errors.
+    """
+    setup_logging(verbose)
+    settings = settings_from(
+        redis_url,
+        queue,
+        window=window,
+        keep_windows=keep_windows,
+        engine=engine,
+        batch_packets=batch_packets,
+        max_in_flight=max_in_flight,
+    )
+    limits = Limits(count=count, duration=duration, flush_interval=flush_interval)
+    with (
+        LiveSocket(iface, bpf, promisc, snaplen, kernel_buffer << 20) as live,
+        run_shell(settings, wait, num_workers) as sh,
+    ):
+        cap_name = name or name_of_interface(iface)
+        sh.err.print(
+            escape(f"listening on {iface}, link type {live.linktype}, capture {cap_name!r}"),
+            highlight=False,
+        )
+        t = timeouts_of(idle_timeout, active_timeout)
+        out = _sniff_with_progress(sh, live, cap_name, limits, replace, t)
+        c = out.counters
+        style = "green" if c.complete else "yellow"
+        sh.err.print(f"[{style}]{c.summary()}[/]", highlight=False)
+        for msg in out.progress.warnings[:-1]:  # the last one is the summary above
+            sh.err.print(f"[yellow]warning:[/] {escape(msg)}")
+        n, b = out.progress.packets, out.progress.batches
+        sh.done(f"captured {n} packets in {b} batches as {cap_name!r}", ok=c.complete)
+        st = sh.follow(cap_name)
+    exit_with_outcome(sh, cap_name, st, top_n, ok=c.complete)
+
+
+def _sniff_with_progress(
+    sh: Shell,
+    live: LiveSocket,
+    name: str,
+    limits: Limits,
+    replace: bool,
+    timeouts: Timeouts | None,
+) -> Outcome:
+    columns = (
+        TextColumn(f"[bold]sniffing[/] {escape(live.iface)}"),
+        TextColumn(
+            "{task.fields[packets]:,} pkts  {task.fields[rate]:,.0f} pkt/s  "
+            "{task.fields[batches]} batches  drops: kernel {task.fields[kd]:,} "
+            "producer {task.fields[pd]:,} {task.fields[note]}"
+        ),
+        TimeElapsedColumn(),
+    )
+    stop = threading.Event()
+    with Progress(*columns, console=sh.err, transient=True, disable=not sh.err.is_terminal) as bar:
+        task = bar.add_task("", packets=0, rate=0.0, batches=0, kd=0, pd=0, note="")
+        t0 = time.monotonic()
+
+        def update(p: WriterProgress, c: Counters) -> None:
+            rate = c.captured / max(time.monotonic() - t0, 1e-3)
+            note = f"(waiting for {p.waiting_for or 'workers'})" if p.waiting else ""
+            bar.update(
+                task,
+                packets=c.captured,
+                rate=rate,
+                batches=p.batches,
+                kd=c.kernel_drops or 0,
+                pd=c.producer_drops,
+                note=note,
+            )
+            if not stop.is_set():
+                sh.check()
+
+        with _stop_on_signals(stop):
+            q = make_queue(sh.conn.queue, sh.settings.queue)
+            out = sniff(
+                sh.conn, q, live, name, sh.settings, limits, stop, replace, update, timeouts
+            )
+    return out
