@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis
@@ -16,6 +18,8 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from flowherd.models.errors import BackendError
+
+T = TypeVar("T")
 
 
 def redact(url: str) -> str:
@@ -51,6 +55,33 @@ def command_retry(wait: float) -> Retry:
     return Retry(ExponentialBackoff(cap=2.0, base=0.05), attempts)
 
 
+def until_reached(
+    attempt: Callable[[], T],
+    wait: float,
+    what: str,
+    refused: tuple[type[Exception], ...],
+    unreachable: tuple[type[Exception], ...],
+) -> T:
+    """``attempt()``'s result, retried with exponential backoff (0.1 s doubling to 2 s) for up
+    to ``wait`` seconds while it raises one of ``unreachable``; then :class:`BackendError`
+    "cannot reach WHAT after Ns". One of ``refused`` (a wrong password, an ACL) is final at
+    once: :class:`BackendError` "WHAT refused the connection". ``what`` names the server
+    (password redacted)."""
+    deadline = time.monotonic() + wait
+    delay = 0.1
+    while True:
+        try:
+            return attempt()
+        except refused as exc:
+            raise BackendError(f"{what} refused the connection: {exc}") from None
+        except unreachable as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BackendError(f"cannot reach {what} after {wait:g}s: {exc}") from None
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
+
+
 def connect(url: str, wait: float = 10.0) -> Redis:
     """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``), checked with PING.
 
@@ -68,24 +99,18 @@ def connect(url: str, wait: float = 10.0) -> Redis:
         probe = Redis.from_url(url, retry=Retry(NoBackoff(), 0), **opts)
     except ValueError as exc:
         raise BackendError(f"invalid Redis URL {redact(url)}: {exc}") from None
-    deadline = time.monotonic() + wait
-    delay = 0.1
+
+    def ping() -> Redis:
+        probe.ping()
+        return client
+
     try:
-        while True:
-            try:
-                probe.ping()
-                return client
-            except (AuthenticationError, AuthorizationError, ResponseError) as exc:
-                raise BackendError(
-                    f"Redis at {redact(url)} refused the connection: {exc}"
-                ) from None
-            except RedisError as exc:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BackendError(
-                        f"cannot reach Redis at {redact(url)} after {wait:g}s: {exc}"
-                    ) from None
-                time.sleep(min(delay, left))
-                delay = min(delay * 2, 2.0)
+        return until_reached(
+            ping,
+            wait,
+            f"Redis at {redact(url)}",
+            (AuthenticationError, AuthorizationError, ResponseError),
+            (RedisError,),
+        )
     finally:
         probe.close()

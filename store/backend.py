@@ -32,7 +32,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from flowherd.deploy.connect import command_retry, connect, redact
+from flowherd.deploy.connect import command_retry, connect, redact, until_reached
 from flowherd.models.errors import BackendError
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -189,36 +189,28 @@ def connect_cluster(url: str, wait: float = 10.0) -> RedisCluster:
         nodes, opts = _cluster_nodes(url)
     except ValueError as exc:
         raise BackendError(f"invalid Redis Cluster URL {redact(url)}: {exc}") from None
-    deadline = time.monotonic() + wait
-    delay = 0.1
-    while True:
-        try:
-            client = FailoverCluster(
-                startup_nodes=nodes,
-                socket_connect_timeout=max(1.0, min(wait, 5.0)),
-                socket_timeout=15.0,  # longer than a WAIT (workers/merge.py)
-                socket_keepalive=True,
-                # a failover takes the cluster's node timeout and an election: keep trying
-                retry=Retry(
-                    ExponentialBackoff(cap=1.0, base=0.05), command_retry(wait).get_retries()
-                ),
-                **opts,
-            )
-            # the first contact has its own deadline (this loop), not the failover wait
-            RedisCluster.execute_command(client, "PING", target_nodes=RedisCluster.PRIMARIES)  # type: ignore[no-untyped-call]
-            return client
-        except (AuthenticationError, ResponseError) as exc:
-            raise BackendError(
-                f"Redis Cluster at {redact(url)} refused the connection: {exc}"
-            ) from None
-        except (RedisError, RedisClusterException) as exc:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise BackendError(
-                    f"cannot reach the Redis Cluster at {redact(url)} after {wait:g}s: {exc}"
-                ) from None
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, 2.0)
+
+    def reach() -> RedisCluster:
+        client = FailoverCluster(
+            startup_nodes=nodes,
+            socket_connect_timeout=max(1.0, min(wait, 5.0)),
+            socket_timeout=15.0,  # longer than a WAIT (workers/merge.py)
+            socket_keepalive=True,
+            # a failover takes the cluster's node timeout and an election: keep trying
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), command_retry(wait).get_retries()),
+            **opts,
+        )
+        # the first contact has its own deadline (until_reached), not the failover wait
+        RedisCluster.execute_command(client, "PING", target_nodes=RedisCluster.PRIMARIES)  # type: ignore[no-untyped-call]
+        return client
+
+    return until_reached(
+        reach,
+        wait,
+        f"the Redis Cluster at {redact(url)}",
+        (AuthenticationError, ResponseError),
+        (RedisError, RedisClusterException),
+    )
 
 
 def open_store(queue: Redis, store_url: str | None, wait: float = 10.0) -> Store:

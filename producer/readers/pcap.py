@@ -144,14 +144,27 @@ def pcap_blocks(
                     f"record {count + 1} at byte offset {base + pos} claims {cap} captured "
                     f"bytes (more than the limit of {limit}): the file is corrupt",
                 )
-        more = read(CHUNK)
-        if not more:
-            if pos < n:
-                raise TruncatedCaptureError(path, base + pos, count)
+        refilled = refill(read, buf, pos, base, path, count)
+        if refilled is None:
             return count
-        base += pos
-        buf = buf[pos:] + more
+        buf, base = refilled
         pos = 0
+
+
+def refill(
+    read: Read, buf: bytes, pos: int, base: int, path: str, count: int
+) -> tuple[bytes, int] | None:
+    """What is left of ``buf`` from ``pos`` on, with a chunk more read after it, and the stream
+    offset the new buffer starts at; None at the end of the stream when nothing is left. Raises
+    :class:`TruncatedCaptureError` when the stream ends inside a record (after ``count``
+    complete ones). Never asks for what a record claims: only for a chunk more of what is
+    there."""
+    more = read(CHUNK)
+    if not more:
+        if pos < len(buf):
+            raise TruncatedCaptureError(path, base + pos, count)
+        return None
+    return buf[pos:] + more, base + pos
 
 
 _HEADER_BYTES = np.arange(16, dtype=np.int64)

@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 
 from flowherd.models.batch import TS_LIMIT, Columns, RawRecord
-from flowherd.models.errors import CaptureError, TruncatedCaptureError
-from flowherd.producer.readers.pcap import CHUNK, MAX_RECORD, Read, new_record, records_of
+from flowherd.models.errors import CaptureError
+from flowherd.producer.readers.pcap import MAX_RECORD, Read, new_record, records_of, refill
 
 MAGIC = b"\x0a\x0d\x0d\x0a"
 #: Largest packet block: an EPB holding MAX_RECORD bytes and 128 KiB of options (libpcap's
@@ -259,14 +259,10 @@ def _read(path: str, read: Read, buf: bytes) -> Generator[RawRecord | Columns, N
                     ifaces = []
                 pos = end
                 continue
-        # Never ask for what a block claims: only for a chunk more of what is there.
-        more = read(CHUNK)
-        if not more:
-            if pos < n:
-                raise TruncatedCaptureError(path, base + pos, count)
+        refilled = refill(read, buf, pos, base, path, count)
+        if refilled is None:
             return count
-        base += pos
-        buf = buf[pos:] + more
+        buf, base = refilled
         pos = 0
 
 

@@ -20,11 +20,12 @@ from rq import Queue
 
 from flowherd.deploy.queueing import make_queue
 from flowherd.models.batch import BatchBuilder
-from flowherd.models.errors import CaptureError, CaptureStateError, TruncatedCaptureError
+from flowherd.models.errors import CaptureError, CaptureStateError
 from flowherd.models.keys import RunKeys, batch_job_id
 from flowherd.models.settings import Settings
 from flowherd.models.state import CaptureMeta, MetaField, StoredState
 from flowherd.producer.readers.capture import open_capture
+from flowherd.producer.run.feed import feed
 from flowherd.producer.run.gaps import (
     Gaps,
     check_sources,
@@ -75,35 +76,6 @@ class _ResumeWriter(RunWriter):
         self._failed.remove(batch_job_id(self.keys.run, seq))
         self._put(seq, b, enqueued=self.start, store=seq in self.lost)
         self.resent.append(seq)
-
-
-def feed(
-    w: RunWriter, sources: Sequence[str], on_progress: ProgressFn | None, warned: Collection[str]
-) -> None:
-    """Read ``sources`` in order into ``w`` and flush its last batch (the run stays open).
-
-    A truncated file contributes its complete records and a run warning (unless ``warned``
-    holds that warning already: a second reading); other read errors propagate.
-    """
-    prog = w.progress
-    add = w.add_columns
-    for src in sources:
-        prog.source = str(src)
-        try:
-            with open_capture(src) as cap:
-                prog.size = cap.size
-                for block in cap.blocks():
-                    add(block)
-                    prog.position = cap.position
-                    if on_progress:
-                        on_progress(prog)
-                prog.position = cap.position
-        except TruncatedCaptureError as exc:
-            if str(exc) in warned:
-                prog.warnings.append(str(exc))
-            else:
-                w.warn(str(exc))
-    w.flush()
 
 
 def resend(

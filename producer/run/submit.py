@@ -16,8 +16,9 @@ from flowherd.models.keys import RunKeys
 from flowherd.models.records import Timeouts
 from flowherd.models.settings import Settings
 from flowherd.producer.readers.capture import open_capture
+from flowherd.producer.run.feed import feed
 from flowherd.producer.run.gaps import record_batching
-from flowherd.producer.run.resume import feed, resend
+from flowherd.producer.run.resume import resend
 from flowherd.producer.run.writer import Progress, ProgressFn, RunWriter
 from flowherd.store.backend import Store
 from flowherd.store.captures import register

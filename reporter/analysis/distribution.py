@@ -35,10 +35,12 @@ def ccdf(sizes: Sequence[int]) -> tuple[list[int], list[float]]:
     ``>=`` rather than ``>`` so the largest flow keeps a positive value on a log axis: ``ys[0]``
     is ``1.0``, ``ys`` never increases, and ``ys[-1]`` is the share of flows of maximal size.
     """
-    n = len(sizes)
-    if n == 0:
-        return [], []
-    counts = sorted(Counter(sizes).items())
+    return _at_least(sorted(Counter(sizes).items()))
+
+
+def _at_least(counts: Sequence[tuple[int, int]]) -> tuple[list[int], list[float]]:
+    """``P(X >= x)`` at each ``x`` of ``counts`` (``(x, how many)``, ``x`` ascending)."""
+    n = sum(c for _, c in counts)
     xs: list[int] = []
     ys: list[float] = []
     at_least = n
@@ -138,16 +140,9 @@ def ccdf_points(dist: SizeDist, positive: bool = True) -> tuple[list[int], list[
     """``P(X >= x)`` at the smallest size ``x`` of each non-empty bucket, ascending: the
     exact CCDF at those sizes (at every size when :attr:`SizeDist.exact`, as :func:`ccdf`).
     ``positive`` leaves out sizes of 0 (they have no place on a log axis)."""
-    blocks = sorted((lo, c) for c, _, lo, _ in dist.buckets.values() if lo > 0 or not positive)
-    n = sum(c for _, c in blocks)
-    xs: list[int] = []
-    ys: list[float] = []
-    at_least = n
-    for x, c in blocks:
-        xs.append(x)
-        ys.append(at_least / n)
-        at_least -= c
-    return xs, ys
+    return _at_least(
+        sorted((lo, c) for c, _, lo, _ in dist.buckets.values() if lo > 0 or not positive)
+    )
 
 
 def share_points(dist: SizeDist) -> tuple[list[int], list[float]]:

@@ -22,30 +22,24 @@ def uni_row(key: FlowKey, st: FlowStats, direction: int, seed: int = 0) -> FlowR
     a, b = addr_text(key.a_addr), addr_text(key.b_addr)
     cid = flow_community_id(key.a_addr, key.b_addr, key.proto, key.a_port, key.b_port, seed)
     if direction == 0:
-        return FlowRow(
-            src=a,
-            dst=b,
-            proto=key.proto,
-            sport=key.a_port,
-            dport=key.b_port,
-            packets=st.pkts_ab,
-            bytes=st.bytes_ab,
-            first_ns=st.first_ab,
-            last_ns=st.last_ab,
-            tcp_flags=st.flags_ab,
-            community_id=cid,
-        )
+        ends = (a, b, key.a_port, key.b_port)
+        counts = (st.pkts_ab, st.bytes_ab, st.first_ab, st.last_ab, st.flags_ab)
+    else:
+        ends = (b, a, key.b_port, key.a_port)
+        counts = (st.pkts_ba, st.bytes_ba, st.first_ba, st.last_ba, st.flags_ba)
+    src, dst, sport, dport = ends
+    packets, nbytes, first, last, flags = counts
     return FlowRow(
-        src=b,
-        dst=a,
+        src=src,
+        dst=dst,
         proto=key.proto,
-        sport=key.b_port,
-        dport=key.a_port,
-        packets=st.pkts_ba,
-        bytes=st.bytes_ba,
-        first_ns=st.first_ba,
-        last_ns=st.last_ba,
-        tcp_flags=st.flags_ba,
+        sport=sport,
+        dport=dport,
+        packets=packets,
+        bytes=nbytes,
+        first_ns=first,
+        last_ns=last,
+        tcp_flags=flags,
         community_id=cid,
     )
 

@@ -60,6 +60,15 @@ class PartialTable:
     def counted_bytes(self) -> int:
         return self.bytes - sum(v[1] for v in self.not_counted.values())
 
+    def not_counted_add(self, bucket: str, wire: int) -> None:
+        """Count one frame of ``wire`` bytes in the named "not counted" ``bucket``."""
+        v = self.not_counted.get(bucket)
+        if v is None:
+            self.not_counted[bucket] = [1, wire]
+        else:
+            v[0] += 1
+            v[1] += wire
+
     def merge(self, o: PartialTable) -> None:
         """Fold another partial table in (the same algebra as the Redis merge)."""
         self.packed = None
@@ -105,7 +114,6 @@ def fold(records: Iterable[RawRecord], dissect: DissectFn) -> PartialTable:
     those in a bucket (see ``flowherd.workers.decode.dissect``)."""
     t = PartialTable()
     flows = t.flows
-    nc = t.not_counted
     packets = nbytes = 0
     first, last = NO_FIRST, NO_LAST
     for ts, wire, linktype, data in records:
@@ -117,12 +125,7 @@ def fold(records: Iterable[RawRecord], dissect: DissectFn) -> PartialTable:
             last = ts
         info = dissect(linktype, data)
         if isinstance(info, str):
-            v = nc.get(info)
-            if v is None:
-                nc[info] = [1, wire]
-            else:
-                v[0] += 1
-                v[1] += wire
+            t.not_counted_add(info, wire)
             continue
         src, dst, sport, dport = info.src, info.dst, info.sport, info.dport
         if (src, sport) <= (dst, dport):

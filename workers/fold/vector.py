@@ -285,18 +285,12 @@ def _per_frame(
     frames: Columns, rest: list[int], dissect: DissectFn, t: PartialTable, rows: _Rows
 ) -> None:
     """Dissect the frames ``rest`` one by one: buckets into ``t``, counted ones into ``rows``."""
-    nc = t.not_counted
     cols: list[list[int]] = [[] for _ in range(10)]
     for i in rest:
         _, wire, linktype, data = frames.record(i)
         info = dissect(linktype, data)
         if isinstance(info, str):
-            v = nc.get(info)
-            if v is None:
-                nc[info] = [1, wire]
-            else:
-                v[0] += 1
-                v[1] += wire
+            t.not_counted_add(info, wire)
             continue
         src, dst = info.src, info.dst
         for col, value in zip(
