@@ -85,7 +85,7 @@ def main() -> None:
             env = {"FLOWHERD_REDIS_URL": url, "FLOWHERD_QUEUE": "sniffq", "PATH": "/usr/bin:/bin"}
             dur = a.seconds + 3
             sniffer = subprocess.Popen(
-                [sys.executable, "-m", "producer", "sniff", "-i", va, "--name", "minute", "--window", "10s",
+                [sys.executable, "-m", "flowherd.producer", "sniff", "-i", va, "--name", "minute", "--window", "10s",
                  "--duration", f"{dur}s", "--no-wait", "--engine", "fast"],
                 env=env, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
@@ -106,7 +106,7 @@ def main() -> None:
                     v[1] += len(f)
                     n += 1
                 if not watched and time.monotonic() - t0 > a.seconds / 2:
-                    watched = subprocess.run([sys.executable, "-m", "reporter", "watch", "minute", "--once", "-n", "5"],
+                    watched = subprocess.run([sys.executable, "-m", "flowherd.reporter", "watch", "minute", "--once", "-n", "5"],
                                              env=env, capture_output=True, text=True).stdout  # fmt: skip
                 time.sleep(0.002)
             send_s = time.monotonic() - t0

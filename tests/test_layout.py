@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 from pathlib import Path
 
 import flowherd
@@ -74,3 +75,27 @@ def test_benchmarks_import_the_package_not_the_tests() -> None:
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             assert not any(n.split(".")[0] == "tests" for n in names), path.name
+
+
+def test_commands_run_as_modules_of_the_package(tmp_path: Path) -> None:
+    """``python -m flowherd.producer`` (workers, reporter) works outside the repository, and no
+    code runs a role folder by its bare name (which works only from the repository root)."""
+    import subprocess
+    import sys
+
+    for cmd in ("producer", "workers", "reporter"):
+        r = subprocess.run(
+            [sys.executable, "-m", f"flowherd.{cmd}", "--help"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0 and "Usage:" in r.stdout, r.stderr
+    bare = re.compile(
+        r"""["']-m["'],\s*["'](models|deploy|store|console|workers|reporter|producer|lab)["']"""
+    )
+    for path in ROOT.rglob("*.py"):
+        if ".venv" in path.parts:
+            continue
+        assert not bare.search(path.read_text()), path

@@ -67,7 +67,7 @@ class LocalWorkers:
         if store_url:
             env["FLOWHERD_STORE_URL"] = store_url
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers", "run", "-n", str(num), "--queue", queue],
+            [sys.executable, "-m", "flowherd.workers", "run", "-n", str(num), "--queue", queue],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -61,7 +61,7 @@ class Workers:
     def __init__(self, url: str, queue: str, log: Path, num: int = 2) -> None:
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers", "run", "-n", str(num), "-v", "--queue", queue],
+            [sys.executable, "-m", "flowherd.workers", "run", "-n", str(num), "-v", "--queue", queue],
             cwd=ROOT,
             env={**os.environ, "FLOWHERD_REDIS_URL": url},
             stdout=subprocess.DEVNULL,

@@ -42,7 +42,7 @@ def test_producer_killed_mid_submit_resumes_exactly(
     path = tmp_path / "t.pcap"
     truth = write_sample(path, flows=150, seed=31)
     queue = f"kill{os.getpid()}"
-    cmd = [sys.executable, "-m", "producer", "submit", str(path), "--name", "k"]
+    cmd = [sys.executable, "-m", "flowherd.producer", "submit", str(path), "--name", "k"]
     cmd += ["--redis-url", redis_url, "--queue", queue, "--batch-packets", "200"]
     cmd += ["--max-in-flight", "3", "--no-wait"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

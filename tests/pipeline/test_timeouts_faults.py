@@ -43,7 +43,7 @@ def test_producer_killed_then_resumed(
     """`producer submit --idle-timeout --active-timeout` killed while it waits for workers;
     `--resume` (which takes no timeouts: the capture keeps its own) completes it exactly."""
     queue = f"tk{os.getpid()}"
-    cmd = [sys.executable, "-m", "producer", "submit", str(trace), "--name", "k"]
+    cmd = [sys.executable, "-m", "flowherd.producer", "submit", str(trace), "--name", "k"]
     cmd += ["--redis-url", redis_url, "--queue", queue, "--batch-packets", "20"]
     cmd += ["--max-in-flight", "3", "--no-wait", "--idle-timeout", "2", "--active-timeout", "10s"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -47,7 +47,7 @@ def _submit_subprocess(redis_url: str, path: Path) -> subprocess.CompletedProces
     queue = f"t{uuid.uuid4().hex[:8]}"
     args = ["submit", str(path), "--redis-url", redis_url, "--queue", queue]
     return subprocess.run(
-        [sys.executable, "-m", "producer", *args, "--batch-packets", "1"],
+        [sys.executable, "-m", "flowherd.producer", *args, "--batch-packets", "1"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,

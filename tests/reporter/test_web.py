@@ -201,7 +201,7 @@ def test_metrics_have_the_capture(server: Server, redis_url: str) -> None:
 
 
 def _serve_fails(args: list[str], redis_url: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "reporter", "serve", *args, "--redis-url", redis_url]
+    cmd = [sys.executable, "-m", "flowherd.reporter", "serve", *args, "--redis-url", redis_url]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 

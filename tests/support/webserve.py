@@ -77,7 +77,7 @@ class Server:
 
     def __init__(self, tmp: Path, args: Sequence[str], env: dict[str, str] | None = None) -> None:
         self.log = tmp / f"serve-{random.randrange(1 << 30)}.log"
-        cmd = [sys.executable, "-m", "reporter", "serve", "--port", "0", *args]
+        cmd = [sys.executable, "-m", "flowherd.reporter", "serve", "--port", "0", *args]
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
 

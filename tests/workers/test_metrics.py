@@ -63,7 +63,7 @@ class Pool:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [
-                    *(sys.executable, "-m", "workers", "run", "-n", str(num)),
+                    *(sys.executable, "-m", "flowherd.workers", "run", "-n", str(num)),
                     *("--metrics-port", str(self.port), "--metrics-host", "127.0.0.1"),
                 ],
                 env={
@@ -213,7 +213,7 @@ def test_a_port_in_use_is_one_line_and_exit_1(redis_url: str) -> None:
         port = taken.getsockname()[1]
         res = subprocess.run(
             [
-                *(sys.executable, "-m", "workers", "run", "-n", "1"),
+                *(sys.executable, "-m", "flowherd.workers", "run", "-n", "1"),
                 *("--metrics-port", str(port), "--metrics-host", "127.0.0.1"),
             ],
             env={**os.environ, "FLOWHERD_REDIS_URL": redis_url, "FLOWHERD_QUEUE": "unused"},

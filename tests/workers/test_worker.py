@@ -53,7 +53,7 @@ def start_pool(url: str, queue: str, num: int, log: Path, **env: str) -> subproc
     """``workers run -n NUM -v`` in a session of its own (so its process group is its own)."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "workers", "run", "-n", str(num), "-v"],
+            [sys.executable, "-m", "flowherd.workers", "run", "-n", str(num), "-v"],
             env={**os.environ, "FLOWHERD_REDIS_URL": url, "FLOWHERD_QUEUE": queue, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -77,7 +77,7 @@ def submit(url: str, pcap: Path, name: str, queue: str, batch: int, **env: str) 
         [
             sys.executable,
             "-m",
-            "producer",
+            "flowherd.producer",
             "submit",
             str(pcap),
             "--name",
