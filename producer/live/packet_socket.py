@@ -168,6 +168,14 @@ class LiveSocket:
         except Scapy_Exception as exc:
             raise SniffError(self.iface, f"invalid filter {bpf!r}: {_problem(exc)}") from None
 
+    def describe(self) -> str:
+        """How frames are read, for the command's output."""
+        return "recvmsg, one frame per call"
+
+    def reader(self, limits: Limits, stop: threading.Event) -> Reader:
+        """The sniffer thread's reader of this socket."""
+        return Reader(self, limits, stop)
+
     def plug(self) -> None:
         """Attach a drop-all filter: nothing more is queued; what is queued can be drained."""
         insn = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # ret #0

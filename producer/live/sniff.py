@@ -28,10 +28,12 @@ from dataclasses import dataclass
 
 from rq import Queue
 
+from flowherd.models.columns import Columns
 from flowherd.models.keys import RunKeys
 from flowherd.models.records import Timeouts
 from flowherd.models.settings import Settings
 from flowherd.producer.live.packet_socket import Counters, Limits, LiveSocket, Reader
+from flowherd.producer.live.ring_capture import RingReader, RingSocket
 from flowherd.producer.run.writer import Progress as WriterProgress
 from flowherd.producer.run.writer import RunWriter
 from flowherd.store.backend import Store
@@ -54,7 +56,7 @@ ProgressFn = Callable[[WriterProgress, Counters], None]
 def sniff(
     conn: Store,
     rq_queue: Queue,
-    live: LiveSocket,
+    live: LiveSocket | RingSocket,
     name: str,
     settings: Settings,
     limits: Limits,
@@ -82,7 +84,7 @@ def _sniff(
     conn: Store,
     rq_queue: Queue,
     keys: RunKeys,
-    live: LiveSocket,
+    live: LiveSocket | RingSocket,
     settings: Settings,
     limits: Limits,
     stop: threading.Event,
@@ -90,7 +92,7 @@ def _sniff(
     lock: RunLock,
     timeouts: Timeouts | None,
 ) -> Outcome:
-    rd = Reader(live, limits, stop)
+    rd = live.reader(limits, stop)
     w = RunWriter(
         conn,
         rq_queue,
@@ -124,7 +126,9 @@ def _sniff(
     return Outcome(keys, w.progress, c)
 
 
-def _pump(w: RunWriter, rd: Reader, limits: Limits, on_progress: ProgressFn | None) -> None:
+def _pump(
+    w: RunWriter, rd: Reader | RingReader, limits: Limits, on_progress: ProgressFn | None
+) -> None:
     """Main-thread loop: add handed-over records, flush every interval, until the end marker."""
     add, get = w.add, rd.out.get
     interval = limits.flush_interval
@@ -141,8 +145,11 @@ def _pump(w: RunWriter, rd: Reader, limits: Limits, on_progress: ProgressFn | No
             chunk = []
         if chunk is None:
             return
-        for rec in chunk:
-            add(rec)
+        if isinstance(chunk, Columns):
+            w.add_columns(chunk)
+        else:
+            for rec in chunk:
+                add(rec)
         now = time.monotonic()
         if now >= next_flush:
             w.flush()
