@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -17,10 +18,10 @@ from pydantic import ValidationError
 from redis import Redis
 from redis.exceptions import RedisClusterException, RedisError
 
-from flowherd.deploy.connect import connect, redact
+from flowherd.deploy.connect import connect, redact, scrub
 from flowherd.deploy.local import ensure_local_redis
 from flowherd.models.errors import FlowherdError
-from flowherd.models.keys import DEFAULT_QUEUE
+from flowherd.models.keys import DEFAULT_QUEUE, NAME_RE
 from flowherd.models.settings import Settings
 from flowherd.store.backend import Store, open_store
 
@@ -49,6 +50,44 @@ def _read_url_file(path: str) -> str:
     if not url:
         raise click.BadParameter(f"{path} is empty: it should hold one Redis URL")
     return url
+
+
+def capture_name_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
+    """click callback of ``--name``: a capture name (letters, digits, ``._-``, at most 100,
+    starting with a letter or digit), else a usage error."""
+    if value is not None and not NAME_RE.fullmatch(value):
+        raise click.BadParameter(
+            f"{shown_value(value)} is not a capture name: use 1-100 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+    return value
+
+
+class OneLineGroup(click.Group):
+    """A command group whose usage errors are one line on stderr, ``error: ...`` (exit status
+    2), like every other error of flowherd's commands."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            click.echo(f"error: {one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def redis_options(f: F) -> F:
@@ -137,6 +176,34 @@ def setup_logging(verbose: int) -> None:
     )
 
 
+def one_line(text: str) -> str:
+    """``text`` for one line of stderr: credentials scrubbed, control characters escaped."""
+    text = scrub(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def invalid(exc: ValidationError) -> str:
+    """What is wrong in a refused setting, naming ``FLOWHERD_X`` only when it is set in the
+    environment (else the value came from an option, named as ``--x``)."""
+    bad = exc.errors()[0]
+    value = bad.get("input")
+    shown = shown_value(value)
+    if not bad["loc"] or exc.title != "Settings":
+        where = ".".join(str(p) for p in bad["loc"]) or exc.title
+        return f"{where}={shown}: {bad['msg']}"
+    field = str(bad["loc"][0])
+    env = f"FLOWHERD_{field.upper()}"
+    name = env if env in os.environ else f"--{field.replace('_', '-')}"
+    return f"{name}={shown}: {bad['msg']}"
+
+
+def shown_value(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
 def handle_errors(f: F) -> F:
     """Turn expected failures into one line on stderr and exit code 1 (130 when interrupted)."""
 
@@ -145,15 +212,13 @@ def handle_errors(f: F) -> F:
         try:
             return f(*args, **kwargs)
         except FlowherdError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
             sys.exit(exc.exit_code)
-        except ValidationError as exc:  # a bad FLOWHERD_* value: one line, a usage error
-            bad = exc.errors()[0]
-            name = f"FLOWHERD_{str(bad['loc'][0]).upper()}" if bad["loc"] else "settings"
-            click.echo(f"error: {name}={bad.get('input')!r}: {bad['msg']}", err=True)
+        except ValidationError as exc:  # a bad setting: one line, a usage error
+            click.echo(f"error: {one_line(invalid(exc))}", err=True)
             sys.exit(2)
         except (RedisError, RedisClusterException) as exc:
-            click.echo(f"error: Redis: {redact(str(exc))}", err=True)
+            click.echo(f"error: Redis: {one_line(str(exc))}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

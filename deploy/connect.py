@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -22,13 +24,34 @@ from flowherd.models.errors import BackendError
 T = TypeVar("T")
 
 
+#: the URL schemes flowherd connects to
+SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+#: ``//...@`` (credentials), ``password=...``, and a mistyped scheme's ``redis:...@``
+_CREDENTIALS = re.compile(r"//\S*@")
+_PASSWORD = re.compile(r"(password=)[^&\s]*", re.IGNORECASE)
+_SCHEME_CRED = re.compile(r"\b((?:rediss?|unix)(?:\+cluster)?)[:/]+[^\s@]*@", re.IGNORECASE)
+UNPARSABLE = "(not shown: it does not parse)"
+
+
+def scrub(text: str) -> str:
+    """``text`` (any message) with whatever stands between ``//`` and ``@``, any
+    ``password=`` value, and the credentials of a mistyped ``redis:...@`` replaced by ``***``."""
+    text = _SCHEME_CRED.sub(lambda m: f"{m.group(1)}://***@", text)
+    text = _CREDENTIALS.sub("//***@", text)
+    return _PASSWORD.sub(r"\1***", text)
+
+
 def redact(url: str) -> str:
     """``url`` with any password (``user:password@`` or ``?password=``) replaced by ``***``,
-    safe for logs and messages."""
+    safe for logs and messages. A text that is not a URL of one of :data:`SCHEMES` (a mistyped
+    scheme, spaces or control characters) is never shown: :data:`UNPARSABLE` stands for it."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in SCHEMES or not url.isprintable() or " " in url:
+        return UNPARSABLE
     try:
         parts = urlsplit(url)
     except ValueError:
-        return "<unparsable url>"
+        return UNPARSABLE
     netloc = parts.netloc
     if "@" in netloc:  # by text: a cluster URL names several host:port pairs
         cred, hosts = netloc.rsplit("@", 1)
@@ -40,7 +63,19 @@ def redact(url: str) -> str:
         if part
         for k, _, v in [part.partition("=")]
     )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return _PASSWORD.sub(
+        r"\1***", urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    )
+
+
+def check_database(url: str) -> None:
+    """ValueError unless the path of a ``redis://``/``rediss://`` URL is empty or a database
+    number (redis-py would take ``/abc`` as database 0)."""
+    if url.partition("://")[0].lower() not in ("redis", "rediss"):
+        return
+    path = urlsplit(url).path.strip("/")
+    if path and not (path.isascii() and path.isdigit() and len(path) <= 5):
+        raise ValueError(f"the path must be a database number such as /0, not /{path[:20]}")
 
 
 def command_retry(wait: float) -> Retry:
@@ -67,17 +102,21 @@ def until_reached(
     "cannot reach WHAT after Ns". One of ``refused`` (a wrong password, an ACL) is final at
     once: :class:`BackendError` "WHAT refused the connection". ``what`` names the server
     (password redacted)."""
+    if not math.isfinite(wait) or wait < 0:
+        raise ValueError(f"a connect timeout must be a finite number of seconds >= 0, not {wait}")
     deadline = time.monotonic() + wait
     delay = 0.1
     while True:
         try:
             return attempt()
         except refused as exc:
-            raise BackendError(f"{what} refused the connection: {exc}") from None
+            raise BackendError(f"{what} refused the connection: {scrub(str(exc))}") from None
         except unreachable as exc:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise BackendError(f"cannot reach {what} after {wait:g}s: {exc}") from None
+                raise BackendError(
+                    f"cannot reach {what} after {wait:g}s: {scrub(str(exc))}"
+                ) from None
             time.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
 
@@ -92,13 +131,14 @@ def connect(url: str, wait: float = 10.0) -> Redis:
     shorter than that is invisible to the caller.
     """
     try:
+        check_database(url)
         tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         opts = {"socket_connect_timeout": max(1.0, min(wait, 5.0)), **tcp}
         client = Redis.from_url(url, retry=command_retry(wait), health_check_interval=30, **opts)
         # the first contact has its own deadline (below), not the per-command retry budget
         probe = Redis.from_url(url, retry=Retry(NoBackoff(), 0), **opts)
     except ValueError as exc:
-        raise BackendError(f"invalid Redis URL {redact(url)}: {exc}") from None
+        raise BackendError(f"invalid Redis URL {redact(url)}: {scrub(str(exc))}") from None
 
     def ping() -> Redis:
         probe.ping()

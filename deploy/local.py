@@ -131,15 +131,21 @@ def ensure_local_redis(home: Path) -> str:
     wait for it (see the module docstring). Raises :class:`BackendError` when redis-server is
     missing or does not come up, and when the fallback socket directory is not private.
     """
-    sock = socket_path(home)
-    if sock.parent != home:
-        _private_dir(sock.parent)
-    if _alive(sock):
-        return local_url(home)
-    with _start_lock(home):
-        if _alive(sock):  # started by another command while we waited for the lock
+    try:
+        sock = socket_path(home)
+        if sock.parent != home:
+            _private_dir(sock.parent)
+        if _alive(sock):
             return local_url(home)
-        return _start(home, sock)
+        with _start_lock(home):
+            if _alive(sock):  # started by another command while we waited for the lock
+                return local_url(home)
+            return _start(home, sock)
+    except OSError as exc:  # FLOWHERD_HOME is a file, under one, or not writable
+        raise BackendError(
+            f"FLOWHERD_HOME={home}: cannot keep the private Redis there: "
+            f"{exc.strerror or exc} (set FLOWHERD_HOME to a directory, or give --redis-url)"
+        ) from None
 
 
 def _start(home: Path, sock: Path) -> str:

@@ -26,6 +26,7 @@ import click
 from rq.serializers import JSONSerializer
 
 from flowherd.console.cli import (
+    OneLineGroup,
     handle_errors,
     open_backend,
     redis_options,
@@ -40,7 +41,7 @@ from flowherd.workers import metrics
 from flowherd.workers.worker import FlowherdPool, FlowherdWorker
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="flowherd")
 def main() -> None:
     """flowherd workers: dissect queued batches with scapy and merge them into flow tables.

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from flowherd.console.cli import remember
+from flowherd.models import numbers
 from flowherd.models.records import Timeouts
 
 F = TypeVar("F", bound=Callable[..., Any])
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``1.5``, ``500ms``, ``30s``, ``10m`` or ``2h``; ValueError unless positive."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", text)
-    if not m or float(m[1]) <= 0:
-        raise ValueError(f"{text!r} is not a duration such as 500ms, 30s, 10m or 1h")
-    return float(m[1]) * _UNITS[m[2] or "s"]
+    """Seconds in ``1.5``, ``500ms``, ``30s``, ``10m``, ``1h`` or ``1ns`` (the units of
+    :func:`flowherd.models.numbers.duration_ns`): whole nanoseconds, 1 ns to 100 years;
+    ValueError otherwise."""
+    return numbers.seconds(text, "a duration such as 500ms, 30s, 10m or 1h")
 
 
 def duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:

@@ -4,13 +4,13 @@ flowherd.producer.traces.mawi)."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flowherd.console.cli import HELP, handle_errors
+from flowherd.console.outfile import open_binary
 from flowherd.console.show import err_console
 from flowherd.producer.cli.options import duration_option
 from flowherd.producer.traces.mawi import SCALES, TraceSpec, Truth, write_trace
@@ -40,7 +40,7 @@ def spec_for(
 
 
 @click.command("synth", context_settings=HELP)
-@click.argument("output", type=click.Path(dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--scale", type=click.Choice(list(SCALES)), default="tiny", show_default=True, help=_SCALE_HELP
 )
@@ -108,6 +108,8 @@ def synth_command(
       producer synth --scale small --json t.pcap.gz > t.truth.json
       producer submit --engine fast t.pcap.gz              # then compare with t.truth.json
     """
+    if as_json and output == "-":
+        raise click.UsageError("--json prints on stdout: write the trace to a file, not -")
     spec = spec_for(
         scale,
         packets,
@@ -130,11 +132,9 @@ def synth_command(
         disable=not err.is_terminal,
     ) as bar:
         task = bar.add_task("", total=spec.packets)
-        try:
-            truth = write_trace(output, spec, lambda n: bar.update(task, completed=n))
-        except OSError as exc:
-            click.echo(f"error: {output}: {exc.strerror or exc}", err=True)
-            sys.exit(1)
+        with open_binary(output) as out:
+            gz = output.endswith(".gz")
+            truth = write_trace(out, spec, lambda n: bar.update(task, completed=n), gz=gz)
     seconds = time.perf_counter() - t0
     click.echo(summary_line(output, truth, seconds), err=True)
     if as_json:
@@ -142,9 +142,12 @@ def synth_command(
 
 
 def summary_line(output: str, t: Truth, seconds: float) -> str:
-    size = os.path.getsize(output) / 1e6
+    try:
+        size = f" ({os.path.getsize(output) / 1e6:,.1f} MB)" if os.path.isfile(output) else ""
+    except OSError:
+        size = ""
     return (
-        f"wrote {output} ({size:,.1f} MB): {t.packets:,} packets, {t.bytes:,} bytes on the wire, "
+        f"wrote {output}{size}: {t.packets:,} packets, {t.bytes:,} bytes on the wire, "
         f"{t.flows_bi:,} conversations ({t.flows_uni:,} unidirectional flows), "
         f"{t.ipv6_packets / t.packets:.0%} IPv6; {seconds:.1f} s, "
         f"{t.packets / max(seconds, 1e-9):,.0f} packets/s"

@@ -29,12 +29,13 @@ one of ``flows_bi``, each of its directions that sent a packet one of ``flows_un
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -207,16 +208,22 @@ def pcap_header(spec: TraceSpec) -> bytes:
 
 
 def write_trace(
-    path: str | Path, spec: TraceSpec, progress: Callable[[int], None] | None = None
+    path: str | Path | BinaryIO,
+    spec: TraceSpec,
+    progress: Callable[[int], None] | None = None,
+    gz: bool | None = None,
 ) -> Truth:
-    """Write the trace to ``path`` (gzip level 1 when it ends in ``.gz``); return its truth.
+    """Write the trace to ``path`` (a file name, or a binary file open for writing; gzip level
+    1 when ``gz``, by default when the name ends in ``.gz``); return its truth.
 
     ``progress(records written so far)`` is called after every chunk. OSError if ``path``
     cannot be written.
     """
     tally, written = Tally(), 0
-    with open(path, "wb") as raw:
-        gz = str(path).endswith(".gz")
+    if gz is None:
+        gz = isinstance(path, str | Path) and str(path).endswith(".gz")
+    opened = open(path, "wb") if isinstance(path, str | Path) else contextlib.nullcontext(path)  # noqa: SIM115
+    with opened as raw:
         out: IO[bytes] = gzip.GzipFile("", "wb", 1, raw, mtime=0) if gz else raw  # type: ignore[assignment]
         out.write(pcap_header(spec))
         for n, chunk in records(spec, tally):

@@ -8,11 +8,13 @@ check flowherd's tables against it. Deterministic for a given seed.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import random
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 _ETH_V4 = b"\x00\x1b\x21\x00\x00\x02\x00\x1b\x21\x00\x00\x01\x08\x00"
 _ETH_V6 = b"\x00\x1b\x21\x00\x00\x02\x00\x1b\x21\x00\x00\x01\x86\xdd"
@@ -94,14 +96,20 @@ def _flow(rng: random.Random, i: int, start_us: int) -> Iterator[tuple[int, byte
 
 
 def write_sample(
-    path: str | Path, flows: int = 3000, seed: int = 7, snaplen: int = 128, duration_s: int = 60
+    path: str | Path | BinaryIO,
+    flows: int = 3000,
+    seed: int = 7,
+    snaplen: int = 128,
+    duration_s: int = 60,
 ) -> Truth:
-    """Write the sample trace to ``path``; return its unidirectional ground truth."""
+    """Write the sample trace to ``path`` (a file name, or a binary file open for writing);
+    return its unidirectional ground truth."""
     rng = random.Random(seed)
     starts = sorted(rng.randrange(duration_s * 1_000_000) for _ in range(flows))
     streams = [_flow(random.Random(seed * 1_000_003 + i), i, s) for i, s in enumerate(starts)]
     truth: Truth = {}
-    with open(path, "wb") as fh:
+    opened = open(path, "wb") if isinstance(path, str | Path) else contextlib.nullcontext(path)  # noqa: SIM115
+    with opened as fh:
         fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen or 262144, 1))
         for t, frame in heapq.merge(*streams, key=lambda x: x[0]):
             cap = frame[:snaplen] if snaplen else frame

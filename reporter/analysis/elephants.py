@@ -26,13 +26,12 @@ with the same results.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
-from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 from flowherd.console.units import human_bytes
 from flowherd.console.units import rule_text as rule_text  # re-exported
+from flowherd.models import numbers
 from flowherd.models.report import ElephantResult, ElephantRule
 from flowherd.reporter.analysis.sizes import (
     CAP,
@@ -69,7 +68,6 @@ UNITS: dict[str, int] = {
 RULE_FORMS = (
     "top:N, bytes:SIZE (e.g. 10MB, 512KiB), share:F (0-1 or N%), load:BETA, 3sigma (= bytes:3sd)"
 )
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
 def _exact(x: float) -> Fraction:
@@ -83,36 +81,16 @@ def _pct(f: float) -> str:
 def parse_size(text: str) -> int:
     """A byte count such as ``10MB``, ``1.5 GiB``, ``512kb`` or ``1000`` (bytes).
 
-    Units, any case: ``B``, ``KB``/``MB``/``GB``/``TB`` (powers of 1000) and
-    ``KiB``/``MiB``/``GiB``/``TiB`` (powers of 1024). Raises :class:`ValueError` for an unknown
+    Units, any case: ``B``, ``KB``/``MB``/``GB``/``TB`` or ``k``/``M``/``G``/``T`` (powers of
+    1000) and ``KiB``/``MiB``/``GiB``/``TiB`` (powers of 1024), as
+    :func:`flowherd.models.numbers.size` reads them. Raises :class:`ValueError` for an unknown
     unit or a value that is not a whole number of bytes.
     """
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise ValueError(f"not a size: {text!r} (e.g. 10MB, 512KiB, 1000)")
-    number, unit = m.group(1), m.group(2).lower() or "b"
-    if unit not in UNITS:
-        raise ValueError(
-            f"unknown unit {m.group(2)!r} in {text!r}: use B, KB, MB, GB, KiB, MiB, GiB"
-        )
-    value = Fraction(Decimal(number)) * UNITS[unit]
-    if value.denominator != 1:
-        raise ValueError(f"{text!r} is not a whole number of bytes")
-    return int(value)
+    return numbers.size(text, "a size such as 10MB, 512KiB or 1000")
 
 
 def _fraction_arg(arg: str, what: str) -> float:
-    pct = arg.endswith("%")
-    try:
-        d = Decimal(arg[:-1] if pct else arg)
-    except InvalidOperation:
-        raise ValueError(
-            f"{what} must be a number in (0, 1] or a percentage, not {arg!r}"
-        ) from None
-    f = float(d / 100 if pct else d)
-    if not 0 < f <= 1:
-        raise ValueError(f"{what} must be in (0, 1] (or (0%, 100%]), not {arg!r}")
-    return f
+    return float(numbers.fraction(arg, what))
 
 
 def parse_rule(text: str) -> ElephantRule:
@@ -136,9 +114,8 @@ def parse_rule(text: str) -> ElephantRule:
     if not sep or not arg:
         raise ValueError(f"unknown elephant rule {text!r}: use {RULE_FORMS}")
     if kind == "top":
-        if not (arg.isdigit() and arg.isascii()) or int(arg) < 1:
-            raise ValueError(f"top:N needs a whole number N >= 1, not {arg!r}")
-        return ElephantRule(name=f"top{int(arg)}", kind="top_n", n=int(arg))
+        n = numbers.count(arg, "top:N's N, a whole number >= 1", lo=1, hi=10**9)
+        return ElephantRule(name=f"top{n}", kind="top_n", n=n)
     if kind == "bytes" and arg.lower().endswith("sd"):
         if arg[:-2].strip() not in ("3", "3.0"):
             raise ValueError(f"bytes:Ksd takes K = 3 only (mean + 3 sigma), not {arg!r}")

@@ -28,14 +28,13 @@ I/O.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
-from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 import numpy as np
 
 from flowherd.console.units import human_bytes, human_duration, human_rate
+from flowherd.models import numbers
 from flowherd.models.flows import NS
 from flowherd.models.report import (
     HEAVY_METRICS,
@@ -60,49 +59,25 @@ HEAVY_FORMS = (
     "burst:Ksd|RATE (captures with windows); tortoises, cheetahs, porcupines (= METRIC:3sd)"
 )
 ALL_RULE_FORMS = f"{RULE_FORMS}; {HEAVY_FORMS}"
-_NUM_UNIT = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zµ/]*)\s*$", re.IGNORECASE)
-_TIME_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": NS, "m": 60 * NS}
-_TIME_NS |= {"min": 60 * NS, "h": 3600 * NS}
-_SI = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-_BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_BYTE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def _number(text: str, what: str, example: str) -> tuple[Decimal, str]:
-    m = _NUM_UNIT.match(text)
-    if not m:
-        raise ValueError(f"not a {what}: {text!r} (e.g. {example})")
-    return Decimal(m.group(1)), m.group(2).lower()
 
 
 def parse_duration_ns(text: str) -> int:
-    """Nanoseconds in ``30s``, ``500ms``, ``1.5min``, ``2h``, ``100us`` (a bare number: s)."""
-    num, unit = _number(text, "duration", "30s, 500ms, 1.5min")
-    if unit not in ("", *_TIME_NS):
-        raise ValueError(f"unknown unit {unit!r} in {text!r}: use ns, us, ms, s, min, h")
-    return math.ceil(Fraction(num) * _TIME_NS[unit or "s"])
+    """Nanoseconds in ``30s``, ``500ms``, ``1.5min``, ``2h``, ``100us`` (a bare number: s);
+    whole nanoseconds (:func:`flowherd.models.numbers.duration_ns`)."""
+    return numbers.duration_ns(text, "a duration such as 30s, 500ms or 1.5min", lo=0)
 
 
 def parse_rate(text: str) -> int:
     """Whole bytes per second (rounded up) in ``10Mbit/s``, ``10Mbps``, ``1MB/s``,
     ``512KiB/s``: ``bit/s`` or ``bps`` for bits with SI prefixes, ``B/s`` for bytes."""
-    num, unit = _number(text, "rate", "10Mbit/s, 1MB/s")
-    for suffix in ("bit/s", "bps"):
-        if unit.endswith(suffix) and unit[: -len(suffix)] in _SI:
-            return math.ceil(Fraction(num) * _SI[unit[: -len(suffix)]] / 8)
-    if unit.endswith("/s") and unit[:-2] in _BYTE_UNITS:
-        return math.ceil(Fraction(num) * _BYTE_UNITS[unit[:-2]])
-    raise ValueError(f"unknown rate unit in {text!r}: use e.g. 10Mbit/s, 10Mbps, 1MB/s, 1MiB/s")
+    return math.ceil(numbers.byte_rate(text, "a rate such as 10Mbit/s or 1MB/s"))
 
 
 def _sigmas(arg: str) -> float | None:
     if not arg.lower().endswith("sd"):
         return None
-    try:
-        k = Decimal(arg[:-2])
-    except InvalidOperation:
-        raise ValueError(f"Ksd needs a number K > 0, not {arg!r}") from None
-    if not k.is_finite() or k <= 0:
+    k = numbers.scaled(arg[:-2], {"": 1}, "Ksd's K, a number > 0", whole=False, hi=1000)
+    if k <= 0:
         raise ValueError(f"Ksd needs a number K > 0, not {arg!r}")
     return float(k)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from flowherd.console.units import proto_name
+from flowherd.models import numbers
 from flowherd.models.flows import FlowKey, FlowStats, addr_text
 from flowherd.models.report import View
 from flowherd.reporter.table.packed import VALUE, Pair, split_key
@@ -60,7 +61,7 @@ def parse_key(text: str) -> KeySpec:
     Raises :class:`ValueError` saying what is wrong."""
     kind, sep, rest = text.strip().lower().partition("/")
     if kind not in KINDS:
-        raise ValueError(f"unknown key {text!r}: use one of {KEY_FORMS}")
+        raise ValueError(f"unknown key {numbers.shown(text)}: use one of {KEY_FORMS}")
     if kind not in NETS:
         if sep:
             raise ValueError(f"{kind} takes no prefix length (only {', '.join(NETS)} do)")
@@ -69,8 +70,13 @@ def parse_key(text: str) -> KeySpec:
         return KeySpec(kind, V4_DEFAULT, V6_DEFAULT)
     v4s, comma, v6s = rest.partition(",")
     try:
-        v4, v6 = int(v4s), int(v6s) if comma else V6_DEFAULT
-    except ValueError:
+        v4 = numbers.count(v4s, "a prefix length", hi=32)
+        v6 = numbers.count(v6s, "a prefix length", hi=128) if comma else V6_DEFAULT
+    except numbers.NumberRangeError:
+        raise ValueError(
+            f"{numbers.shown(text)}: IPv4 prefixes are /0 to /32, IPv6 prefixes /0 to /128"
+        ) from None
+    except numbers.NumberError:
         raise ValueError(
             f"{text!r}: write {kind}/N (IPv4 /N, IPv6 /{V6_DEFAULT}) or {kind}/N,M (IPv6 /M)"
         ) from None

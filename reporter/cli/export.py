@@ -8,10 +8,7 @@ sockets.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
-import sys
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 import click
 
 from flowherd.console.cli import HELP, handle_errors, open_backend, redis_options, settings_from
+from flowherd.console.outfile import open_binary, open_text
 from flowherd.models.community import flow_community_id
 from flowherd.models.errors import FlowherdError
 from flowherd.models.report import View
@@ -83,33 +81,22 @@ def _pairs(name: str, window: str | None, redis_url: str | None, queue: str) -> 
 def _write_file(
     rows: Iterable[tuple[Any, ...]], schema: exports.Schema, fmt: str, path: str, group: int
 ) -> int:
-    """Write to ``path`` (``-``: stdout) through a temporary file renamed at the end, so a
-    failed export leaves no partial file under the final name."""
-    if path == "-":
-        writer = exports.write_csv if fmt == "csv" else exports.write_ndjson
-        return writer(rows, schema, sys.stdout)
+    """Write to ``path`` by the rules of :mod:`flowherd.console.outfile` (``-``: stdout; a
+    regular file appears whole or not at all; a FIFO or device is written into)."""
     if fmt == "parquet":
         exports.arrow_schema(schema)  # a missing pyarrow fails before the scan starts
-    tmp = f"{path}.part"
-    try:
-        if fmt == "parquet":
-            n = exports.write_parquet(rows, schema, tmp, row_group=group)
-        else:
-            with open(tmp, "w", encoding="utf-8", newline="") as out:
-                writer = exports.write_csv if fmt == "csv" else exports.write_ndjson
-                n = writer(rows, schema, out)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise FlowherdError(f"{path}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return n
+        with open_binary(path) as out:
+            return exports.write_parquet(rows, schema, out, row_group=group)
+    writer = exports.write_csv if fmt == "csv" else exports.write_ndjson
+    with open_text(path) as text:
+        return writer(rows, schema, text)
 
 
 @click.command("export", context_settings=HELP)
 @click.argument("name")
-@click.option("-o", "--output", metavar="FILE", help="Write to FILE (- for stdout: CSV, NDJSON).")
+@click.option(
+    "-o", "--output", metavar="FILE", help="Write to FILE (- for stdout); see docs/outputs.md."
+)
 @click.option(
     "--format",
     "fmt",
@@ -190,8 +177,6 @@ def export_cmd(
             "cannot tell the format from the name: use .csv, .ndjson or .parquet, or --format",
             param_hint="--output",
         )
-    if fmt == "parquet" and output == "-":
-        raise click.BadParameter("Parquet needs a file, not stdout", param_hint="--output")
     cid = exports.Extra(
         exports.Column("community_id", "str", nullable=True),
         lambda a, b, p, ap, bp: flow_community_id(a, b, p, ap, bp, seed),

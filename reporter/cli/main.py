@@ -9,12 +9,21 @@ reporter hist trace --top 100 -o sizes.pdf
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import click
 
-from flowherd.console.cli import HELP, handle_errors, open_backend, redis_options, settings_from
+from flowherd.console.cli import (
+    HELP,
+    OneLineGroup,
+    handle_errors,
+    open_backend,
+    redis_options,
+    settings_from,
+)
+from flowherd.console.outfile import open_binary
 from flowherd.console.show import out_console, show_status
 from flowherd.models.errors import CaptureStateError
 from flowherd.models.flows import ts_text
@@ -49,7 +58,7 @@ from flowherd.store.captures import load_report, run_of, status
 from flowherd.store.tables import iter_raw, table
 
 
-@click.group(context_settings=HELP)
+@click.group(cls=OneLineGroup, context_settings=HELP)
 @click.version_option(package_name="flowherd")
 def main() -> None:
     """flowherd reporter: top-N flows, elephants, distributions and exports of a capture.
@@ -302,8 +311,14 @@ def summary(
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False),
-    help="Output file: .pdf, .png or .svg.",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Output file: .pdf, .png or .svg (- for stdout, with --format); see docs/outputs.md.",
+)
+@click.option(
+    "--format",
+    "plot_fmt",
+    type=click.Choice(["pdf", "png", "svg"]),
+    help="Figure format [default: from the output file's suffix].",
 )
 @click.option(
     "--timeline",
@@ -321,6 +336,7 @@ def hist(
     top_n: int | None,
     view: View,
     output: str,
+    plot_fmt: str | None,
     timeline: bool,
     nflows: int,
     where: Where | None,
@@ -336,10 +352,14 @@ def hist(
 
     require("matplotlib", "plot", "reporter hist")
     from flowherd.reporter.output.plots import FORMATS as PLOT_FORMATS
-    from flowherd.reporter.output.plots import save_figure, size_histogram_figure, timeline_figure
+    from flowherd.reporter.output.plots import size_histogram_figure, timeline_figure
 
-    if not output.lower().endswith(PLOT_FORMATS):
-        raise click.BadParameter(f"use one of {', '.join(PLOT_FORMATS)}", param_hint="--output")
+    suffix = os.path.splitext(output)[1].lower()
+    if plot_fmt is None and suffix not in PLOT_FORMATS:
+        raise click.BadParameter(
+            f"use one of {', '.join(PLOT_FORMATS)}, or --format", param_hint="--output"
+        )
+    plot_fmt = plot_fmt or suffix[1:]
     if where is not None and timeline:
         raise click.UsageError("--where does not apply to --timeline: leave one out")
     conn = _conn(redis_url, queue)
@@ -362,8 +382,10 @@ def hist(
         fig = timeline_figure(starts, series, dist, top_n, name, rules)
     else:
         fig = size_histogram_figure(dist, top_n, name, rules, fit=tail_fit(kept))
-    path = save_figure(fig, output)
-    click.echo(f"wrote {path}", err=True)
+    with open_binary(output) as out:
+        fig.savefig(out, format=plot_fmt)
+    if output != "-":
+        click.echo(f"wrote {output}", err=True)
 
 
 main.add_command(captures_cmd)

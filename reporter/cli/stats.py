@@ -7,6 +7,7 @@ import sys
 import click
 
 from flowherd.console.cli import HELP, handle_errors, open_backend, redis_options, settings_from
+from flowherd.models import numbers
 from flowherd.models.report import View
 from flowherd.reporter.analysis.elephants import parse_size
 from flowherd.reporter.analysis.stats import BY, KEY_FORMS, By, parse_key
@@ -24,12 +25,12 @@ def _threshold(text: str | None, by: str) -> float | None:
     try:
         if by == "bytes":
             return parse_size(text)
-        x = float(text)
+        if by == "bps":
+            return float(numbers.bit_rate(text, "a rate in bit/s (10M, 1Gbit/s)"))
+        what = f"a number of {by} >= 0 (1000, 2.5k, 1M)"
+        return float(numbers.scaled(text, numbers.COUNT_UNITS, what, whole=False))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--threshold") from None
-    if x != x or x < 0:
-        raise click.BadParameter(f"must be a number >= 0, not {text!r}", param_hint="--threshold")
-    return x
 
 
 @click.command("stats", context_settings=HELP)

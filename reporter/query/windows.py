@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flowherd.models import numbers
 from flowherd.models.errors import CaptureStateError
 from flowherd.models.keys import RunKeys
 from flowherd.models.report import FlowRow, PersistentFlow, WindowSummary
@@ -36,15 +37,15 @@ def select(conn: Store, keys: RunKeys, name: str, which: str) -> list[int]:
     if which == "latest":
         return ws[-1:]
     try:
-        t = round(float(which) * 1e9)
-    except ValueError:
+        t = numbers.epoch_ns(which)
+    except numbers.NumberError:
         raise CaptureStateError(
-            f"--window takes latest, all or an epoch time in seconds, not {which!r}"
+            f"--window takes latest, all or an epoch time in seconds, not {numbers.shown(which)}"
         ) from None
     w = width_ns(conn, keys)
     chosen = [s for s in ws if s <= t < s + w]
     if not chosen:
-        raise CaptureStateError(f"capture {name!r} has no window containing {which}")
+        raise CaptureStateError(f"capture {name!r} has no window containing {numbers.shown(which)}")
     return chosen
 
 

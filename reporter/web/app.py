@@ -24,7 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flowherd.deploy.connect import redact
+from flowherd.deploy.connect import scrub
 from flowherd.models.errors import BackendError, CaptureStateError, FlowherdError
 from flowherd.reporter.web import access, api, pages
 from flowherd.reporter.web.docs import BadParam, NotFound
@@ -72,11 +72,11 @@ def _status_of(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, CaptureStateError):
         return 409, str(exc)
     if isinstance(exc, BackendError):
-        return 503, redact(str(exc))
+        return 503, scrub(str(exc))
     if isinstance(exc, FlowherdError):
         return 400, str(exc)
     if isinstance(exc, (RedisError, RedisClusterException)):
-        return 503, f"Redis: {redact(str(exc))}"
+        return 503, f"Redis: {scrub(str(exc))}"
     if isinstance(exc, HTTPException):
         return exc.status_code, str(exc.detail)
     # Starlette re-raises it after this answer, so the server's log gets the traceback

@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from flowherd.models import numbers
 from flowherd.models.capture import CaptureStatus
 from flowherd.models.errors import CaptureStateError
 from flowherd.models.flows import ts_text
@@ -88,12 +89,10 @@ def int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: i
     raw = params.get(name, "").strip()
     if not raw:
         return default
-    if not (raw.isascii() and raw.isdigit()):
-        raise BadParam(name, f"{raw!r} is not a whole number")
-    v = int(raw)
-    if not lo <= v <= hi:
-        raise BadParam(name, f"{v} is out of range: use {lo}-{hi}")
-    return v
+    try:
+        return numbers.count(raw, f"{name}, a whole number {lo}-{hi}", lo=lo, hi=hi)
+    except numbers.NumberError as exc:
+        raise BadParam(name, str(exc)) from None
 
 
 def _view(params: Mapping[str, str]) -> View:

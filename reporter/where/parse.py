@@ -23,10 +23,10 @@ import ipaddress
 import operator
 import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, NamedTuple
 
+from flowherd.models import numbers
 from flowherd.models.errors import FlowherdError
 from flowherd.reporter.table.order import PROTOCOLS
 
@@ -106,15 +106,7 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-_NUM = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([A-Za-z/µ]*)$")
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-_SIZE_UNITS |= {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-_COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
-_TIME_UNITS = {"": 10**9, "ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9}
-_TIME_UNITS |= {"m": 60 * 10**9, "min": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
-_RATE_PREFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-_RATE_SUFFIX = {"": 1, "bps": 1, "bit/s": 1, "b/s": 1, "Bps": 8, "B/s": 8}
+_TIME_UNITS = {"": numbers.NS, **numbers.TIME_UNITS}
 #: what each numeric field's values mean, for messages
 _NUMERIC_HELP = {
     "packets": "a count such as 10 or 2k",
@@ -128,47 +120,43 @@ _NUMERIC_HELP = {
 
 def _number(tok: Token, field: str) -> Fraction:
     """The value of ``tok`` for numeric ``field``, in the field's base unit (packets, bytes,
-    ns, bit/s, ns since the epoch)."""
-    m = _NUM.match(tok.text)
-    bad = WhereError(f"{field} needs {_NUMERIC_HELP[field]}, not {tok.text!r}", tok.col)
-    if m is None:
-        raise bad
+    ns, bit/s, ns since the epoch), read by :mod:`flowherd.models.numbers`."""
+    what = _NUMERIC_HELP[field]
     try:
-        value = Fraction(Decimal(m.group(1)))
-    except InvalidOperation:  # pragma: no cover - the regex admits only decimals
-        raise bad from None
-    unit = m.group(2)
-    if field == "rate":
-        for suffix in sorted(_RATE_SUFFIX, key=len, reverse=True):
-            if unit.endswith(suffix) and unit[: len(unit) - len(suffix)].lower() in _RATE_PREFIX:
-                pre = _RATE_PREFIX[unit[: len(unit) - len(suffix)].lower()]
-                return value * pre * _RATE_SUFFIX[suffix]
-        raise bad
-    table = {"packets": _COUNT_UNITS, "bytes": _SIZE_UNITS, "duration": _TIME_UNITS}.get(field)
-    if table is None:  # first, last: epoch seconds
-        if unit:
-            raise bad
-        return value * 10**9
-    key = unit if unit in ("m", "min", "ms", "µs") and field == "duration" else unit.lower()
-    if key not in table:
-        raise bad
-    return value * table[key]
+        if field == "rate":
+            return numbers.bit_rate(tok.text, what)
+        if field in ("first", "last"):
+            return numbers.scaled(
+                tok.text, {"": numbers.NS}, what, whole=False, hi=numbers.MAX_EPOCH_NS
+            )
+        units = {"packets": numbers.COUNT_UNITS, "bytes": numbers.SIZE_UNITS}.get(field)
+        return numbers.scaled(tok.text, units or _TIME_UNITS, what, whole=False)
+    except numbers.NumberRangeError as exc:
+        raise WhereError(f"{field}: {exc}", tok.col) from None
+    except numbers.NumberError:
+        raise WhereError(f"{field} needs {what}, not {numbers.shown(tok.text)}", tok.col) from None
 
 
 def _port(tok: Token) -> int:
-    if tok.text.isdigit() and tok.text.isascii() and int(tok.text) <= 0xFFFF:
-        return int(tok.text)
-    raise WhereError(f"a port is a number 0-65535, not {tok.text!r}", tok.col)
+    try:
+        return numbers.count(tok.text, "a port", hi=0xFFFF)
+    except numbers.NumberError:
+        raise WhereError(
+            f"a port is a number 0-65535, not {numbers.shown(tok.text)}", tok.col
+        ) from None
 
 
 def _proto(tok: Token) -> int:
     t = tok.text.lower()
     if t in PROTOCOLS:
         return PROTOCOLS[t]
-    if t.isdigit() and t.isascii() and int(t) <= 255:
-        return int(t)
-    names = ", ".join(PROTOCOLS)
-    raise WhereError(f"unknown protocol {tok.text!r} (use {names} or 0-255)", tok.col)
+    try:
+        return numbers.count(t, "a protocol", hi=255)
+    except numbers.NumberError:
+        names = ", ".join(PROTOCOLS)
+        raise WhereError(
+            f"unknown protocol {numbers.shown(tok.text)} (use {names} or 0-255)", tok.col
+        ) from None
 
 
 def _network(tok: Token, cidr: bool) -> tuple[int, int, int]:
@@ -205,12 +193,19 @@ NUMERIC: dict[str, Callable[[Facts], int | Fraction]] = {
 FIELDS = ("proto", "host", "net", "port", "src", "dst", "sport", "dport", *NUMERIC)
 
 
+#: the deepest nesting of parentheses and ``not`` a filter may have: the parser recurses once
+#: per level, and so does the predicate it builds, so no Python recursion limit is reachable
+MAX_DEPTH = 100
+
+
 class Parser:
-    """Recursive descent over :func:`tokenize`'s tokens; :meth:`parse` returns the predicate."""
+    """Recursive descent over :func:`tokenize`'s tokens; :meth:`parse` returns the predicate.
+    Nesting deeper than :data:`MAX_DEPTH` is a :class:`WhereError`."""
 
     def __init__(self, text: str) -> None:
         self.toks = tokenize(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> Token:
         return self.toks[self.i]
@@ -250,18 +245,31 @@ class Parser:
 
     def factor(self) -> Pred:
         tok = self.next()
-        if tok.kind == "not":
-            inner = self.factor()
-            return lambda f: not inner(f)
-        if tok.kind == "(":
-            inner = self.expr()
-            close = self.next()
-            if close.kind != ")":
-                raise WhereError(f"expected ')', not {close.text or 'the end'!r}", close.col)
-            return inner
+        if tok.kind in ("not", "("):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise WhereError(
+                    f"the filter nests deeper than {MAX_DEPTH} levels of parentheses and not",
+                    tok.col,
+                )
+            try:
+                return self.nested(tok)
+            finally:
+                self.depth -= 1
         if tok.kind != "word":
             raise WhereError(f"expected a test, not {tok.text or 'the end'!r}", tok.col)
         return self.test(tok)
+
+    def nested(self, tok: Token) -> Pred:
+        """What follows a ``not`` or an opening parenthesis."""
+        if tok.kind == "not":
+            inner = self.factor()
+            return lambda f: not inner(f)
+        inner = self.expr()
+        close = self.next()
+        if close.kind != ")":
+            raise WhereError(f"expected ')', not {close.text or 'the end'!r}", close.col)
+        return inner
 
     def op(self, eq_only: bool = False) -> tuple[str, Token]:
         """The comparison (``=`` if none is written) and the value token after it."""

@@ -364,7 +364,6 @@ def test_usage_errors_are_one_line(redis_url: str, conn, tmp_path: Path) -> None
     for args, expect in [
         ([], "-o FILE or --ipfix"),
         (["-o", "x.txt"], "--format"),
-        (["-o", "-", "--format", "parquet"], "stdout"),
         (["--ipfix", "localhost"], "HOST:PORT"),
         (["--ipfix", "127.0.0.1:4739", "--direction", "bi"], "unidirectional"),
     ]:
