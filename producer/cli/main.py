@@ -19,18 +19,22 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 
 from flowherd.console.cli import (
     HELP,
+    OneLineGroup,
+    capture_name_option,
     handle_errors,
     open_backend,
     redis_options,
     settings_from,
     setup_logging,
 )
+from flowherd.console.outfile import open_binary
 from flowherd.console.show import out_console, show_status
 from flowherd.deploy.queueing import make_queue
 from flowherd.producer.cli.options import run_options, timeouts_of
 from flowherd.producer.cli.shell import Shell, exit_with_outcome, name_of_files, run_shell
 from flowherd.producer.cli.sniff import sniff_command
 from flowherd.producer.cli.synth import synth_command
+from flowherd.producer.readers.sources import expand, is_pattern
 from flowherd.producer.run.gaps import batches, missing, settings_of
 from flowherd.producer.run.resume import resume
 from flowherd.producer.run.retry import retry
@@ -42,7 +46,7 @@ from flowherd.store.captures import run_of, status
 T = TypeVar("T")
 
 
-@click.group(context_settings=HELP)
+@click.group(cls=OneLineGroup, context_settings=HELP)
 @click.version_option(package_name="flowherd")
 def main() -> None:
     """flowherd producer: read packet traces as raw records and queue them for the workers.
@@ -67,8 +71,25 @@ def main() -> None:
 
 @main.command("submit", context_settings=HELP)
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
-@click.option("--name", help="Capture name (default: the first file's name without suffixes).")
+@click.option(
+    "--name",
+    callback=capture_name_option,
+    help="Capture name (default: the first file's name without suffixes).",
+)
+@click.option(
+    "-r",
+    "--recursive",
+    is_flag=True,
+    help="Directories among FILES: their subdirectories' captures too.",
+)
 @click.option("--replace", is_flag=True, help="Overwrite an existing capture of that name.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    default=None,
+    help="Abort at the first corrupt block of a file [default: keep the records before it, "
+    "warn and exit 1, like a truncated file].",
+)
 @click.option("--compress/--no-compress", default=None, help="zlib-compress batch payloads.")
 @click.option(
     "--resume",
@@ -85,7 +106,9 @@ def main() -> None:
 def submit_cmd(
     files: tuple[str, ...],
     name: str | None,
+    recursive: bool,
     replace: bool,
+    strict: bool | None,
     wait: bool | None,
     num_workers: int,
     top_n: int,
@@ -103,6 +126,11 @@ def submit_cmd(
     queue: str,
 ) -> None:
     """Submit FILES (pcap, pcapng; gzip/bzip2/xz compressed) as one capture.
+
+    Each of FILES is a capture file, a directory (its capture files, ordered by first
+    timestamp; other files are skipped with a warning), a quoted glob pattern ('day1/*.pcap',
+    ordered likewise) or an http:// or https:// URL, streamed (a cut connection goes on with
+    an HTTP Range request where the server allows it).
 
     Records are read in file order, packed into batches and queued, at most --max-in-flight at
     a time; while Redis is out of memory (maxmemory) reading pauses. Exit status: 0 ok; 1
@@ -123,13 +151,18 @@ def submit_cmd(
         engine=engine,
         window=window,
         keep_windows=keep_windows,
+        strict=strict or None,
     )
-    cap_name = resume_name or name or name_of_files(files)
+    found = expand(files, recursive)
+    for w in found.warnings():
+        click.echo(f"warning: {w}", err=True)
+    sources = found.sources
+    cap_name = resume_name or name or name_of_files(sources if is_pattern(files[0]) else files)
     adjust = (lambda conn, s: settings_of(conn, cap_name, s)) if resume_name else None
     with run_shell(settings, wait, num_workers, adjust) as sh:
         conn, settings = sh.conn, sh.settings
         if resume_name:
-            done = _with_progress(sh, lambda cb: resume(conn, files, cap_name, settings, cb))
+            done = _with_progress(sh, lambda cb: resume(conn, sources, cap_name, settings, cb))
             prog = done.progress
             resent = f"re-sent {batches(done.resent)}" if done.resent else "re-sent none"
             summary = f"resumed {cap_name!r}: {resent}, sent {done.new} more; {done.total} batches"
@@ -137,7 +170,10 @@ def submit_cmd(
             q = make_queue(conn.queue, settings.queue)
             t = timeouts_of(idle_timeout, active_timeout)
             _, prog = _with_progress(
-                sh, lambda cb: submit(conn, q, files, cap_name, settings, replace, cb, t)
+                sh,
+                lambda cb: submit(
+                    conn, q, sources, cap_name, settings, replace, cb, t, checked=found.checked
+                ),
             )
             summary = f"submitted {prog.packets} packets in {prog.batches} batches as {cap_name!r}"
         for w in prog.warnings:
@@ -236,7 +272,7 @@ def retry_cmd(name: str, redis_url: str | None, queue: str) -> None:
 
 
 @main.command(context_settings=HELP)
-@click.argument("output", type=click.Path(dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--flows",
     type=click.IntRange(1, 8_000_000),
@@ -261,7 +297,8 @@ def sample(output: str, flows: int, seed: int, snaplen: int) -> None:
     their exact totals, see `producer synth`."""
     from flowherd.producer.traces.sample import write_sample
 
-    truth = write_sample(output, flows=flows, seed=seed, snaplen=snaplen)
+    with open_binary(output) as out:
+        truth = write_sample(out, flows=flows, seed=seed, snaplen=snaplen)
     packets = sum(v[0] for v in truth.values())
     click.echo(f"wrote {output}: {packets:,} packets in {len(truth):,} flows", err=True)
 

@@ -34,6 +34,7 @@ from typing import Literal, TypeVar
 from flowherd.models.batch import Columns, RawRecord
 from flowherd.models.errors import CaptureError, TruncatedCaptureError
 from flowherd.producer.readers import pcap, pcapng
+from flowherd.producer.readers.http import UrlFile, is_url, open_url
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class CaptureReader:
         self.path = path
         self.format: Format = fmt
         self.compression: Compression | None = compression
-        self.size = os.fstat(raw.fileno()).st_size
+        self.size = _size_of(raw)
         self._raw = raw
         self._stream = stream
         self._records = records
@@ -179,7 +180,8 @@ class CaptureReader:
 
 
 def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
-    """Open the capture at ``path`` and read its header.
+    """Open the capture at ``path`` (a file, or an ``http(s)://`` URL streamed by
+    :mod:`flowherd.producer.readers.http`) and read its header.
 
     Raises :class:`CaptureError` (``str(exc)`` names the file and the problem) when the file is
     missing, a directory, unreadable, empty, not a pcap or pcapng file (possibly after gzip, bzip2
@@ -188,6 +190,13 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
     A file that holds a header and no record is valid and yields nothing.
     """
     name = os.fsdecode(path)
+    if is_url(name):
+        raw: io.BufferedReader = open_url(name)  # streamed, never copied to disk
+        try:
+            return _start(name, raw)
+        except BaseException:
+            raw.close()
+            raise
     try:
         raw = open(path, "rb")  # noqa: SIM115 -- handed to the reader, which closes it
     except FileNotFoundError:
@@ -205,15 +214,26 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
         raise
 
 
+def _size_of(raw: io.BufferedReader) -> int:
+    """Bytes of the file, or of a URL's body (0 when the server did not say)."""
+    if isinstance(raw, UrlFile):
+        return raw.content_length or 0
+    return os.fstat(raw.fileno()).st_size
+
+
 def _start(name: str, raw: io.BufferedReader) -> CaptureReader:
-    st = os.fstat(raw.fileno())
-    if stat.S_ISDIR(st.st_mode):
+    url = isinstance(raw, UrlFile)
+    st = None if url else os.fstat(raw.fileno())
+    if st is not None and stat.S_ISDIR(st.st_mode):
         raise CaptureError(name, "is a directory, not a capture file")
-    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+    if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == 0:
         raise CaptureError(name, "empty file")
     try:
-        magic = raw.read(6)
-        raw.seek(0)
+        if url:
+            magic = raw.peek(6)[:6]  # a stream: look, do not seek
+        else:
+            magic = raw.read(6)
+            raw.seek(0)
     except OSError as exc:
         raise CaptureError(name, f"cannot read the file: {exc.strerror or exc}") from None
     compression = next((c for m, c in _COMPRESSION_MAGICS if magic.startswith(m)), None)

@@ -33,6 +33,8 @@ from flowherd.models.errors import CaptureError, CaptureStateError
 from flowherd.models.keys import PayloadKeys, RunKeys, batch_job_id, report_job_id
 from flowherd.models.settings import Settings
 from flowherd.models.state import CaptureMeta, MetaField
+from flowherd.producer.readers.http import fingerprint as url_fingerprint
+from flowherd.producer.readers.http import is_url
 from flowherd.store.backend import Store
 from flowherd.store.captures import batches_done, close_run, done_seqs, load, lost_parts, set_meta
 
@@ -44,11 +46,15 @@ _CHUNK = 512  # batches checked per MULTI by scan
 
 def fingerprint(path: str) -> str:
     """``size:hash`` of the file on disk (SHA-256 of its first MiB): tells another file apart
-    without reading it all. Raises :class:`CaptureError` when the file cannot be read."""
+    without reading it all (a URL's: its ``Content-Length`` and first MiB). Raises
+    :class:`CaptureError` when the file cannot be read."""
+    if is_url(path):
+        return url_fingerprint(path)
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:
             size = os.fstat(f.fileno()).st_size
-            head = f.read(_FP_HEAD)
+            # no more than the file holds: a small file's read allocates no MiB for nothing
+            head = f.read(max(1, min(size, _FP_HEAD)))
     except OSError as exc:
         raise CaptureError(path, f"cannot read the file: {exc.strerror or exc}") from None
     return f"{size}:{hashlib.sha256(head).hexdigest()[:32]}"

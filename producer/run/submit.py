@@ -7,7 +7,7 @@ stopped).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from rq import Queue
 
@@ -34,21 +34,26 @@ def submit(
     replace: bool = False,
     on_progress: ProgressFn | None = None,
     timeouts: Timeouts | None = None,
+    *,
+    checked: Collection[str] = (),
 ) -> tuple[RunKeys, Progress]:
     """Read ``sources`` in order into one capture ``name``; return its keys and final progress.
 
     Every source is opened (header checked) before anything is created in Redis, so a bad path
-    fails without leaving a capture behind. A truncated file contributes its complete records
-    and a warning. Before the run is closed, any batch that Redis lost meanwhile (a restart
-    that lost its last writes) is rebuilt from the files and sent again (see
-    :mod:`flowherd.producer.run.resume`), so a closed run holds every batch once. While Redis is out
-    of memory the producer waits (see :class:`flowherd.producer.run.writer.RunWriter`). Any other
-    read error, or an interrupt, marks the run aborted and re-raises; ``producer submit --resume``
-    continues an aborted or killed submission.
+    fails without leaving a capture behind; those in ``checked`` were just opened by the caller
+    (:func:`flowherd.producer.readers.sources.expand`) and are not opened again. A truncated
+    file contributes its complete records and a warning. Before the run is closed, any batch
+    that Redis lost meanwhile (a restart that lost its last writes) is rebuilt from the files
+    and sent again (see :mod:`flowherd.producer.run.resume`), so a closed run holds every batch
+    once. While Redis is out of memory the producer waits (see
+    :class:`flowherd.producer.run.writer.RunWriter`). Any other read error, or an interrupt,
+    marks the run aborted and re-raises; ``producer submit --resume`` continues an aborted or
+    killed submission.
     """
     for src in sources:
-        with open_capture(src):
-            pass
+        if src not in checked:
+            with open_capture(src):
+                pass
     keys = register(store, name, sources, settings, replace)
     with RunLock(store, keys, name) as lock:
         record_batching(store, keys, sources, settings)
