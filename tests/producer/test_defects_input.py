@@ -43,9 +43,11 @@ def _payloads(conn: Redis) -> Iterator[bytes]:
 
 
 def _submit_subprocess(redis_url: str, path: Path) -> subprocess.CompletedProcess[str]:
-    """``producer submit`` as a real process, so that what it prints is what a user sees."""
+    """``producer submit --strict`` as a real process, so that what it prints is what a user
+    sees (without --strict the records before the bad one are kept: tests/producer/
+    test_corrupt_blocks.py)."""
     queue = f"t{uuid.uuid4().hex[:8]}"
-    args = ["submit", str(path), "--redis-url", redis_url, "--queue", queue]
+    args = ["submit", "--strict", str(path), "--redis-url", redis_url, "--queue", queue]
     return subprocess.run(
         [sys.executable, "-m", "flowherd.producer", *args, "--batch-packets", "1"],
         cwd=ROOT,
@@ -96,7 +98,8 @@ def test_submit_refuses_an_oversized_pcapng_packet(redis_url: str, tmp_path: Pat
     head = shb() + idb() + epb("<", 0, 1, b"ok")
     path = tmp_path / "big.pcapng"
     path.write_bytes(head + epb("<", 0, 2, bytes(300_000)))
-    args = ["submit", str(path), "--redis-url", redis_url, "--queue", f"t{uuid.uuid4().hex[:8]}"]
+    args = ["submit", "--strict", str(path), "--redis-url", redis_url]
+    args += ["--queue", f"t{uuid.uuid4().hex[:8]}"]
     res = CliRunner().invoke(producer_main, args, catch_exceptions=False)
     assert res.exit_code == 1
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
