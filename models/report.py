@@ -25,7 +25,9 @@ def one_of(text: str, choices: tuple[T, ...]) -> T:
     for c in choices:
         if c == text:
             return c
-    raise ValueError(f"{text[:40]!r}: use {' or '.join(map(str, choices))}")
+    names = list(map(str, choices))
+    use = " or ".join(names) if len(names) <= 2 else "one of " + ", ".join(names)
+    raise ValueError(f"{text[:40]!r}: use {use}")
 
 
 def parse_view(text: str) -> View:

@@ -1,3 +1,6 @@
+"""``python -m flowherd.producer``."""
+
 from flowherd.producer.cli.main import main
 
-main()
+if __name__ == "__main__":
+    main()

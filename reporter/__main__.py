@@ -1,3 +1,6 @@
+"""``python -m flowherd.reporter``."""
+
 from flowherd.reporter.cli.main import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -1,3 +1,6 @@
+"""``python -m flowherd.workers``."""
+
 from flowherd.workers.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -19,14 +19,15 @@ from flowherd.deploy.queueing import make_queue
 from flowherd.models.records import Timeouts
 from flowherd.producer.cli.options import duration_option, run_options, timeouts_of
 from flowherd.producer.cli.shell import Shell, exit_with_outcome, name_of_interface, run_shell
-from flowherd.producer.live.packet_socket import Counters, Limits, LiveSocket
+from flowherd.producer.live.fanout import FANOUT_MODES
+from flowherd.producer.live.packet_socket import Counters, Limits
 from flowherd.producer.live.ring import (
     DEFAULT_BLOCK_NR,
     DEFAULT_BLOCK_SIZE,
     DEFAULT_RETIRE_BLK_TOV_MS,
 )
-from flowherd.producer.live.ring_capture import RingOptions, RingSocket, open_live
-from flowherd.producer.live.sniff import Outcome, sniff
+from flowherd.producer.live.ring_capture import RingOptions
+from flowherd.producer.live.sniff import Live, Outcome, open_live, sniff
 from flowherd.producer.run.writer import Progress as WriterProgress
 
 
@@ -115,6 +116,24 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
     metavar="MS",
     help="Hand over a partly filled block after this many milliseconds (latency on quiet links).",
 )
+@click.option(
+    "--fanout",
+    "members",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Read the link with N sniffer processes in one PACKET_FANOUT group, each with its "
+    "own ring, feeding one capture (for links one core cannot keep up with).",
+)
+@click.option(
+    "--fanout-mode",
+    type=click.Choice(FANOUT_MODES),
+    default="hash",
+    show_default=True,
+    help="How the kernel spreads frames over the processes: hash (by flow; fragments "
+    "reassembled first), cpu (by the CPU that received it), lb (round robin), qm (by NIC queue).",
+)
 @run_options
 @click.option("-v", "--verbose", count=True, help="-v: progress logs; -vv: debug.")
 @redis_options
@@ -134,6 +153,8 @@ def sniff_command(
     ring_blocks: int,
     ring_block_size: int,
     block_timeout: int,
+    members: int,
+    fanout_mode: str,
     wait: bool | None,
     num_workers: int,
     top_n: int,
@@ -194,7 +215,7 @@ def sniff_command(
 
 def _sniff_with_progress(
     sh: Shell,
-    live: LiveSocket | RingSocket,
+    live: Live,
     name: str,
     limits: Limits,
     replace: bool,

@@ -66,12 +66,19 @@ class Counters:
     kernel_packets: int | None = None
     kernel_drops: int | None = None
     error: str | None = None
+    #: (kernel packets, kernel drops) of each sniffer process of a fanout group
+    per_member: list[tuple[int, int]] | None = None
 
     def summary(self) -> str:
         if self.kernel_packets is None:
             text = "kernel drop counters unavailable"
         else:
             text = f"kernel dropped {self.kernel_drops or 0:,} of {self.kernel_packets:,} packets"
+            if self.per_member:
+                each = ", ".join(
+                    f"{i}: {d:,} of {p:,}" for i, (p, d) in enumerate(self.per_member, 1)
+                )
+                text += f" (by sniffer process {each})"
         text += f"; producer dropped {self.producer_drops:,}"
         if self.beyond_count:
             text += f"; {self.beyond_count:,} read after --count was reached were not forwarded"

@@ -8,8 +8,7 @@
 filter compiled by libpcap, the snap length, promiscuous mode and, with ``--fanout``, a
 PACKET_FANOUT group; :class:`RingReader` is the sniffer thread, with the contract of
 :class:`flowherd.producer.live.packet_socket.Reader` (counters, limits, clean stop, drop
-accounting) so :func:`flowherd.producer.live.sniff.sniff` runs either. :func:`open_live` tries
-the ring and falls back to the ``recvmsg`` socket where a ring cannot be set up.
+accounting) so :func:`flowherd.producer.live.sniff.sniff` runs either.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from flowherd.models.columns import Columns
-from flowherd.producer.live.packet_socket import Counters, Limits, LiveSocket, Reader, SniffError
+from flowherd.producer.live.packet_socket import Counters, Limits, SniffError
 from flowherd.producer.live.ring import (
     DEFAULT_BLOCK_NR,
     DEFAULT_BLOCK_SIZE,
@@ -185,27 +184,4 @@ class RingReader:
             self._hand(None, block=True)
 
 
-def open_live(
-    iface: str,
-    bpf: str | None,
-    promisc: bool,
-    snaplen: int,
-    kernel_buffer: int,
-    ring: RingOptions | None,
-) -> tuple[LiveSocket | RingSocket, str | None]:
-    """The capture of ``iface``: a ring when ``ring`` is given and the kernel sets one up,
-    else the ``recvmsg`` socket; and a note saying why the ring could not be used (None when
-    it is used or was not asked for). Raises :class:`SniffError` when neither can capture."""
-    note = None
-    if ring is not None:
-        try:
-            return RingSocket(iface, bpf, promisc, snaplen, ring), None
-        except RingError as exc:
-            if ring.fanout is not None:  # a fanout group needs the ring: say why it failed
-                raise SniffError(iface, f"cannot join the fanout group: {exc.strerror}") from None
-            note = f"no TPACKET_V3 ring ({exc.strerror}): reading one frame per recvmsg"
-            log.info("event=ring_unavailable iface=%s reason=%s", iface, exc.strerror)
-    return LiveSocket(iface, bpf, promisc, snaplen, kernel_buffer), note
-
-
-__all__ = ["Reader", "RingOptions", "RingReader", "RingSocket", "open_live"]
+__all__ = ["RingOptions", "RingReader", "RingSocket"]

@@ -32,8 +32,10 @@ from flowherd.models.columns import Columns
 from flowherd.models.keys import RunKeys
 from flowherd.models.records import Timeouts
 from flowherd.models.settings import Settings
-from flowherd.producer.live.packet_socket import Counters, Limits, LiveSocket, Reader
-from flowherd.producer.live.ring_capture import RingReader, RingSocket
+from flowherd.producer.live.fanout import FanoutReader, FanoutSocket
+from flowherd.producer.live.packet_socket import Counters, Limits, LiveSocket, Reader, SniffError
+from flowherd.producer.live.ring import RingError
+from flowherd.producer.live.ring_capture import RingOptions, RingReader, RingSocket
 from flowherd.producer.run.writer import Progress as WriterProgress
 from flowherd.producer.run.writer import RunWriter
 from flowherd.store.backend import Store
@@ -41,6 +43,9 @@ from flowherd.store.captures import register, set_meta
 from flowherd.store.lock import RunLock
 
 log = logging.getLogger(__name__)
+
+#: a live capture: the recvmsg socket, a ring, or a fanout group of ring processes
+Live = LiveSocket | RingSocket | FanoutSocket
 
 
 @dataclass
@@ -56,7 +61,7 @@ ProgressFn = Callable[[WriterProgress, Counters], None]
 def sniff(
     conn: Store,
     rq_queue: Queue,
-    live: LiveSocket | RingSocket,
+    live: Live,
     name: str,
     settings: Settings,
     limits: Limits,
@@ -84,7 +89,7 @@ def _sniff(
     conn: Store,
     rq_queue: Queue,
     keys: RunKeys,
-    live: LiveSocket | RingSocket,
+    live: Live,
     settings: Settings,
     limits: Limits,
     stop: threading.Event,
@@ -115,7 +120,7 @@ def _sniff(
     thread.join()
     c = rd.c
     if c.error:
-        w.warn(f"capture on {live.iface} ended early: {c.error}")
+        w.warn(f"capture on {live.iface} is incomplete: {c.error}")
     w.warn(c.summary())
     meta: dict[str, int] = {"producer_drops": c.producer_drops}
     if c.kernel_packets is not None:
@@ -127,7 +132,10 @@ def _sniff(
 
 
 def _pump(
-    w: RunWriter, rd: Reader | RingReader, limits: Limits, on_progress: ProgressFn | None
+    w: RunWriter,
+    rd: Reader | RingReader | FanoutReader,
+    limits: Limits,
+    on_progress: ProgressFn | None,
 ) -> None:
     """Main-thread loop: add handed-over records, flush every interval, until the end marker."""
     add, get = w.add, rd.out.get
@@ -157,3 +165,32 @@ def _pump(
                 on_progress(w.progress, rd.c)
             now = time.monotonic()
             next_flush = now + interval
+
+
+def open_live(
+    iface: str,
+    bpf: str | None,
+    promisc: bool,
+    snaplen: int,
+    kernel_buffer: int,
+    ring: RingOptions | None,
+    members: int = 1,
+) -> tuple[Live, str | None]:
+    """The capture of ``iface``: ``members`` > 1 sniffer processes in a fanout group; else a
+    ring when ``ring`` is given and the kernel sets one up, else the ``recvmsg`` socket; and a
+    note saying why the ring could not be used (None when it is used or was not asked for).
+    Raises :class:`SniffError` when neither can capture."""
+    if members > 1:
+        if ring is None:
+            raise SniffError(iface, "--fanout needs the ring: leave out --no-ring")
+        return FanoutSocket(iface, bpf, promisc, snaplen, ring, members), None
+    note = None
+    if ring is not None:
+        try:
+            return RingSocket(iface, bpf, promisc, snaplen, ring), None
+        except RingError as exc:
+            if ring.fanout is not None:  # a fanout group needs the ring: say why it failed
+                raise SniffError(iface, f"cannot join the fanout group: {exc.strerror}") from None
+            note = f"no TPACKET_V3 ring ({exc.strerror}): reading one frame per recvmsg"
+            log.info("event=ring_unavailable iface=%s reason=%s", iface, exc.strerror)
+    return LiveSocket(iface, bpf, promisc, snaplen, kernel_buffer), note

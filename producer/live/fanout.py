@@ -1,0 +1,292 @@
+"""One link read by several processes: ``producer sniff --fanout N``.
+
+    sniffer process 1: ring in fanout group G --\\
+    sniffer process 2: ring in fanout group G ----> main process: RunWriter (one capture)
+    ...                                         --/  blocks over pipes, counters per process
+
+The kernel spreads the frames of one interface over the members of a PACKET_FANOUT group (by
+flow hash, CPU, load or queue mapping): each member is a process with its own TPACKET_V3 ring
+(:class:`flowherd.producer.live.ring.Ring`) that turns whole blocks into columns, the part that
+costs CPU per frame. Blocks reach the main process over a pipe as raw arrays (no pickling) and
+go into the one capture run: batches are cut there, so the capture is one stream of batches and
+completes as any other. The merge is exact and order-free, so it does not matter which member
+saw which frame; with ``hash`` a flow's two directions may still land in different members.
+
+A member that dies is named in the capture's warnings (with its exit status) and the others
+carry on; the capture then completes, marked incomplete (exit status 1), like a capture with
+drops. Kernel counters are kept per member and summed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import struct
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from multiprocessing.synchronize import Event
+
+import numpy as np
+
+from flowherd.models.columns import Columns
+from flowherd.producer.live.packet_socket import Counters, Limits, SniffError
+from flowherd.producer.live.ring import Ring, RingError, compile_bpf, iface_linktype
+from flowherd.producer.live.ring_capture import QUEUE_BYTES, RingOptions
+
+log = logging.getLogger(__name__)
+
+FANOUT_MODES = ("hash", "lb", "cpu", "qm")
+_HEAD = struct.Struct("<cQQ")  # kind, frames, data bytes
+_STATS = struct.Struct("<cQQ")  # b"S", kernel packets, kernel drops
+_READY, _BLOCK, _STAT, _END = b"R", b"B", b"S", b"E"
+
+
+def _pack(blk_ts: np.ndarray, wire: np.ndarray, cap: np.ndarray, data: bytes) -> list[bytes]:
+    n = len(blk_ts)
+    return [_HEAD.pack(_BLOCK, n, len(data)), blk_ts.tobytes(), wire.tobytes(), cap.tobytes(), data]
+
+
+def _unpack(msg: bytes, linktype: int) -> Columns:
+    _, n, size = _HEAD.unpack_from(msg)
+    at = _HEAD.size
+    ts = np.frombuffer(msg, np.uint64, n, at)
+    wire = np.frombuffer(msg, np.uint32, n, at + 8 * n)
+    cap = np.frombuffer(msg, np.uint32, n, at + 12 * n)
+    data = msg[at + 16 * n : at + 16 * n + size]
+    return Columns(ts, wire, np.full(n, linktype, np.uint16), cap, data)
+
+
+def _member(
+    iface: str,
+    prog: bytes | None,
+    promisc: bool,
+    snaplen: int,
+    opts: RingOptions,
+    conn: Connection,
+    stop: Event,
+) -> None:
+    """A sniffer process: its ring's blocks to ``conn`` until ``stop``, then drained."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    try:
+        ring = Ring(
+            iface,
+            snaplen=snaplen,
+            promisc=promisc,
+            bpf=prog,
+            fanout=opts.fanout,
+            block_size=opts.block_size,
+            block_nr=opts.block_nr,
+            retire_blk_tov=opts.block_timeout_ms,
+        )
+    except RingError as exc:
+        conn.send_bytes(_END + (exc.strerror or str(exc)).encode())
+        return
+    conn.send_bytes(_READY)
+    drain = 2 * opts.block_timeout_ms / 1000 + 0.1
+    plugged, next_stats, error = False, time.monotonic() + 0.5, ""
+    try:
+        while True:
+            blk = ring.next_block(drain if plugged else 0.1)
+            if blk is None:
+                if plugged:
+                    break
+            elif len(blk.ts):
+                conn.send_bytes(b"".join(_pack(blk.ts, blk.wire, blk.cap, blk.data)))
+            now = time.monotonic()
+            if now >= next_stats:
+                conn.send_bytes(_STATS.pack(_STAT, *ring.stats()))
+                next_stats = now + 0.5
+            if not plugged and stop.is_set():
+                ring.plug()
+                plugged = True
+    except (RingError, OSError) as exc:
+        error = exc.strerror or str(exc)
+    finally:
+        with contextlib.suppress(OSError):
+            conn.send_bytes(_STATS.pack(_STAT, *ring.stats()))
+            conn.send_bytes(_END + error.encode())
+        ring.close()
+
+
+class FanoutSocket:
+    """``members`` sniffer processes in one PACKET_FANOUT group on ``iface``; ``close()`` it.
+
+    Raises :class:`SniffError` for a filter libpcap does not compile, and when a member cannot
+    set up its ring or join the group (its reason, e.g. no privilege or no such interface)."""
+
+    def __init__(
+        self,
+        iface: str,
+        bpf: str | None,
+        promisc: bool,
+        snaplen: int,
+        opts: RingOptions,
+        members: int,
+    ) -> None:
+        try:
+            self.linktype = iface_linktype(iface)
+        except RingError as exc:
+            raise SniffError(iface, exc.strerror or str(exc)) from None
+        prog = None
+        if bpf:
+            try:
+                prog = compile_bpf(bpf, self.linktype, snaplen)
+            except ValueError as exc:
+                raise SniffError(iface, f"invalid filter {bpf!r}: {exc}") from None
+        if opts.fanout is None:
+            opts = RingOptions(
+                opts.block_size,
+                opts.block_nr,
+                opts.block_timeout_ms,
+                (os.getpid() & 0xFFFF, "hash"),
+            )
+        self.iface, self.snaplen, self.opts = iface, snaplen, opts
+        ctx = mp.get_context("spawn")  # no fork of a process that holds threads and clients
+        self.stop_members = ctx.Event()
+        self.procs: list[mp.process.BaseProcess] = []
+        self.conns: list[Connection] = []
+        try:
+            for i in range(members):
+                here, there = ctx.Pipe(duplex=False)
+                p = ctx.Process(
+                    target=_member,
+                    args=(iface, prog, promisc, snaplen, opts, there, self.stop_members),
+                    name=f"flowherd-sniff-{i + 1}",
+                    daemon=True,
+                )
+                p.start()
+                there.close()
+                self.procs.append(p)
+                self.conns.append(here)
+            for i, conn in enumerate(self.conns):
+                if not conn.poll(30):
+                    raise SniffError(iface, f"sniffer process {i + 1} did not start")
+                msg = conn.recv_bytes()
+                if msg[:1] == _END:
+                    raise SniffError(iface, f"cannot capture: {msg[1:].decode()}")
+        except BaseException:
+            self.close()
+            raise
+
+    def describe(self) -> str:
+        o = self.opts
+        group, mode = o.fanout or (0, "hash")
+        return (
+            f"{len(self.procs)} processes in fanout group {group} ({mode}), each a TPACKET_V3 "
+            f"ring of {o.block_nr} blocks of {o.block_size >> 20} MiB"
+        )
+
+    def reader(self, limits: Limits, stop: threading.Event) -> FanoutReader:
+        return FanoutReader(self, limits, stop)
+
+    def close(self) -> None:
+        self.stop_members.set()
+        for p in self.procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+        for conn in self.conns:
+            conn.close()
+
+    def __enter__(self) -> FanoutSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _death(proc: mp.process.BaseProcess) -> str:
+    proc.join(2)
+    code = proc.exitcode
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        return f"died of signal {-code} ({signal.Signals(-code).name})"
+    return f"exited with status {code}"
+
+
+class FanoutReader:
+    """The main process's side: one thread receives every member's blocks and counters, with
+    the contract of :class:`flowherd.producer.live.ring_capture.RingReader`."""
+
+    def __init__(self, live: FanoutSocket, limits: Limits, stop: threading.Event) -> None:
+        self.live, self.stop, self.c = live, stop, Counters()
+        self.limit = limits.count or sys.maxsize
+        self.out: queue.Queue[Columns | None] = queue.Queue(
+            max(1, QUEUE_BYTES // live.opts.block_size)
+        )
+        self.abandoned = False
+        self.kernel: list[tuple[int, int]] = [(0, 0)] * len(live.procs)
+        self.problems: list[str] = []
+
+    def _hand(self, cols: Columns | None, block: bool) -> None:
+        if not block:
+            try:
+                self.out.put_nowait(cols)
+            except queue.Full:
+                self.c.producer_drops += len(cols) if cols is not None else 0
+            return
+        while not self.abandoned:
+            with contextlib.suppress(queue.Full):
+                return self.out.put(cols, timeout=0.2)
+
+    def _take(self, cols: Columns, draining: bool) -> None:
+        c = self.c
+        room = self.limit - c.captured
+        if len(cols) > room:
+            c.beyond_count += len(cols) - room
+            cols = cols.slice(0, max(room, 0))
+        if len(cols):
+            c.captured += len(cols)
+            self._hand(cols, block=draining)
+        if c.captured >= self.limit:
+            self.stop.set()
+
+    def _count(self) -> None:
+        self.c.kernel_packets = sum(p for p, _ in self.kernel)
+        self.c.kernel_drops = sum(d for _, d in self.kernel)
+        self.c.per_member = list(self.kernel)
+
+    def run(self) -> None:
+        live = self.live
+        open_ = {conn: i for i, conn in enumerate(live.conns)}
+        try:
+            while open_:
+                if self.stop.is_set():
+                    live.stop_members.set()
+                for conn in wait(list(open_), timeout=0.1):
+                    i = open_[conn]  # type: ignore[index]
+                    try:
+                        msg = conn.recv_bytes()  # type: ignore[union-attr]
+                    except (EOFError, OSError):
+                        why = _death(live.procs[i])
+                        self.problems.append(
+                            f"sniffer process {i + 1} of {len(live.procs)} "
+                            f"(pid {live.procs[i].pid}) {why}; the others carried on"
+                        )
+                        log.warning("event=sniffer_died member=%d %s", i + 1, why)
+                        del open_[conn]  # type: ignore[arg-type]
+                        continue
+                    kind = msg[:1]
+                    if kind == _BLOCK:
+                        self._take(_unpack(msg, live.linktype), self.stop.is_set())
+                    elif kind == _STAT:
+                        _, p, d = _STATS.unpack(msg)
+                        self.kernel[i] = (p, d)
+                        self._count()
+                    elif kind == _END:
+                        if len(msg) > 1:
+                            self.problems.append(f"sniffer process {i + 1}: {msg[1:].decode()}")
+                        del open_[conn]  # type: ignore[arg-type]
+        finally:
+            self._count()
+            if self.problems:
+                self.c.error = "; ".join(self.problems)
+            self._hand(None, block=True)
