@@ -12,7 +12,12 @@ of these subpackages; ``docs/architecture.md`` draws them):
     flowherd.producer   ``producer``: readers, live capture, the run, trace generators
     flowherd.lab        flowherd on several hosts of one machine (tests and benchmarks)
 
-This module is the home of the Python API: the names in ``__all__`` are public and stable.
+This module is the home of the Python API: the names in ``__all__`` are public and stable
+(``docs/python.md``)::
+
+    import flowherd
+    cap = flowherd.analyse("trace.pcap.gz")         # or flowherd.open("trace")
+    cap.top(10)                                     # pandas DataFrames, Arrow streams, figures
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _version
 
+from flowherd.api import analyse, captures, open
+from flowherd.capture import Capture
 from flowherd.models.errors import (
     BackendError,
     BatchError,
@@ -37,9 +44,13 @@ except _NotInstalled:  # a source tree that was never installed
 __all__ = [
     "BackendError",
     "BatchError",
+    "Capture",
     "CaptureError",
     "CaptureStateError",
     "FlowherdError",
     "TruncatedCaptureError",
     "__version__",
+    "analyse",
+    "captures",
+    "open",
 ]

@@ -201,6 +201,17 @@ def size_histogram_figure(
     return fig
 
 
+def ccdf_figure(dist: SizeDist, title: str = "Flow sizes", fit: TailFit | None = None) -> Figure:
+    """The right panel of :func:`size_histogram_figure` alone: the CCDF of ``dist``'s sizes
+    (log-log) with the share of bytes of the largest flows, and the tail ``fit`` when given."""
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    _ccdf_and_share(fig.subplots(), dist, fit)
+    fig.suptitle(f"{title}: {dist.n} flows, {human_bytes(dist.total)}")
+    _note(fig, dist)
+    return fig
+
+
 def timeline_figure(
     starts_ns: Sequence[int],
     series: Sequence[tuple[str, Sequence[int]]],
