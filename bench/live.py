@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Live capture at given rates: `producer sniff` on a veth pair while tcpreplay replays a trace
 into the other end (needs root and tcpreplay). Prints, per reader and rate: frames sent, kernel
-and producer drops, frames stored once the workers have merged everything, and the sniffer's
-CPU microseconds per frame; the two readers (the TPACKET_V3 ring, one recvmsg per frame) run in
-the same invocation, so their figures compare.
+and producer drops, frames stored once the workers have merged everything, and CPU microseconds
+per frame of the reading alone (the sniffer thread, or the fanout processes together) and of the
+whole producer process (start-up, batching and Redis included). The readers (the TPACKET_V3
+ring, one recvmsg per frame) run in the same invocation, so their figures compare.
 
     sudo .venv/bin/python bench/live.py                         # 100k..300k frames/s and top speed
     sudo .venv/bin/python bench/live.py --rates 150000,300000 --frames 300000 --loops 8
@@ -102,13 +103,13 @@ def one_run(
     with Veth() as v, LocalWorkers(url, queue, 2) as workers:
         args = [sys.executable, "-m", "flowherd.producer", "sniff", "-i", v.rx, "--name", name,
                 "--no-wait", "--engine", "fast", "--redis-url", url, "--queue", queue,
-                "--no-promisc", "--ring" if reader == "ring" else "--no-ring"]  # fmt: skip
+                "--no-promisc", "-v", "--ring" if reader == "ring" else "--no-ring"]  # fmt: skip
         if fanout > 1:
             args += ["--fanout", str(fanout)]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stderr is not None
         for line in proc.stderr:
-            if line.startswith("listening on"):
+            if "listening on" in line:
                 break
         else:
             raise SystemExit(f"producer sniff did not start: {proc.wait()}")
@@ -124,7 +125,7 @@ def one_run(
         proc.send_signal(signal.SIGINT)
         _, code, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(code)
-        proc.stderr.read()
+        err = proc.stderr.read()
         st = follow(store, name, poll=0.1, check=workers.check)
     sent = int(next(ln.split()[1] for ln in replay.stdout.splitlines() if "packets" in ln))
     raw = store.kv.hgetall(run_of(store, name).meta)
@@ -133,6 +134,11 @@ def one_run(
     kd = int(meta.get("kernel_drops", 0) or 0)
     pd = int(meta.get("producer_drops", 0) or 0)
     cpu = usage.ru_utime + usage.ru_stime
+    reader_cpu = next(
+        (float(w.split("=")[1]) for w in err.split() if w.startswith("reader_cpu_us_per_frame=")
+         and w.split("=")[1] != "-"),
+        float("nan"),
+    )  # fmt: skip
     return {
         "sent": sent,
         "rate": sent / sent_s if sent_s else 0.0,
@@ -141,6 +147,7 @@ def one_run(
         "stored": stored,
         "complete": float(st.state is CaptureState.COMPLETE),
         "cpu_us": 1e6 * cpu / max(stored, 1),
+        "reader_us": reader_cpu,
     }
 
 
@@ -171,7 +178,7 @@ def main() -> int:
             print(f"trace: first {n:,} frames of {a.trace.name}, {a.loops} loop(s) per run; "
                   f"{os.cpu_count()} cores shared by tcpreplay, the sniffer, 2 workers and Redis")  # fmt: skip
             print(f"{'reader':8} {'rate/s':>9} {'sent':>10} {'sent/s':>9} {'kernel drops':>14} "
-                  f"{'producer drops':>15} {'stored':>10} {'cpu us/frame':>13}")  # fmt: skip
+                  f"{'producer drops':>15} {'stored':>10} {'reader us/frame':>16} {'process us/frame':>17}")  # fmt: skip
             for rate in (int(r) for r in a.rates.split(",")):
                 for reader in a.readers.split(","):
                     r = one_run(reader, rate or None, sliced, a.loops, url, a.fanout)
@@ -179,7 +186,7 @@ def main() -> int:
                     pct = 100 * r["kernel_drops"] / max(r["sent"], 1)
                     print(f"{reader:8} {rate or 'top':>9} {r['sent']:>10,.0f} {r['rate']:>9,.0f} "
                           f"{r['kernel_drops']:>9,.0f} ({pct:4.1f}%) {r['producer_drops']:>15,.0f} "
-                          f"{r['stored']:>10,.0f} {r['cpu_us']:>13.2f}", flush=True)  # fmt: skip
+                          f"{r['stored']:>10,.0f} {r['reader_us']:>16.3f} {r['cpu_us']:>17.2f}", flush=True)  # fmt: skip
         finally:
             redis.terminate()
     return 0

@@ -34,6 +34,8 @@ if [ "$want_test" = 1 ]; then
   command -v chromedriver >/dev/null || need+=(chromium-driver)
   # nfcapd and nfdump: the IPFIX collector of tests/reporter/test_ipfix_nfdump.py
   command -v nfcapd >/dev/null || need+=(nfdump)
+  # tcpreplay replays captures onto veth pairs for the live-capture tests (tests/producer/test_live.py)
+  command -v tcpreplay >/dev/null || need+=(tcpreplay)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} with apt-get" >&2

@@ -9,6 +9,9 @@
 --       stats, see models/flows.py; no key twice) | first ts (19 digits) | last ts | n | n
 --       field, increment pairs
 -- Every key the script touches is in KEYS, all in the shard's hash tag (one cluster slot).
+-- Retention also prunes the whole-capture table: a flow of a dropped window whose last packet
+-- is older than the oldest window kept leaves the flows hash and the ranking (the capture's
+-- packet and byte totals keep counting), so the table holds the flows of the kept windows.
 -- Returns {status, new_flows}: status -1 = the run no longer exists (replaced), 0 = this part
 -- was merged before (nothing changed), 1 = merged; or {-2, 0, start...}: retention must drop
 -- windows that were not declared (nothing changed: call again declaring them).
@@ -29,6 +32,7 @@ end
 
 -- retention: which windows remain beyond the newest `keep` once this batch's are added
 local drop = {}
+local cutoff = nil  -- the oldest kept window's start, 19 digits, when windows are dropped
 if keep > 0 and nwin > 0 then
   local score = {}
   local cur = redis.call('ZRANGE', KEYS[6], 0, -1, 'WITHSCORES')
@@ -45,6 +49,10 @@ if keep > 0 and nwin > 0 then
     if declared[s] then drop[#drop + 1] = {s, declared[s]} else missing[#missing + 1] = s end
   end
   if #missing > 2 then return missing end
+  if #list > keep then
+    local s = list[#list - keep + 1][1]
+    cutoff = string.rep('0', 19 - #s) .. s
+  end
 end
 
 redis.call('SADD', KEYS[2], ARGV[1])
@@ -119,7 +127,31 @@ for w = 2, #tables do
   merge_table(KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], tables[w])
   redis.call('ZADD', KEYS[6], tonumber(tables[w].start) / 1e9, tables[w].start)
 end
+-- flows last seen before the oldest kept window leave the whole-capture table: only flows of a
+-- dropped window can have become so (the others were pruned with an earlier window, or are
+-- in a kept one)
+local function prune(window_flows)
+  local ks = redis.call('HKEYS', window_flows)
+  for j = 1, #ks, CHUNK do
+    local part = {unpack(ks, j, math.min(j + CHUNK - 1, #ks))}
+    local vals = redis.call('HMGET', KEYS[3], unpack(part))
+    local stale = {}
+    for m = 1, #part do
+      local v = vals[m]
+      if v then
+        local _, _, _, _, _, la, _, lb = struct.unpack(FMT, v)
+        if la < cutoff and lb < cutoff then stale[#stale + 1] = part[m] end
+      end
+    end
+    if #stale > 0 then
+      redis.call('HDEL', KEYS[3], unpack(stale))
+      redis.call('ZREM', KEYS[4], unpack(stale))
+    end
+  end
+end
+
 for _, d in ipairs(drop) do
+  if cutoff then prune(KEYS[d[2] + 1]) end
   redis.call('DEL', KEYS[d[2] + 1], KEYS[d[2] + 2], KEYS[d[2] + 3])
   redis.call('ZREM', KEYS[6], d[1])
 end

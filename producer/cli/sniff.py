@@ -3,6 +3,7 @@ capture itself: :mod:`flowherd.producer.live.sniff`)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -187,8 +188,11 @@ def sniff_command(
         max_in_flight=max_in_flight,
     )
     limits = Limits(count=count, duration=duration, flush_interval=flush_interval)
-    ring = RingOptions(ring_block_size << 20, ring_blocks, block_timeout) if use_ring else None
-    live, note = open_live(iface, bpf, promisc, snaplen, kernel_buffer << 20, ring)
+    group = (os.getpid() & 0xFFFF, fanout_mode) if members > 1 else None
+    ring = (
+        RingOptions(ring_block_size << 20, ring_blocks, block_timeout, group) if use_ring else None
+    )
+    live, note = open_live(iface, bpf, promisc, snaplen, kernel_buffer << 20, ring, members)
     with live, run_shell(settings, wait, num_workers) as sh:
         cap_name = name or name_of_interface(iface)
         if note:

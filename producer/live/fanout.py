@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 FANOUT_MODES = ("hash", "lb", "cpu", "qm")
 _HEAD = struct.Struct("<cQQ")  # kind, frames, data bytes
-_STATS = struct.Struct("<cQQ")  # b"S", kernel packets, kernel drops
+_STATS = struct.Struct("<cQQd")  # b"S", kernel packets, kernel drops, CPU seconds
 _READY, _BLOCK, _STAT, _END = b"R", b"B", b"S", b"E"
 
 
@@ -100,7 +100,7 @@ def _member(
                 conn.send_bytes(b"".join(_pack(blk.ts, blk.wire, blk.cap, blk.data)))
             now = time.monotonic()
             if now >= next_stats:
-                conn.send_bytes(_STATS.pack(_STAT, *ring.stats()))
+                conn.send_bytes(_STATS.pack(_STAT, *ring.stats(), time.process_time()))
                 next_stats = now + 0.5
             if not plugged and stop.is_set():
                 ring.plug()
@@ -109,7 +109,7 @@ def _member(
         error = exc.strerror or str(exc)
     finally:
         with contextlib.suppress(OSError):
-            conn.send_bytes(_STATS.pack(_STAT, *ring.stats()))
+            conn.send_bytes(_STATS.pack(_STAT, *ring.stats(), time.process_time()))
             conn.send_bytes(_END + error.encode())
         ring.close()
 
@@ -224,6 +224,7 @@ class FanoutReader:
         )
         self.abandoned = False
         self.kernel: list[tuple[int, int]] = [(0, 0)] * len(live.procs)
+        self.cpu: list[float] = [0.0] * len(live.procs)
         self.problems: list[str] = []
 
     def _hand(self, cols: Columns | None, block: bool) -> None:
@@ -253,6 +254,7 @@ class FanoutReader:
         self.c.kernel_packets = sum(p for p, _ in self.kernel)
         self.c.kernel_drops = sum(d for _, d in self.kernel)
         self.c.per_member = list(self.kernel)
+        self.c.cpu_s = sum(self.cpu)
 
     def run(self) -> None:
         live = self.live
@@ -278,8 +280,8 @@ class FanoutReader:
                     if kind == _BLOCK:
                         self._take(_unpack(msg, live.linktype), self.stop.is_set())
                     elif kind == _STAT:
-                        _, p, d = _STATS.unpack(msg)
-                        self.kernel[i] = (p, d)
+                        _, p, d, cpu = _STATS.unpack(msg)
+                        self.kernel[i], self.cpu[i] = (p, d), cpu
                         self._count()
                     elif kind == _END:
                         if len(msg) > 1:

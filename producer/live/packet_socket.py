@@ -68,6 +68,8 @@ class Counters:
     error: str | None = None
     #: (kernel packets, kernel drops) of each sniffer process of a fanout group
     per_member: list[tuple[int, int]] | None = None
+    #: CPU seconds the reading took (the sniffer thread, or the fanout processes together)
+    cpu_s: float | None = None
 
     def summary(self) -> str:
         if self.kernel_packets is None:
@@ -241,6 +243,7 @@ class Reader:
         aux, tsp, vlan, ns = _AUX.unpack, _TS.unpack, _VLAN.pack, 1_000_000_000
         chunk: list[RawRecord] = []
         flags, last, next_stats = 0, time.monotonic(), time.monotonic() + 1.0
+        cpu0 = time.thread_time()
         try:
             while True:
                 try:
@@ -291,4 +294,5 @@ class Reader:
             if chunk:
                 self._hand(chunk, block=True)
             self._kernel()
+            c.cpu_s = time.thread_time() - cpu0
             self._hand(None, block=True)

@@ -162,6 +162,7 @@ class RingReader:
         drain_wait = 2 * ring.retire_blk_tov / 1000 + 0.1
         plugged = False
         next_stats = time.monotonic() + 1.0
+        cpu0 = time.thread_time()
         try:
             while True:
                 blk = ring.next_block(drain_wait if plugged else 0.1)
@@ -181,6 +182,7 @@ class RingReader:
             c.error = exc.strerror or str(exc)
         finally:
             self._kernel()
+            c.cpu_s = time.thread_time() - cpu0
             self._hand(None, block=True)
 
 

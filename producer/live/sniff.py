@@ -127,7 +127,10 @@ def _sniff(
         meta |= {"kernel_packets": c.kernel_packets, "kernel_drops": c.kernel_drops or 0}
     set_meta(conn, keys, **meta)
     w.close()
-    log.info("event=sniff_closed run=%s %s", keys.run, c.summary())
+    per_frame = f"{1e6 * c.cpu_s / c.captured:.3f}" if c.cpu_s and c.captured else "-"
+    log.info(
+        "event=sniff_closed run=%s reader_cpu_us_per_frame=%s %s", keys.run, per_frame, c.summary()
+    )
     return Outcome(keys, w.progress, c)
 
 
