@@ -38,6 +38,7 @@ from flowherd.models.capture import CaptureState
 from flowherd.producer.run.follow import LocalWorkers, follow
 from flowherd.store.backend import Store
 from flowherd.store.captures import run_of, status
+from flowherd.store.tables import iter_flows, table
 
 
 def slice_trace(src: Path, dst: Path, frames: int) -> int:
@@ -151,6 +152,56 @@ def one_run(
     }
 
 
+def soak(url: str, tmp: Path, seconds: int, flows: int, packets: int) -> None:
+    """New flows arriving for ``seconds``: a MAWI-like trace replayed at its own pace while
+    `producer sniff --window 5s` runs with and without `--keep 2`; Redis used_memory sampled."""
+    trace = tmp / "soak.pcap"
+    subprocess.run(
+        [sys.executable, "-m", "flowherd.producer", "synth", "--packets", str(packets),
+         "--flows", str(flows), "--duration", f"{seconds}s", str(trace)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    kv = Redis.from_url(url)
+    for keep in (["--keep", "2"], []):
+        kv.flushall()
+        name, queue = f"soak{len(keep)}", f"q{uuid.uuid4().hex[:6]}"
+        store = Store.single(Redis.from_url(url))
+        with Veth() as v, LocalWorkers(url, queue, 2) as workers:
+            args = [sys.executable, "-m", "flowherd.producer", "sniff", "-i", v.rx, "--name", name,
+                    "--no-wait", "--engine", "fast", "--redis-url", url, "--queue", queue,
+                    "--no-promisc", "--window", "5s", *keep]  # fmt: skip
+            proc = subprocess.Popen(
+                args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if "listening on" in line:
+                    break
+            replay = subprocess.Popen(["tcpreplay", "-i", v.tx, "-q", str(trace)],
+                                      stdout=subprocess.DEVNULL)  # fmt: skip
+            t0, curve = time.monotonic(), []
+            while replay.poll() is None:
+                time.sleep(5)
+                curve.append((time.monotonic() - t0, int(kv.info("memory")["used_memory"])))
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+            st = follow(store, name, poll=0.2, check=workers.check)
+        flows_kept = sum(1 for _ in iter_flows(store, table(run_of(store, name))))
+        label = "--keep 2" if keep else "no --keep"
+        print(
+            f"\n{label}: {st.packets:,} packets stored, {flows_kept:,} flows in the capture table"
+        )
+        print("  t (s)   used_memory (MiB)")
+        for t, m in curve:
+            print(f"  {t:5.0f}   {m / 2**20:8.1f}")
+        at = {round(t): m for t, m in curve}
+
+        end, third = (
+            min(at.items(), key=lambda e: abs(e[0] - t))[1] for t in (seconds, seconds / 3)
+        )
+        print(f"  at {seconds} s / at {seconds // 3} s: {end / third:.2f}x")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trace", type=Path, default=ROOT / "out" / "big.pcap")
@@ -160,10 +211,23 @@ def main() -> int:
                     help="frames/s, comma-separated; 0: tcpreplay --topspeed")  # fmt: skip
     ap.add_argument("--readers", default="recvmsg,ring", help="recvmsg, ring or both")
     ap.add_argument("--fanout", type=int, default=1)
+    ap.add_argument("--soak", type=int, metavar="SECONDS", default=0,
+                    help="instead: new flows for SECONDS with --window 5s, with and without "
+                    "--keep 2, Redis memory sampled every 5 s")  # fmt: skip
+    ap.add_argument("--soak-flows", type=int, default=300_000)
+    ap.add_argument("--soak-packets", type=int, default=1_500_000)
     a = ap.parse_args()
     if os.geteuid() != 0 or not shutil.which("tcpreplay"):
         print("needs root and tcpreplay (apt-get install tcpreplay)", file=sys.stderr)
         return 2
+    if a.soak:
+        with tempfile.TemporaryDirectory() as tmp:
+            redis, url = redis_server(Path(tmp))
+            try:
+                soak(url, Path(tmp), a.soak, a.soak_flows, a.soak_packets)
+            finally:
+                redis.terminate()
+        return 0
     if not a.trace.exists():
         print(
             f"{a.trace} missing: python ../shared/bench/make_big.py --out {a.trace}",

@@ -23,10 +23,8 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
-import queue
 import signal
 import struct
-import sys
 import threading
 import time
 from multiprocessing.connection import Connection, wait
@@ -35,9 +33,9 @@ from multiprocessing.synchronize import Event
 import numpy as np
 
 from flowherd.models.columns import Columns
-from flowherd.producer.live.packet_socket import Counters, Limits, SniffError
+from flowherd.producer.live.packet_socket import Limits, SniffError
 from flowherd.producer.live.ring import Ring, RingError, compile_bpf, iface_linktype
-from flowherd.producer.live.ring_capture import QUEUE_BYTES, RingOptions
+from flowherd.producer.live.ring_capture import BlockReader, RingOptions
 
 log = logging.getLogger(__name__)
 
@@ -212,43 +210,16 @@ def _death(proc: mp.process.BaseProcess) -> str:
     return f"exited with status {code}"
 
 
-class FanoutReader:
+class FanoutReader(BlockReader):
     """The main process's side: one thread receives every member's blocks and counters, with
     the contract of :class:`flowherd.producer.live.ring_capture.RingReader`."""
 
     def __init__(self, live: FanoutSocket, limits: Limits, stop: threading.Event) -> None:
-        self.live, self.stop, self.c = live, stop, Counters()
-        self.limit = limits.count or sys.maxsize
-        self.out: queue.Queue[Columns | None] = queue.Queue(
-            max(1, QUEUE_BYTES // live.opts.block_size)
-        )
-        self.abandoned = False
+        super().__init__(live.opts.block_size, limits, stop)
+        self.live = live
         self.kernel: list[tuple[int, int]] = [(0, 0)] * len(live.procs)
         self.cpu: list[float] = [0.0] * len(live.procs)
         self.problems: list[str] = []
-
-    def _hand(self, cols: Columns | None, block: bool) -> None:
-        if not block:
-            try:
-                self.out.put_nowait(cols)
-            except queue.Full:
-                self.c.producer_drops += len(cols) if cols is not None else 0
-            return
-        while not self.abandoned:
-            with contextlib.suppress(queue.Full):
-                return self.out.put(cols, timeout=0.2)
-
-    def _take(self, cols: Columns, draining: bool) -> None:
-        c = self.c
-        room = self.limit - c.captured
-        if len(cols) > room:
-            c.beyond_count += len(cols) - room
-            cols = cols.slice(0, max(room, 0))
-        if len(cols):
-            c.captured += len(cols)
-            self._hand(cols, block=draining)
-        if c.captured >= self.limit:
-            self.stop.set()
 
     def _count(self) -> None:
         self.c.kernel_packets = sum(p for p, _ in self.kernel)

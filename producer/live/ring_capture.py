@@ -116,22 +116,17 @@ def _reason(exc: Exception) -> str:
     return text.rsplit("): ", 1)[-1].strip("()") if "(" in text else text
 
 
-class RingReader:
-    """The sniffer thread of a ring: hands each block over as :class:`Columns`, counts what
-    it saw (:class:`Counters`), honours ``--count`` within a block, and stops cleanly: a
-    drop-all filter, then the ring drained. A full queue (the writer held back by
-    backpressure) drops the block and counts it as producer drops."""
+class BlockReader:
+    """What a sniffer thread that hands over whole blocks shares: the counters, ``--count``
+    honoured within a block, and a bounded queue of blocks; a full queue (the writer held back
+    by backpressure) drops the block and counts it as producer drops, except while draining
+    after the stop, when nothing read may be lost."""
 
-    def __init__(self, live: RingSocket, limits: Limits, stop: threading.Event) -> None:
-        self.live, self.stop, self.c = live, stop, Counters()
+    def __init__(self, block_size: int, limits: Limits, stop: threading.Event) -> None:
+        self.stop, self.c = stop, Counters()
         self.limit = limits.count or sys.maxsize
-        size = max(1, QUEUE_BYTES // live.opts.block_size)
-        self.out: queue.Queue[Columns | None] = queue.Queue(size)
+        self.out: queue.Queue[Columns | None] = queue.Queue(max(1, QUEUE_BYTES // block_size))
         self.abandoned = False  # the main thread gave up: never block on the queue
-
-    def _kernel(self) -> None:
-        with contextlib.suppress(RingError, OSError):
-            self.c.kernel_packets, self.c.kernel_drops = self.live.ring.stats()
 
     def _hand(self, cols: Columns | None, block: bool) -> None:
         if not block:
@@ -144,7 +139,7 @@ class RingReader:
             with contextlib.suppress(queue.Full):
                 return self.out.put(cols, timeout=0.2)
 
-    def _take(self, cols: Columns, drained: bool) -> None:
+    def _take(self, cols: Columns, draining: bool) -> None:
         c = self.c
         room = self.limit - c.captured
         if len(cols) > room:
@@ -152,9 +147,22 @@ class RingReader:
             cols = cols.slice(0, max(room, 0))
         if len(cols):
             c.captured += len(cols)
-            self._hand(cols, block=drained)
+            self._hand(cols, block=draining)
         if c.captured >= self.limit:
             self.stop.set()
+
+
+class RingReader(BlockReader):
+    """The sniffer thread of a ring: hands each block over as :class:`Columns` and stops
+    cleanly: a drop-all filter, then the ring drained."""
+
+    def __init__(self, live: RingSocket, limits: Limits, stop: threading.Event) -> None:
+        super().__init__(live.opts.block_size, limits, stop)
+        self.live = live
+
+    def _kernel(self) -> None:
+        with contextlib.suppress(RingError, OSError):
+            self.c.kernel_packets, self.c.kernel_drops = self.live.ring.stats()
 
     def run(self) -> None:
         ring, c = self.live.ring, self.c
@@ -186,4 +194,4 @@ class RingReader:
             self._hand(None, block=True)
 
 
-__all__ = ["RingOptions", "RingReader", "RingSocket"]
+__all__ = ["BlockReader", "RingOptions", "RingReader", "RingSocket"]

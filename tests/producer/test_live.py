@@ -226,6 +226,6 @@ def test_fanout_process_killed_is_named_and_the_others_carry_on(
         assert re.search(died + "; the others carried on", err), err
         st = follow_for(store, "killed", 120, w)
     assert st.state is CaptureState.COMPLETE
-    # the survivor kept capturing after the kill: more than the first replay, less than both
-    assert first < st.packets < first + second
+    # the survivor kept capturing after the kill (what the killed process held unsent is lost)
+    assert first < st.packets <= first + second
     assert any("died of signal 9" in x for x in st.warnings)
