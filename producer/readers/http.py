@@ -7,7 +7,8 @@ timeout, fewer bytes than ``Content-Length``, a cut chunked body), the stream as
 the byte it reached, with ``Range: bytes=N-`` (and ``If-Range``, so a file that changed meanwhile
 is not spliced): reading goes on where it stopped. A server that answers that request with the
 whole body (no Range support) or not at all ends the read with a one-line
-:class:`~flowherd.models.errors.CaptureError`; the run is then aborted and
+:class:`TransferCutError` (a :class:`~flowherd.models.errors.CaptureError`); the run is then
+aborted, whatever the run does with corrupt files, and
 ``producer submit --resume NAME URL...`` continues it.
 
 Other failures are :class:`CaptureError` too: an HTTP error status, a host that cannot be
@@ -60,6 +61,11 @@ def _request(url: str, start: int, validator: str | None, timeout: float) -> Any
     except (urllib.error.URLError, *_CUT) as exc:
         why = getattr(exc, "reason", None) or exc
         raise CaptureError(url, f"cannot open the URL: {why}") from None
+
+
+class TransferCutError(CaptureError):
+    """A URL's transfer was cut and cannot go on where it stopped: unlike a corrupt file,
+    nothing after it can be read, so the run stops here (and ``--resume`` continues it)."""
 
 
 class HttpStream(io.RawIOBase):
@@ -118,7 +124,7 @@ class HttpStream(io.RawIOBase):
         cut = f"connection cut at byte {self._pos}{of} ({why})"
         self._resp.close()
         if tries > self._attempts:
-            raise CaptureError(self.url, f"{cut}; gave up after {self._attempts} tries")
+            raise TransferCutError(self.url, f"{cut}; gave up after {self._attempts} tries")
         time.sleep(min(0.1 * 2 ** (tries - 1), 2.0))
         log.warning("event=url_cut url=%s offset=%d try=%d why=%s", self.url, self._pos, tries, why)
         try:
@@ -128,12 +134,12 @@ class HttpStream(io.RawIOBase):
                 self._resp = _Empty(ended=True)
                 return
             if tries >= self._attempts:
-                raise CaptureError(self.url, f"{cut}; {exc.problem}") from None
+                raise TransferCutError(self.url, f"{cut}; {exc.problem}") from None
             self._resp = _Empty()
             return
         if resp.status != 206 or not _starts_at(resp, self._pos):
             resp.close()
-            raise CaptureError(
+            raise TransferCutError(
                 self.url,
                 f"{cut}, and the server does not resume at a byte offset (no HTTP Range, or the "
                 "file changed): `producer submit --resume NAME` reads it again",

@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 from flowherd.models.columns import Columns
 from flowherd.models.errors import CaptureError, TruncatedCaptureError
 from flowherd.producer.readers.capture import open_capture
-from flowherd.producer.readers.http import is_url
+from flowherd.producer.readers.http import TransferCutError, is_url
 from flowherd.producer.readers.small import small_blocks
 from flowherd.producer.run.writer import ProgressFn, RunWriter
 
@@ -25,7 +25,8 @@ def feed(
     A truncated file, or one with a corrupt block, contributes the complete records before
     the cut and a run warning (unless ``warned`` holds that warning already: a second
     reading), and reading goes on with the next file; with ``settings.strict`` a corrupt
-    block propagates its :class:`CaptureError` (the run is then aborted). Small
+    block propagates its :class:`CaptureError` (the run is then aborted), as a URL whose
+    transfer was cut for good always does. Small
     uncompressed pcap files are read whole (:mod:`flowherd.producer.readers.small`).
     """
     prog = w.progress
@@ -62,6 +63,8 @@ def feed(
                         on_progress(prog)
                 prog.position = cap.position
         except CaptureError as exc:
+            if isinstance(exc, TransferCutError):  # nothing more to read: stop the run
+                raise
             if w.settings.strict and not isinstance(exc, TruncatedCaptureError):
                 raise
             message = str(exc)

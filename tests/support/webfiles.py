@@ -4,6 +4,7 @@ thread), with paths whose connection is cut mid-transfer.
     with FileServer(directory) as srv:
         srv.url("a.pcap")                      # served whole; honours Range
         srv.url("a.pcap", cut=1000, cuts=1)    # the first GET is cut after 1000 bytes
+        srv.url("a.pcap", cut=1000, after=2)   # the third GET is cut (the first two are whole)
         srv.url("a.pcap", ranges=False)        # Range ignored: 200 and the whole body
         srv.url("a.pcap", chunked=True)        # Transfer-Encoding: chunked, no length
         srv.requests                           # (path, Range header or None) of each GET
@@ -36,8 +37,10 @@ class _Handler(BaseHTTPRequestHandler):
         with srv.lock:
             srv.requests.append((parts.path, rng))
             key = self.path.split("&n=")[0]
+            seen = srv.seen[key] = srv.seen.get(key, 0) + 1
             left = srv.cuts_left.setdefault(key, int(q.get("cuts", "0")))
-            cut = int(q["cut"]) if "cut" in q and left > 0 else None
+            late = seen <= int(q.get("after", "0"))
+            cut = int(q["cut"]) if "cut" in q and left > 0 and not late else None
             if cut is not None:
                 srv.cuts_left[key] = left - 1
         path = srv.root / parts.path.lstrip("/")
@@ -89,6 +92,7 @@ class _Server(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str | None]] = []
         self.cuts_left: dict[str, int] = {}
+        self.seen: dict[str, int] = {}
 
 
 class FileServer:
@@ -108,12 +112,13 @@ class FileServer:
         *,
         cut: int | None = None,
         cuts: int = 1,
+        after: int = 0,
         ranges: bool = True,
         chunked: bool = False,
     ) -> str:
         q: dict[str, str] = {}
         if cut is not None:
-            q.update(cut=str(cut), cuts=str(cuts))
+            q.update(cut=str(cut), cuts=str(cuts), after=str(after))
         if not ranges:
             q["ranges"] = "0"
         if chunked:
