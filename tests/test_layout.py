@@ -64,6 +64,14 @@ def test_public_names_are_stated_and_documented() -> None:
     public = {n for n in vars(flowherd) if not n.startswith("_")}
     modules = {n for n in public if type(getattr(flowherd, n)).__name__ == "module"}
     assert public - modules - {"annotations"} <= set(flowherd.__all__)
+    # the Python API's reference names every public name and method, each with a docstring
+    guide = (ROOT / "docs" / "python.md").read_text()
+    for name in flowherd.__all__:
+        assert name == "__version__" or name in guide, name
+    for name, member in vars(flowherd.Capture).items():
+        if not name.startswith("_"):
+            assert member.__doc__, f"Capture.{name}"
+            assert f".{name}" in guide, f"Capture.{name}"
 
 
 def test_benchmarks_import_the_package_not_the_tests() -> None:
