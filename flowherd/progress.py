@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flowherd.models.capture import CaptureStatus
 from flowherd.producer.run.writer import Progress as ReadProgress
@@ -34,7 +34,6 @@ class Bars:
         self.bar = Progress(
             TextColumn("[bold]{task.description}[/]"),
             BarColumn(),
-            DownloadColumn(),
             TextColumn("{task.fields[note]}"),
             TimeElapsedColumn(),
             console=con,
@@ -66,11 +65,13 @@ class Bars:
             return
         from IPython.display import HTML, display
 
-        rec = Console(record=True, width=110, file=open(os.devnull, "w"))  # noqa: SIM115
+        # a console of its own: in Jupyter rich's would display the bars itself, as text
+        devnull = open(os.devnull, "w")  # noqa: SIM115 -- closed below
+        rec = Console(record=True, width=110, file=devnull, force_jupyter=False)
         rec.print(self.bar.make_tasks_table(self.bar.tasks))
         text = rec.export_html(inline_styles=True, code_format="<pre>{code}</pre>")
         page = HTML(text)  # type: ignore[no-untyped-call]
-        rec.file.close()
+        devnull.close()
         if self._handle is None:
             self._handle = display(page, display_id=True)  # type: ignore[no-untyped-call]
         else:
@@ -81,7 +82,8 @@ class Bars:
         """The submit's progress callback; ``check`` (the local workers alive) on each call."""
 
         def update(p: ReadProgress) -> None:
-            note = f"{p.packets:,} packets  {p.batches} batches"
+            size = f"/{p.size / 1e6:,.1f}" if p.size else ""
+            note = f"{p.position / 1e6:,.1f}{size} MB  {p.packets:,} packets  {p.batches} batches"
             if p.waiting:
                 note += f" (waiting for {p.waiting_for or 'workers'})"
             self.bar.update(
