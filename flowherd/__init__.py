@@ -22,11 +22,11 @@ This module is the home of the Python API: the names in ``__all__`` are public a
 
 from __future__ import annotations
 
+from importlib import import_module as _import
 from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING
 
-from flowherd.api import analyse, captures, open
-from flowherd.capture import Capture
 from flowherd.models.errors import (
     BackendError,
     BatchError,
@@ -35,6 +35,10 @@ from flowherd.models.errors import (
     FlowherdError,
     TruncatedCaptureError,
 )
+
+if TYPE_CHECKING:
+    from flowherd.api import analyse, captures, open
+    from flowherd.capture import Capture
 
 try:
     __version__ = _version("flowherd")
@@ -54,3 +58,21 @@ __all__ = [
     "captures",
     "open",
 ]
+
+#: the API's names, imported on first use: ``import flowherd.workers`` (a worker, a command)
+#: does not pay for the reporter, Redis clients and plotting the API brings in
+_LAZY = {"analyse": "flowherd.api", "captures": "flowherd.api", "open": "flowherd.api",
+         "Capture": "flowherd.capture"}  # fmt: skip
+
+
+def __getattr__(name: str) -> object:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'flowherd' has no attribute {name!r}")
+    value = getattr(_import(where), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -107,3 +107,22 @@ def test_commands_run_as_modules_of_the_package(tmp_path: Path) -> None:
         if ".venv" in path.parts:
             continue
         assert not bare.search(path.read_text()), path
+
+
+def test_the_api_loads_on_first_use(tmp_path: Path) -> None:
+    """A worker (or any command) importing its package does not pull in the Python API and,
+    through it, the reporter; the API's names still resolve on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, flowherd.workers.jobs, flowherd.producer.cli.main; "
+        "print(sorted(m for m in sys.modules if m.startswith(('flowherd.reporter', 'flowherd.api', 'pandas')))); "
+        "import flowherd; print(flowherd.analyse.__module__, flowherd.Capture.__module__)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    loaded, names = r.stdout.splitlines()
+    assert loaded == "[]"
+    assert names == "flowherd.api flowherd.capture"
