@@ -25,7 +25,7 @@ from __future__ import annotations
 from importlib import import_module as _import
 from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _version
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from flowherd.models.errors import (
     BackendError,
@@ -36,7 +36,7 @@ from flowherd.models.errors import (
     TruncatedCaptureError,
 )
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from flowherd.api import analyse, captures, open
     from flowherd.capture import Capture
 
