@@ -925,7 +925,6 @@ def test_pcapng_blocks_equal_records_across_interfaces_buffers_and_cuts(
     from flowherd.producer.readers import pcap
 
     monkeypatch.setattr(pcap, "CHUNK", chunk)
-    monkeypatch.setattr(pcapng, "CHUNK", chunk)
     body = shb(endian) + b"".join(idb(endian, lt, 0, r, o) for lt, r, o in ifaces)
     for kind, iid, units, frame in packets:
         if kind == "epb":
