@@ -46,7 +46,9 @@ def _read_url_file(path: str) -> str:
         with open(path, encoding="utf-8") as f:
             url = f.read().strip()
     except OSError as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise click.BadParameter(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeError) as exc:  # a NUL in the name, a file that is not text
+        raise click.BadParameter(f"cannot read {shown_value(path)}: {exc}") from None
     if not url:
         raise click.BadParameter(f"{path} is empty: it should hold one Redis URL")
     return url

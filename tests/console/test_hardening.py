@@ -81,12 +81,16 @@ def test_export_writes_through_a_symlink(merged: str, tmp_path: Path) -> None:
 def test_export_never_replaces_a_device(merged: str, tmp_path: Path) -> None:
     dev = tmp_path / "null"
     os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
-    res = run(reporter_main, ["export", NAME, "-o", str(dev), "--format", "csv", "--redis-url", merged])
+    res = run(
+        reporter_main, ["export", NAME, "-o", str(dev), "--format", "csv", "--redis-url", merged]
+    )
     assert res.exit_code == 0, res.output
     assert stat.S_ISCHR(dev.lstat().st_mode)
     full = tmp_path / "full"
     os.mknod(full, 0o666 | stat.S_IFCHR, os.makedev(1, 7))  # /dev/full: writes fail
-    res = run(reporter_main, ["export", NAME, "-o", str(full), "--format", "csv", "--redis-url", merged])
+    res = run(
+        reporter_main, ["export", NAME, "-o", str(full), "--format", "csv", "--redis-url", merged]
+    )
     assert "No space left on device" in one_error(res, 1)
     assert stat.S_ISCHR(full.lstat().st_mode)
 
@@ -98,7 +102,9 @@ def test_export_into_a_fifo(merged: str, tmp_path: Path) -> None:
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
     reader.start()
-    res = run(reporter_main, ["export", NAME, "-o", str(fifo), "--format", "csv", "--redis-url", merged])
+    res = run(
+        reporter_main, ["export", NAME, "-o", str(fifo), "--format", "csv", "--redis-url", merged]
+    )
     reader.join(30)
     assert res.exit_code == 0, res.output
     assert stat.S_ISFIFO(fifo.lstat().st_mode) and got[0].startswith(b"src,dst,")
@@ -113,9 +119,15 @@ def test_export_to_stdout_and_parquet_to_stdout(merged: str) -> None:
 @pytest.mark.redis
 def test_export_under_a_file_is_one_line(merged: str, tmp_path: Path) -> None:
     (tmp_path / "FILE").write_text("x")
-    res = run(reporter_main, ["export", NAME, "-o", str(tmp_path / "FILE" / "x.csv"), "--redis-url", merged])
+    res = run(
+        reporter_main,
+        ["export", NAME, "-o", str(tmp_path / "FILE" / "x.csv"), "--redis-url", merged],
+    )
     assert "Not a directory" in one_error(res, 1)
-    res = run(reporter_main, ["export", NAME, "-o", str(tmp_path), "--format", "csv", "--redis-url", merged])
+    res = run(
+        reporter_main,
+        ["export", NAME, "-o", str(tmp_path), "--format", "csv", "--redis-url", merged],
+    )
     assert "is a directory" in one_error(res, 1)
 
 
@@ -164,7 +176,11 @@ def test_deep_filter_on_the_command_line(merged: str) -> None:
 @pytest.mark.redis
 @pytest.mark.parametrize("value", ["inf", "-inf", "1e400", "nan", "9" * 5000, "١٢"])
 def test_window_selection_is_one_line(merged: str, value: str) -> None:
-    for cmd in (["top", NAME], ["stats", NAME, "--key", "ip"], ["export", NAME, "-o", "-", "--format", "csv"]):
+    for cmd in (
+        ["top", NAME],
+        ["stats", NAME, "--key", "ip"],
+        ["export", NAME, "-o", "-", "--format", "csv"],
+    ):
         res = run(reporter_main, [*cmd, "--window", value, "--redis-url", merged])
         assert "--window" in one_error(res, 1) or "Invalid value" in res.stderr
 
@@ -178,7 +194,9 @@ def test_submit_durations_are_usage_errors(opt: str, value: str, tmp_path: Path)
 
 @pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-1", "9" * 5000])
 def test_window_setting_is_a_usage_error(value: str, tmp_path: Path) -> None:
-    res = run(producer_main, ["submit", str(tmp_path / "none.pcap")], env={"FLOWHERD_WINDOW": value})
+    res = run(
+        producer_main, ["submit", str(tmp_path / "none.pcap")], env={"FLOWHERD_WINDOW": value}
+    )
     assert "FLOWHERD_WINDOW" in one_error(res, 2)
 
 

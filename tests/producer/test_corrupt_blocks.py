@@ -39,7 +39,9 @@ def _submit(redis_url: str, *args: str):  # type: ignore[no-untyped-def]
     )
 
 
-def test_records_before_a_corrupt_block_are_counted(redis_url: str, conn: Redis, tmp_path: Path) -> None:
+def test_records_before_a_corrupt_block_are_counted(
+    redis_url: str, conn: Redis, tmp_path: Path
+) -> None:
     path, offset = _corrupt(tmp_path)
     res = _submit(redis_url, str(path), "--name", "mid")
     assert res.exit_code == 1, res.output
@@ -52,7 +54,7 @@ def test_records_before_a_corrupt_block_are_counted(redis_url: str, conn: Redis,
 
 
 def test_strict_aborts_at_the_corrupt_block(redis_url: str, conn: Redis, tmp_path: Path) -> None:
-    path, offset = _corrupt(tmp_path)
+    path, _ = _corrupt(tmp_path)
     res = _submit(redis_url, "--strict", str(path), "--name", "mids")
     assert res.exit_code == 1, res.output
     lines = res.stderr.splitlines()

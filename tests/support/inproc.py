@@ -16,7 +16,9 @@ from flowherd.store.captures import status
 from flowherd.workers.worker import FlowherdWorker
 
 
-def merge_here(store: Store, settings: Settings, sources: Sequence[str], name: str) -> CaptureStatus:
+def merge_here(
+    store: Store, settings: Settings, sources: Sequence[str], name: str
+) -> CaptureStatus:
     """Submit ``sources`` as capture ``name`` and work its queue (batches, then the report)
     until it is empty; the capture's status."""
     queue = make_queue(store.queue, settings.queue)
