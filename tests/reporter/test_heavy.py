@@ -36,7 +36,7 @@ from flowherd.reporter.analysis.measures import (
 )
 from flowherd.reporter.analysis.report import make_report, stream_report
 from flowherd.reporter.output.heavy_tables import heavy_rule_text, heavy_table, tail_table
-from tests.reporter.test_stream import status, synthetic
+from tests.reporter.test_lines_and_scan import status, synthetic
 
 
 @pytest.mark.parametrize(
