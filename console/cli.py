@@ -67,6 +67,17 @@ def capture_name_option(
     return value
 
 
+class SafePath(click.Path):
+    """:class:`click.Path` whose refusal of a NUL character (the OS's ``ValueError``) is a usage
+    error like any other bad path."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except ValueError as exc:
+            self.fail(f"{shown_value(value)}: {exc}", param, ctx)
+
+
 class OneLineGroup(click.Group):
     """A command group whose usage errors are one line on stderr, ``error: ...`` (exit status
     2), like every other error of flowherd's commands."""
@@ -225,5 +236,10 @@ def handle_errors(f: F) -> F:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except ValueError as exc:
+            if "null byte" not in str(exc):  # what the OS refuses in any path or name
+                raise
+            click.echo("error: a file name, path or interface name holds a NUL character", err=True)
+            sys.exit(2)
 
     return wrapper  # type: ignore[return-value]

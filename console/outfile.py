@@ -50,6 +50,8 @@ def kind_of(path: str) -> tuple[Literal["stdout", "special", "regular", "new"], 
     links), and the mode a file written there gets."""
     if path == STDOUT:
         return "stdout", 0
+    if "\0" in path:
+        raise OutputError(f"{path!r}: a file name cannot hold a NUL character")
     try:
         st = os.stat(path)
     except FileNotFoundError:

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from flowherd.console.cli import (
     HELP,
     OneLineGroup,
+    SafePath,
     capture_name_option,
     handle_errors,
     open_backend,
@@ -70,7 +71,7 @@ def main() -> None:
 
 
 @main.command("submit", context_settings=HELP)
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.argument("files", nargs=-1, required=True, type=SafePath(dir_okay=True))
 @click.option(
     "--name",
     callback=capture_name_option,
@@ -272,7 +273,7 @@ def retry_cmd(name: str, redis_url: str | None, queue: str) -> None:
 
 
 @main.command(context_settings=HELP)
-@click.argument("output", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("output", type=SafePath(dir_okay=False, allow_dash=True))
 @click.option(
     "--flows",
     type=click.IntRange(1, 8_000_000),

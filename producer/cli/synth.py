@@ -9,7 +9,7 @@ import time
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flowherd.console.cli import HELP, handle_errors
+from flowherd.console.cli import HELP, SafePath, handle_errors
 from flowherd.console.outfile import open_binary
 from flowherd.console.show import err_console
 from flowherd.producer.cli.options import duration_option
@@ -40,7 +40,7 @@ def spec_for(
 
 
 @click.command("synth", context_settings=HELP)
-@click.argument("output", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("output", type=SafePath(dir_okay=False, allow_dash=True))
 @click.option(
     "--scale", type=click.Choice(list(SCALES)), default="tiny", show_default=True, help=_SCALE_HELP
 )

@@ -18,6 +18,7 @@ import click
 from flowherd.console.cli import (
     HELP,
     OneLineGroup,
+    SafePath,
     handle_errors,
     open_backend,
     redis_options,
@@ -311,7 +312,7 @@ def summary(
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False, allow_dash=True),
+    type=SafePath(dir_okay=False, allow_dash=True),
     help="Output file: .pdf, .png or .svg (- for stdout, with --format); see docs/outputs.md.",
 )
 @click.option(
