@@ -284,7 +284,7 @@ def retry_cmd(name: str, redis_url: str | None, queue: str) -> None:
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option(
     "--snaplen",
-    type=click.IntRange(0),
+    type=click.IntRange(0, 262144),
     default=128,
     show_default=True,
     help="Captured bytes per frame (0: whole frames); wire lengths are kept.",

@@ -231,5 +231,6 @@ def write_trace(
             written += n
             if progress:
                 progress(written)
-        out.close()
+        if out is not raw:  # the gzip stream ends here; a file given to us stays open
+            out.close()
     return tally.truth(spec)

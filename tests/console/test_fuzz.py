@@ -14,7 +14,7 @@ Every setting is fed the same values through the environment of ``reporter captu
 ``producer submit``; every route of ``reporter serve`` (a real server process) gets each query
 parameter, and its path parts, set to them: 2xx or 4xx, never 5xx, while Redis is up.
 
-The fast core (``make test-core``) feeds :data:`CORE` (a dozen values) to each; ``-m fuzz`` feeds
+The fast core (``make test-core``) feeds :data:`CORE` (four values) to each; ``-m fuzz`` feeds
 :data:`ALL` plus hypothesis-generated text (:data:`EXAMPLES` per option).
 """
 
@@ -182,6 +182,8 @@ def argv(path: tuple[str, ...], cmd: click.Command, e: Env, fuzzed: str, value: 
         args += ["--key", "ip"]
     if path[-1] == "sniff" and fuzzed != "iface":
         args += ["-i", "nosuchif0"]
+    if path in ENDLESS and fuzzed == "redis_url" and not value.strip():
+        value = UNREACHABLE  # empty: the private Redis, and the command would run on
     opt = next((p for p in cmd.params if p.name == fuzzed and isinstance(p, click.Option)), None)
     if opt is not None:
         if (p := value) and p.startswith("/") and fuzzed not in ("where",):

@@ -310,3 +310,14 @@ def test_web_parameters_with_huge_numbers(merged: str) -> None:
     with pytest.raises(BadParam):
         int_param({"n": "١٢"}, "n", 20, 1, 1000)
     assert parse_top({"n": "12"}).n == 12
+
+
+def test_found_by_the_fuzz_suite(tmp_path: Path) -> None:
+    """A snaplen beyond pcap's field, a NUL in a path, and synth to stdout (which must stay
+    open for what follows)."""
+    res = run(producer_main, ["sample", str(tmp_path / "s.pcap"), "--snaplen", str(2**63)])
+    assert "--snaplen" in one_error(res, 2)
+    res = run(producer_main, ["submit", "a\x00b"])
+    assert "NUL" in one_error(res, 2) or "null byte" in res.stderr
+    res = CliRunner().invoke(producer_main, ["synth", "-", "--packets", "20"])
+    assert res.exit_code == 0 and res.stdout_bytes[:4] == b"\xd4\xc3\xb2\xa1", res.output
