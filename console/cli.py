@@ -205,11 +205,16 @@ def invalid(exc: ValidationError) -> str:
     shown = shown_value(value)
     if not bad["loc"] or exc.title != "Settings":
         where = ".".join(str(p) for p in bad["loc"]) or exc.title
-        return f"{where}={shown}: {bad['msg']}"
+        return f"{where}={shown}: {_message(bad['msg'])}"
     field = str(bad["loc"][0])
     env = f"FLOWHERD_{field.upper()}"
     name = env if env in os.environ else f"--{field.replace('_', '-')}"
-    return f"{name}={shown}: {bad['msg']}"
+    return f"{name}={shown}: {_message(bad['msg'])}"
+
+
+def _message(msg: str) -> str:
+    """pydantic's message without its "Value error, " prefix (our validators' own words)."""
+    return msg.removeprefix("Value error, ")
 
 
 def shown_value(value: object) -> str:

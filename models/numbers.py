@@ -99,10 +99,11 @@ def split(text: str, what: str) -> tuple[Fraction, str]:
 
 
 def bounded(value: Fraction, text: str, what: str, lo: Fraction | int, hi: Fraction | int) -> None:
-    if value < lo:
-        raise NumberRangeError(f"{shown(text)} is below the least {what}, {_plain(lo)}")
-    if value > hi:
-        raise NumberRangeError(f"{shown(text)} is above the largest {what}, {_plain(hi)}")
+    if value < lo or value > hi:
+        shown_text = text.strip()[:SHOWN]
+        raise NumberRangeError(
+            f"{shown_text} is out of range for {what}: use {_plain(lo)} to {_plain(hi)}"
+        )
 
 
 def _plain(x: Fraction | int) -> str:

@@ -116,8 +116,8 @@ def _ordered(what: str, paths: Iterable[str], into: Expanded) -> None:
         except CaptureError as exc:
             into.skipped.append((p, exc.problem))
     if not found:
-        raise CaptureError(what, "holds no capture file" if os.path.isdir(what) else
-                           "matches no capture file")  # fmt: skip
+        raise CaptureError(what, "a directory that holds no capture file" if os.path.isdir(what)
+                           else "matches no capture file")  # fmt: skip
     found.sort(key=lambda f: (f.first_ns is not None, f.first_ns or 0, f.path))
     into.sources.extend(f.path for f in found)
     into.checked.update(f.path for f in found)

@@ -63,6 +63,10 @@ def feed(
                         on_progress(prog)
                 prog.position = cap.position
         except CaptureError as exc:
+            if held:  # the records before the error count, even when the run stops here
+                w.add_columns(Columns.concat(held))
+                held.clear()
+                frames = 0
             if isinstance(exc, TransferCutError):  # nothing more to read: stop the run
                 raise
             if w.settings.strict and not isinstance(exc, TruncatedCaptureError):

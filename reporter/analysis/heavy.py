@@ -76,7 +76,7 @@ def parse_rate(text: str) -> int:
 def _sigmas(arg: str) -> float | None:
     if not arg.lower().endswith("sd"):
         return None
-    k = numbers.scaled(arg[:-2], {"": 1}, "Ksd's K, a number > 0", whole=False, hi=1000)
+    k = numbers.scaled(arg[:-2], {"": 1}, "K in Ksd (K > 0)", whole=False, hi=1000)
     if k <= 0:
         raise ValueError(f"Ksd needs a number K > 0, not {arg!r}")
     return float(k)

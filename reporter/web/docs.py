@@ -90,7 +90,7 @@ def int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: i
     if not raw:
         return default
     try:
-        return numbers.count(raw, f"{name}, a whole number {lo}-{hi}", lo=lo, hi=hi)
+        return numbers.count(raw, "a whole number", lo=lo, hi=hi)
     except numbers.NumberError as exc:
         raise BadParam(name, str(exc)) from None
 

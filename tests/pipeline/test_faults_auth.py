@@ -61,7 +61,17 @@ class Workers:
     def __init__(self, url: str, queue: str, log: Path, num: int = 2) -> None:
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flowherd.workers", "run", "-n", str(num), "-v", "--queue", queue],
+            [
+                sys.executable,
+                "-m",
+                "flowherd.workers",
+                "run",
+                "-n",
+                str(num),
+                "-v",
+                "--queue",
+                queue,
+            ],
             cwd=ROOT,
             env={**os.environ, "FLOWHERD_REDIS_URL": url},
             stdout=subprocess.DEVNULL,
@@ -137,7 +147,7 @@ def test_password(tmp_path: Path) -> None:
         wrong = srv.url.replace(SECRET, "wrong-guess")
         res = _invoke(producer_main, ["status", "t", "--redis-url", wrong])
         assert res.exit_code == 1 and "wrong-guess" not in res.output
-        assert res.output.startswith("error: Redis at redis://:***@127.0.0.1:")
+        assert res.output.startswith("error: Redis at redis://***@127.0.0.1:")
         assert "refused the connection" in res.output and len(res.output.splitlines()) == 1
         res = _invoke(
             producer_main, ["status", "t", "--redis-url", srv.url.replace(f":{SECRET}@", "")]

@@ -102,7 +102,7 @@ def test_absurd_first_record_length(
 ) -> None:
     path = tmp_path / "huge.pcap"
     path.write_bytes(_pcap([]) + struct.pack("<IIII", 1, 0, 2**31, 2**31) + b"\0" * 64)
-    res = _submit(redis_url, queue, path)
+    res = _submit(redis_url, queue, path, "--strict")  # by default: a warning, and go on
     assert res.exit_code == 1
     assert _one_line(res.output) == (
         f"error: {path}: record 1 at byte offset 24 claims 2147483648 captured bytes "
@@ -120,7 +120,7 @@ def test_absurd_record_mid_file_leaves_an_aborted_capture(
     recs = _records(sample[0])[:450]
     path = tmp_path / "mid.pcap"
     path.write_bytes(_pcap(recs) + struct.pack("<IIII", 1, 0, 2**31, 2**31) + b"\0" * 64)
-    res = _submit(redis_url, queue, path)
+    res = _submit(redis_url, queue, path, "--strict")  # by default: a warning, and go on
     assert res.exit_code == 1 and "claims 2147483648 captured bytes" in _one_line(res.output)
     keys = run_of(store, "mid")
     with LocalWorkers(redis_url, queue, 1) as w:

@@ -53,7 +53,15 @@ def test_many_captures_from_several_producers_never_mix(
         procs = [
             subprocess.Popen(
                 [
-                    *(sys.executable, "-m", "flowherd.producer", "submit", str(traces[n][0]), "--name", n),
+                    *(
+                        sys.executable,
+                        "-m",
+                        "flowherd.producer",
+                        "submit",
+                        str(traces[n][0]),
+                        "--name",
+                        n,
+                    ),
                     *("--redis-url", redis_url, "--queue", settings.queue),
                     *("--batch-packets", "150", "--max-in-flight", "4", "--no-wait"),
                 ],

@@ -137,7 +137,8 @@ def test_batches_lost_by_redis_while_submitting_are_resent(
     batch k's payload, before its job) while the producer keeps going: before closing the run
     the producer finds batch k without a job and k+1, k+2 gone, and sends exactly those."""
     path = tmp_path / "t.pcap"
-    truth = write_sample(path, flows=150, seed=22)
+    # larger than one read-ahead chunk (1 MiB), so the producer still reads after the crash
+    truth = write_sample(path, flows=800, seed=22)
     settings = settings_for(server.url, batch_packets=100, max_in_flight=1000)
     conn = connect(server.url)
     store = Store.single(conn)
@@ -243,7 +244,7 @@ def test_unreachable_redis_retried_for_connect_timeout(
         took = time.monotonic() - t0
         lines = [ln for ln in res.output.splitlines() if ln.strip()]
         assert res.exit_code == 1 and len(lines) == 1, res.output
-        assert lines[0].startswith("error: cannot reach Redis at redis://:***@127.0.0.1")
+        assert lines[0].startswith("error: cannot reach Redis at redis://***@127.0.0.1")
         assert "after 1.5s" in lines[0] and "pw0rd" not in res.output
         # the documented contract (docs/operations.md): it retries for the connect timeout,
         # then gives up; nothing else (no Redis, in-process CLI) takes time here
