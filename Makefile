@@ -21,9 +21,9 @@ test: ## install test tools and run the whole test suite
 	@scripts/install.sh --test
 	$(VENV)/python -m pytest -q
 
-test-core: ## the fast core alone: no worker processes, corpus, cluster, faults, hosts or browser
+test-core: ## the fast core alone: no worker processes, corpus, cluster, faults, hosts, browser or large fuzz run
 	@scripts/install.sh --test
-	$(VENV)/python -m pytest -q -m "not (e2e or corpus or cluster or faults or hosts or slow or root or browser)"
+	$(VENV)/python -m pytest -q -m "not (e2e or corpus or cluster or faults or hosts or slow or root or browser or fuzz)"
 
 lint: ## ruff and mypy
 	$(VENV)/ruff check . && $(VENV)/ruff format --check . && $(VENV)/mypy
