@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import click
@@ -97,6 +98,10 @@ def stats_cmd(
         spec = parse_key(key_text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--key") from None
+    if percentage is not None and not math.isfinite(percentage):  # click's range lets nan by
+        raise click.BadParameter(
+            f"{percentage} is not a number from 0 to 100", param_hint="--percentage"
+        )
     if threshold is not None and percentage is not None:
         raise click.UsageError("give --threshold or --percentage, not both")
     if percentage is not None and by in ("pps", "bps"):
