@@ -111,8 +111,13 @@ def _table(redis_url: str, name: str) -> dict[tuple[str, ...], tuple[int, int]]:
 
 
 def _ethernet_corpus(limit: int = 20_000) -> list[Path]:
+    """The Ethernet classic pcaps of the shared corpus of at most ``limit`` packets ([] when
+    the corpus is absent)."""
+    manifest = SHARED / "MANIFEST.tsv"
+    if not manifest.exists():
+        return []
     out = []
-    for line in (SHARED / "MANIFEST.tsv").read_text().splitlines()[1:]:
+    for line in manifest.read_text().splitlines()[1:]:
         f = line.split("\t")
         if f[5] == "EN10MB(1)" and f[9] == "pcap" and int(f[6]) <= limit:
             out.append(SHARED / f[0])
