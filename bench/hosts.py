@@ -3,7 +3,7 @@
 
 Builds a LAN of network namespaces on a bridge (lab/hosts.py): a Redis host with a password,
 a producer host and three worker hosts running `workers run -n 1`, then runs, on a generated
-capture, each scenario of lab/fleet.py and prints what it found: the capture spread over the
+capture, each scenario of lab/scenarios.py and prints what it found: the capture spread over the
 hosts; one worker host SIGKILLed mid-batch; one worker host's link down for --down seconds
 mid-batch; SIGTERM to `workers run` with its link down (idle, and mid-batch). Tables are
 compared byte for byte with a run on one host. Exit status 0 when every outcome is as expected.
@@ -24,9 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flowherd.lab import fleet as scenarios
-from flowherd.lab.fleet import Fleet, Outcome
+from flowherd.lab import scenarios
+from flowherd.lab.fleet import Fleet
 from flowherd.lab.hosts import Lan, available
+from flowherd.lab.scenarios import Outcome
 from flowherd.producer.traces.sample import write_sample
 
 

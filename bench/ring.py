@@ -4,36 +4,27 @@
    traffic-like size mix: 40% 60-byte, 30% 1514-byte, 30% uniform 60..1514), for each
    alternative of the two per-frame stages: the tp_next_offset chain walk and the gather of
    the frame bytes into one ``bytes``.
-2. ``--live``: a second process blasts frames over a veth pair with a PACKET_TX_RING (many
-   frames per syscall) while a Ring reads the other end; prints frames/s and drops. With
-   ``--baseline`` also a one-recv-per-frame socket for comparison.
+2. Live on a veth pair, against one recv per frame: ``bench/ring_live.py``.
 
-Run as root: ``.venv/bin/python bench/ring.py [--live [--baseline]] [--seconds S]``.
+Run: ``.venv/bin/python bench/ring.py [--blocks N] [--min-s S]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import mmap
-import multiprocessing as mp
 import operator
-import os
 import random
-import resource
-import socket
 import struct
-import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import numpy.typing as npt
 
-from flowherd.lab.ringsynth import build_block, kernel_frame
-from flowherd.producer.live import ring
-from flowherd.producer.live.ring import Block, Ring, parse_block
+from flowherd.lab.ringsynth import build_block, frame_sizes, kernel_frame
+from flowherd.producer.live import ring, tpacket
+from flowherd.producer.live.tpacket import Block, parse_block
 
 Walk = Callable[[memoryview, int, int], "list[int] | npt.NDArray[np.intp]"]
 Gather = Callable[[memoryview, npt.NDArray[np.intp], npt.NDArray[np.intp]], bytes]
@@ -42,18 +33,11 @@ Gather = Callable[[memoryview, npt.NDArray[np.intp], npt.NDArray[np.intp]], byte
 # --- synthetic traffic -------------------------------------------------------------------------
 
 
-def frame_sizes(rng: random.Random) -> Iterator[int]:
-    """Frame sizes like real traffic: 40% 60 B, 30% 1514 B, rest uniform 60..1514."""
-    while True:
-        u = rng.random()
-        yield 60 if u < 0.4 else 1514 if u < 0.7 else rng.randint(60, 1514)
-
-
 def make_block(block_size: int = 4 << 20, seed: int = 0) -> bytearray:
     """One full block of the traffic mix, in the kernel layout."""
     rng = random.Random(seed)
     frames = []
-    used = ring.BLK_HDR_LEN
+    used = tpacket.BLK_HDR_LEN
     t = 1_700_000_000 * 10**9
     for size in frame_sizes(rng):
         total = (82 + size + 7) & ~7
@@ -137,14 +121,14 @@ def walk_numpy_jump(mv: memoryview, first: int, n: int) -> npt.NDArray[np.intp]:
 
 def walk_scan_only(mv: memoryview, first: int, n: int) -> list[int] | npt.NDArray[np.intp]:
     """walk_scan whatever the frame density (loop only where the scan cannot prove it)."""
-    offs = ring.walk_scan(mv, first, n)
-    return ring.walk_loop(mv, first, n) if offs is None else offs
+    offs = tpacket.walk_scan(mv, first, n)
+    return tpacket.walk_loop(mv, first, n) if offs is None else offs
 
 
 WALKS: dict[str, Walk] = {
-    "adaptive scan/loop (shipped)": ring.frame_offsets,
+    "adaptive scan/loop (shipped)": tpacket.frame_offsets,
     "key scan + verify, always": walk_scan_only,
-    "loop: memoryview.cast('I') (fallback)": ring.walk_loop,
+    "loop: memoryview.cast('I') (fallback)": tpacket.walk_loop,
     "loop: struct comprehension": walk_struct_comp,
     "loop: struct for-loop": walk_struct_loop,
     "loop: numpy scalars": walk_numpy_item,
@@ -201,9 +185,9 @@ def gather_bytearray(
 
 
 GATHERS: dict[str, Gather] = {
-    "adaptive numpy/join (shipped)": ring.gather,
-    "join([mv[s:e] ...]) (used > 96 B)": ring.gather_join,
-    "numpy cumsum index (used <= 96 B)": ring.gather_numpy,
+    "adaptive numpy/join (shipped)": tpacket.gather,
+    "join([mv[s:e] ...]) (used > 96 B)": tpacket.gather_join,
+    "numpy cumsum index (used <= 96 B)": tpacket.gather_numpy,
     "join(map(mv.__getitem__))": gather_map,
     "join(itemgetter(*slices)(mv))": gather_itemgetter,
     "numpy repeat index, int64": gather_numpy_index,
@@ -215,7 +199,7 @@ GATHERS: dict[str, Gather] = {
 @contextlib.contextmanager
 def patched(walk: Walk | None = None, gather: Gather | None = None) -> Iterator[None]:
     """Swap parse_block's walk/gather stage (module globals looked up per call)."""
-    old_walk, old_gather = ring.frame_offsets, ring.gather
+    old_walk, old_gather = tpacket.frame_offsets, tpacket.gather
     try:
         if walk is not None:
             setattr(ring, "frame_offsets", walk)  # noqa: B010
@@ -308,7 +292,7 @@ def micro(n_blocks: int, min_s: float) -> None:
         print(f"    {'(no gather at all)':36s} {no_gather:6.3f}")
     variants: list[tuple[str, Walk | None, Gather | None]] = [
         ("shipped", None, None),
-        ("loop walk + join gather", ring.walk_loop, ring.gather_join),
+        ("loop walk + join gather", tpacket.walk_loop, tpacket.gather_join),
     ]
     for size in (60, 1514):
         blocks = const_blocks(size, 2)
@@ -319,177 +303,12 @@ def micro(n_blocks: int, min_s: float) -> None:
                 print(f"    {name:36s} {cpu_per_frame(parse_block, blocks, 'fresh', min_s):6.3f}")
 
 
-# --- live benchmark ----------------------------------------------------------------------------
-
-PACKET_TX_RING = 13
-PACKET_QDISC_BYPASS = 20
-TPACKET_V2 = 1
-
-
-def blast(
-    iface: str, seconds: float, cpu: int | None, small: bool, result: mp.Queue[tuple[int, float]]
-) -> None:
-    """Send the traffic mix (or 60-byte frames) as fast as possible through a TX ring."""
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-    s.setsockopt(ring.SOL_PACKET, ring.PACKET_VERSION, TPACKET_V2)
-    with contextlib.suppress(OSError):
-        s.setsockopt(ring.SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-    fsize, nframes = 2048, 1024
-    s.setsockopt(
-        ring.SOL_PACKET,
-        PACKET_TX_RING,
-        struct.pack("4I", fsize * 256, nframes // 256, fsize, nframes),
-    )
-    mm = mmap.mmap(s.fileno(), fsize * nframes)
-    s.bind((iface, 0))
-    rng = random.Random(1)
-    sizes = frame_sizes(rng)
-    for i in range(nframes):
-        n = 60 if small else next(sizes)
-        frame = bytes.fromhex("02aabbccddee021122334455") + b"\x88\xb5" + rng.randbytes(n - 14)
-        # struct tpacket2_hdr: status, len, snaplen, mac, net ...; data at TPACKET2_HDRLEN-20
-        struct.pack_into("<III", mm, i * fsize, 0, n, n)
-        mm[i * fsize + 32 : i * fsize + 32 + n] = frame
-    status = np.frombuffer(mm, np.uint32).reshape(nframes, fsize // 4)[:, 0]
-    sent = 0
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < seconds:
-        status[:] = 1  # TP_STATUS_SEND_REQUEST
-        s.send(b"")  # blocking: returns when all frames went out
-        sent += nframes
-    dt = time.monotonic() - t0
-    del status
-    mm.close()
-    s.close()
-    result.put((sent, dt))
-
-
-def live(seconds: float, baseline: bool) -> None:
-    tag = uuid.uuid4().hex[:6]
-    a, b = f"rbt{tag}", f"rbr{tag}"
-    subprocess.run(f"ip link add {a} type veth peer name {b}", shell=True, check=True)
-    try:
-        for i in (a, b):
-            subprocess.run(
-                f"sysctl -qw net.ipv6.conf.{i}.disable_ipv6=1; ip link set {i} up",
-                shell=True,
-                check=True,
-            )
-        time.sleep(0.1)
-        ncpu = os.cpu_count() or 1
-        rx_cpu, tx_cpu = (0, 1) if ncpu > 1 else (None, None)
-        print(
-            f"live over veth, {seconds:.0f} s per run, sender (TX ring) pinned to CPU {tx_cpu},"
-            f" reader to CPU {rx_cpu}; reader CPU = user+sys of the reading process:"
-        )
-        for small in (False, True):
-            traffic = "60 B " if small else "mix  "
-            run_live(
-                a,
-                seconds,
-                rx_cpu,
-                tx_cpu,
-                small,
-                "ring " + traffic,
-                lambda start: ring_reader(b, start),
-            )
-            if baseline:
-                run_live(
-                    a,
-                    seconds,
-                    rx_cpu,
-                    tx_cpu,
-                    small,
-                    "recv " + traffic,
-                    lambda start: recv_reader(b, start),
-                )
-    finally:
-        subprocess.run(f"ip link del {a}", shell=True)
-
-
-Reader = Callable[[Callable[[], None]], tuple[int, int, int, float, float]]
-
-
-def run_live(
-    a: str,
-    seconds: float,
-    rx_cpu: int | None,
-    tx_cpu: int | None,
-    small: bool,
-    name: str,
-    reader: Reader,
-) -> None:
-    """Run ``reader`` (which opens its socket, then calls the sender start-up it is given)."""
-    if rx_cpu is not None:
-        os.sched_setaffinity(0, {rx_cpu})
-    ctx = mp.get_context("fork")
-    q: mp.Queue[tuple[int, float]] = ctx.Queue()
-    p = ctx.Process(target=blast, args=(a, seconds, tx_cpu, small, q))
-    got, packets, drops, cpu, wall = reader(p.start)
-    sent, dt = q.get(timeout=seconds + 10)
-    p.join()
-    print(
-        f"  {name}: sent {sent / dt / 1e3:5.0f} kframes/s, {sent} frames | received {got} frames"
-        f" | kernel packets {packets}, drops {drops} ({100 * drops / max(packets, 1):.1f}%)"
-        f" | reader CPU {cpu / max(got, 1) * 1e6:.2f} us/frame, {100 * cpu / wall:.0f}% of a core"
-    )
-
-
-def _cpu() -> float:
-    """User + system CPU seconds of this process (page faults and syscalls included)."""
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def ring_reader(iface: str, start: Callable[[], None]) -> tuple[int, int, int, float, float]:
-    """Read with Ring until 1 s without a block; (frames, packets, drops, cpu s, wall s)."""
-    with Ring(iface) as r:
-        got = 0
-        start()
-        c0, t0 = _cpu(), time.monotonic()
-        for blk in r.blocks(timeout=1.0):
-            got += len(blk.ts)
-        cpu, wall = _cpu() - c0, time.monotonic() - t0 - 1.0
-        packets, drops = r.stats()
-    return got, packets, drops, cpu, wall
-
-
-def recv_reader(iface: str, start: Callable[[], None]) -> tuple[int, int, int, float, float]:
-    """Today's way: one recv per frame (no per-frame parsing at all, so a lower bound)."""
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ring.ETH_P_ALL))
-    # SO_RCVBUFFORCE (root): past net.core.rmem_max, so bursts are not what drops frames
-    s.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)
-    s.bind((iface, ring.ETH_P_ALL))
-    s.settimeout(1.0)
-    buf = bytearray(65536)
-    got = 0
-    start()
-    c0, t0 = _cpu(), time.monotonic()
-    with contextlib.suppress(TimeoutError):
-        while True:
-            s.recv_into(buf)
-            got += 1
-    cpu, wall = _cpu() - c0, time.monotonic() - t0 - 1.0
-    packets, drops = struct.unpack("II", s.getsockopt(ring.SOL_PACKET, ring.PACKET_STATISTICS, 8))
-    s.close()
-    return got, packets, drops, cpu, wall
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--blocks", type=int, default=6, help="distinct synthetic blocks")
     ap.add_argument("--min-s", type=float, default=1.0, help="CPU seconds per measurement")
-    ap.add_argument("--live", action="store_true", help="also run the veth live benchmark")
-    ap.add_argument("--baseline", action="store_true", help="live: also one-recv-per-frame")
-    ap.add_argument("--seconds", type=float, default=5.0, help="live: seconds of traffic")
-    ap.add_argument("--no-micro", action="store_true")
     args = ap.parse_args()
-    if not args.no_micro:
-        micro(args.blocks, args.min_s)
-    if args.live:
-        live(args.seconds, args.baseline)
+    micro(args.blocks, args.min_s)
 
 
 if __name__ == "__main__":

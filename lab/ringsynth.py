@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from flowherd.producer.live.ring import (
+from flowherd.producer.live.tpacket import (
     BLK_HDR_LEN,
     ETH_P_8021Q,
     TP_STATUS_USER,
@@ -205,3 +206,10 @@ def concat(expected: list[Expected]) -> tuple[list[int], list[int], bytes]:
         [len(e.data) for e in expected],
         b"".join(e.data for e in expected),
     )
+
+
+def frame_sizes(rng: random.Random) -> Iterator[int]:
+    """Frame sizes like real traffic: 40% 60 B, 30% 1514 B, rest uniform 60..1514."""
+    while True:
+        u = rng.random()
+        yield 60 if u < 0.4 else 1514 if u < 0.7 else rng.randint(60, 1514)

@@ -34,8 +34,9 @@ import numpy as np
 
 from flowherd.models.columns import Columns
 from flowherd.producer.live.packet_socket import Limits, SniffError
-from flowherd.producer.live.ring import Ring, RingError, compile_bpf, iface_linktype
-from flowherd.producer.live.ring_capture import BlockReader, RingOptions
+from flowherd.producer.live.ring import iface_linktype
+from flowherd.producer.live.ring_capture import BlockReader, RingOptions, filter_program
+from flowherd.producer.live.tpacket import RingError
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +73,7 @@ def _member(
     """A sniffer process: its ring's blocks to ``conn`` until ``stop``, then drained."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     try:
-        ring = Ring(
-            iface,
-            snaplen=snaplen,
-            promisc=promisc,
-            bpf=prog,
-            fanout=opts.fanout,
-            block_size=opts.block_size,
-            block_nr=opts.block_nr,
-            retire_blk_tov=opts.block_timeout_ms,
-        )
+        ring = opts.open(iface, prog, promisc, snaplen)
     except RingError as exc:
         conn.send_bytes(_END + (exc.strerror or str(exc)).encode())
         return
@@ -131,12 +123,7 @@ class FanoutSocket:
             self.linktype = iface_linktype(iface)
         except RingError as exc:
             raise SniffError(iface, exc.strerror or str(exc)) from None
-        prog = None
-        if bpf:
-            try:
-                prog = compile_bpf(bpf, self.linktype, snaplen)
-            except ValueError as exc:
-                raise SniffError(iface, f"invalid filter {bpf!r}: {exc}") from None
+        prog = filter_program(iface, bpf, self.linktype, snaplen)
         if opts.fanout is None:
             opts = RingOptions(
                 opts.block_size,

@@ -22,16 +22,16 @@ import time
 from dataclasses import dataclass
 
 from flowherd.models.columns import Columns
+from flowherd.producer.live.bpf import compile_bpf
 from flowherd.producer.live.packet_socket import Counters, Limits, SniffError
 from flowherd.producer.live.ring import (
     DEFAULT_BLOCK_NR,
     DEFAULT_BLOCK_SIZE,
     DEFAULT_RETIRE_BLK_TOV_MS,
     Ring,
-    RingError,
-    compile_bpf,
     iface_linktype,
 )
+from flowherd.producer.live.tpacket import RingError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,20 @@ class RingOptions:
     block_timeout_ms: int = DEFAULT_RETIRE_BLK_TOV_MS
     fanout: tuple[int, str] | None = None
 
+    def open(self, iface: str, prog: bytes | None, promisc: bool, snaplen: int) -> Ring:
+        """A ring of this geometry on ``iface`` with the compiled filter ``prog``; raises
+        :class:`RingError` where the kernel refuses it."""
+        return Ring(
+            iface,
+            snaplen=snaplen,
+            promisc=promisc,
+            bpf=prog,
+            fanout=self.fanout,
+            block_size=self.block_size,
+            block_nr=self.block_nr,
+            retire_blk_tov=self.block_timeout_ms,
+        )
+
 
 class RingSocket:
     """An open ring on ``iface`` with its LINKTYPE; ``close()`` it (context manager).
@@ -65,22 +79,8 @@ class RingSocket:
         snaplen: int,
         opts: RingOptions,
     ) -> None:
-        prog = None
-        if bpf:
-            try:
-                prog = compile_bpf(bpf, iface_linktype(iface), snaplen)
-            except ValueError as exc:
-                raise SniffError(iface, f"invalid filter {bpf!r}: {_reason(exc)}") from None
-        self.ring = Ring(
-            iface,
-            snaplen=snaplen,
-            promisc=promisc,
-            bpf=prog,
-            fanout=opts.fanout,
-            block_size=opts.block_size,
-            block_nr=opts.block_nr,
-            retire_blk_tov=opts.block_timeout_ms,
-        )
+        prog = filter_program(iface, bpf, iface_linktype(iface), snaplen)
+        self.ring = opts.open(iface, prog, promisc, snaplen)
         self.iface, self.linktype, self.snaplen, self.opts = (
             iface,
             self.ring.linktype,
@@ -109,6 +109,17 @@ class RingSocket:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def filter_program(iface: str, bpf: str | None, linktype: int, snaplen: int) -> bytes | None:
+    """The ``-f`` filter compiled for ``linktype`` (None without one); :class:`SniffError`
+    with libpcap's reason when it does not compile."""
+    if not bpf:
+        return None
+    try:
+        return compile_bpf(bpf, linktype, snaplen)
+    except ValueError as exc:
+        raise SniffError(iface, f"invalid filter {bpf!r}: {_reason(exc)}") from None
 
 
 def _reason(exc: Exception) -> str:

@@ -34,8 +34,8 @@ from flowherd.models.records import Timeouts
 from flowherd.models.settings import Settings
 from flowherd.producer.live.fanout import FanoutReader, FanoutSocket
 from flowherd.producer.live.packet_socket import Counters, Limits, LiveSocket, Reader, SniffError
-from flowherd.producer.live.ring import RingError
 from flowherd.producer.live.ring_capture import RingOptions, RingReader, RingSocket
+from flowherd.producer.live.tpacket import RingError
 from flowherd.producer.run.writer import Progress as WriterProgress
 from flowherd.producer.run.writer import RunWriter
 from flowherd.store.backend import Store

@@ -1,7 +1,7 @@
 """Hosts that come and go: flowherd over real TCP between network namespaces on a bridge.
 
 A Redis host (password), a producer host and three worker hosts each running
-``workers run -n 1`` (``lab/fleet.py``, on ``lab/hosts.py``). Each case compares
+``workers run -n 1`` (``lab/fleet.py`` and ``lab/scenarios.py``, on ``lab/hosts.py``). Each case compares
 ``reporter flows --format csv --order rank`` (uni and bi) byte for byte with a run on one host:
 spread over the hosts; one worker host SIGKILLed mid-batch; one worker host's link down 15 s
 mid-batch; and ``workers run`` stopped by SIGTERM while its link is down. Needs root;
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flowherd.lab import fleet as scenarios
+from flowherd.lab import scenarios
 from flowherd.lab.fleet import Fleet
 from flowherd.lab.hosts import Lan, available
 from flowherd.producer.traces.sample import write_sample

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flowherd.lab import fleet as scenarios
+from flowherd.lab import scenarios
 from flowherd.lab.fleet import Fleet
 from flowherd.lab.hosts import Lan, available
 from flowherd.producer.traces.sample import write_sample

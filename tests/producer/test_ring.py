@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 from flowherd.lab.ringsynth import Expected, KFrame, build_block, concat, kernel_frame, mac_offset
-from flowherd.producer.live import ring
-from flowherd.producer.live.ring import Block, Ring, RingError, parse_block
+from flowherd.producer.live import bpf, ring, tpacket
+from flowherd.producer.live.ring import Ring
+from flowherd.producer.live.tpacket import Block, RingError, parse_block
 
 T0 = 1_700_000_000_123_456_789
 
@@ -193,9 +194,9 @@ def test_vlan_with_snaplen() -> None:
 
 def test_vlan_not_on_raw_linktype() -> None:
     ip = bytes.fromhex("4500001c000000004011") + bytes(18)
-    kf = KFrame(ip, len(ip), T0, ring.TP_STATUS_USER | ring.TP_STATUS_VLAN_VALID, 5, 0x8100)
-    blk = parse_block(build_block([kf], maclen=0), ring.LINKTYPE_RAW)
-    check(blk, [Expected(len(ip), ip)], linktype=ring.LINKTYPE_RAW)
+    kf = KFrame(ip, len(ip), T0, tpacket.TP_STATUS_USER | tpacket.TP_STATUS_VLAN_VALID, 5, 0x8100)
+    blk = parse_block(build_block([kf], maclen=0), tpacket.LINKTYPE_RAW)
+    check(blk, [Expected(len(ip), ip)], linktype=tpacket.LINKTYPE_RAW)
 
 
 def test_drop_outgoing() -> None:
@@ -257,8 +258,8 @@ def test_walk_scan_exact_without_lookalikes() -> None:
     rng = random.Random(30)
     frames = [kernel_frame(eth(rng.choice([60, 61, 1514]), rng), T0)[0] for _ in range(400)]
     mv, first, n = chain(build_block(frames))
-    offs = ring.walk_scan(mv, first, n)
-    assert offs is not None and offs.tolist() == ring.walk_loop(mv, first, n)
+    offs = tpacket.walk_scan(mv, first, n)
+    assert offs is not None and offs.tolist() == tpacket.walk_loop(mv, first, n)
 
 
 def test_walk_scan_ignores_lookalikes_in_payload() -> None:
@@ -270,9 +271,9 @@ def test_walk_scan_ignores_lookalikes_in_payload() -> None:
         body = eth(14, rng) + (key + struct.pack("<I", rng.choice([0, 8, 152, 1 << 20]))) * (i % 50)
         frames.append(kernel_frame(body, T0)[0])
     mv, first, n = chain(build_block(frames))
-    offs = ring.walk_scan(mv, first, n)
-    assert offs is not None and offs.tolist() == ring.walk_loop(mv, first, n)
-    assert ring.frame_offsets(mv, first, n).tolist() == ring.walk_loop(mv, first, n)
+    offs = tpacket.walk_scan(mv, first, n)
+    assert offs is not None and offs.tolist() == tpacket.walk_loop(mv, first, n)
+    assert tpacket.frame_offsets(mv, first, n).tolist() == tpacket.walk_loop(mv, first, n)
 
 
 def test_walk_scan_falls_back_when_headers_differ() -> None:
@@ -280,17 +281,17 @@ def test_walk_scan_falls_back_when_headers_differ() -> None:
     frames = [kernel_frame(eth(60, rng), T0)[0] for _ in range(20)]
     buf = build_block(frames)
     mv, first, n = chain(buf)
-    loop = ring.walk_loop(mv, first, n)
+    loop = tpacket.walk_loop(mv, first, n)
     struct.pack_into("<H", buf, loop[7] + 24, 90)  # one frame with another tp_mac
-    assert ring.walk_scan(mv, first, n) is None
-    assert ring.frame_offsets(mv, first, n).tolist() == loop
+    assert tpacket.walk_scan(mv, first, n) is None
+    assert tpacket.frame_offsets(mv, first, n).tolist() == loop
     struct.pack_into("<I", buf, 12, n - 5)  # fewer frames than the chain: first n only
-    assert ring.frame_offsets(mv, first, n - 5).tolist() == loop[: n - 5]
+    assert tpacket.frame_offsets(mv, first, n - 5).tolist() == loop[: n - 5]
     fresh = build_block(frames)
-    part = ring.walk_scan(memoryview(fresh), first, n - 5)  # a prefix, via pointer doubling
+    part = tpacket.walk_scan(memoryview(fresh), first, n - 5)  # a prefix, via pointer doubling
     assert part is not None and part.tolist() == loop[: n - 5]
     struct.pack_into("<I", fresh, 12, n + 1)  # num_pkts beyond the chain: unproven
-    assert ring.walk_scan(*chain(fresh)) is None
+    assert tpacket.walk_scan(*chain(fresh)) is None
 
 
 @pytest.mark.parametrize("sizes", [[60] * 500, [14, 60, 64, 0, 100] * 100, [1514, 60] * 50])
@@ -300,35 +301,35 @@ def test_gathers_agree(sizes: list[int]) -> None:
     buf = build_block([p[0] for p in pairs], block_size=4 << 20)
     check(parse_block(buf), [p[1] for p in pairs])
     mv, first, n = chain(buf)
-    offs = ring.frame_offsets(mv, first, n)
+    offs = tpacket.frame_offsets(mv, first, n)
     starts = offs + 82
     ends = starts + np.array([len(p[0].data) for p in pairs])
     ref = b"".join(p[1].data for p in pairs)
-    assert ring.gather_join(mv, starts, ends) == ref
-    assert ring.gather_numpy(mv, starts, ends) == ref
-    assert ring.gather(mv, starts, ends) == ref
+    assert tpacket.gather_join(mv, starts, ends) == ref
+    assert tpacket.gather_numpy(mv, starts, ends) == ref
+    assert tpacket.gather(mv, starts, ends) == ref
 
 
 def test_set_bpf_snaplen() -> None:
     prog = (
-        ring._SOCK_FILTER.pack(0x28, 0, 0, 12)
-        + ring._SOCK_FILTER.pack(6, 0, 0, 65535)
-        + ring._SOCK_FILTER.pack(6, 0, 0, 0)
+        bpf._SOCK_FILTER.pack(0x28, 0, 0, 12)
+        + bpf._SOCK_FILTER.pack(6, 0, 0, 65535)
+        + bpf._SOCK_FILTER.pack(6, 0, 0, 0)
     )
-    out = ring._set_bpf_snaplen(prog, 262144)
-    assert [ring._SOCK_FILTER.unpack_from(out, o)[3] for o in (0, 8, 16)] == [12, 262144, 0]
-    out = ring._cap_bpf_snaplen(out, 100)
-    assert [ring._SOCK_FILTER.unpack_from(out, o)[3] for o in (0, 8, 16)] == [12, 100, 0]
+    out = bpf._set_bpf_snaplen(prog, 262144)
+    assert [bpf._SOCK_FILTER.unpack_from(out, o)[3] for o in (0, 8, 16)] == [12, 262144, 0]
+    out = bpf.cap_snaplen(out, 100)
+    assert [bpf._SOCK_FILTER.unpack_from(out, o)[3] for o in (0, 8, 16)] == [12, 100, 0]
 
 
 def test_compile_bpf() -> None:
     try:
-        prog = ring.compile_bpf("udp port 9999")
+        prog = bpf.compile_bpf("udp port 9999")
     except RingError as e:  # pragma: no cover
         pytest.skip(f"no libpcap: {e}")
     assert len(prog) % 8 == 0 and len(prog) > 8
     with pytest.raises(ValueError):
-        ring.compile_bpf("udp prot 9999")
+        bpf.compile_bpf("udp prot 9999")
 
 
 # --- real sockets ------------------------------------------------------------------------------
@@ -388,7 +389,7 @@ def collect(r: Ring, n: int, timeout: float = 3.0) -> Block:
     while (blk := r.next_block(0.15)) is not None:
         parts.append(blk)
     if not parts:
-        return ring.empty_block()
+        return tpacket.empty_block()
     return Block(
         np.concatenate([p.ts for p in parts]),
         np.concatenate([p.wire for p in parts]),
@@ -545,7 +546,7 @@ def udp(dport: int, payload: bytes, sport: int = 40000) -> bytes:
 @needs_root
 def test_live_bpf(veth: tuple[str, str], tx: socket.socket) -> None:
     try:
-        prog = ring.compile_bpf("udp port 9999")
+        prog = bpf.compile_bpf("udp port 9999")
     except RingError as e:  # pragma: no cover
         pytest.skip(f"no libpcap: {e}")
     frames = [udp(9999 if i % 3 == 0 else 53, b"p%03d" % i) for i in range(60)]
@@ -561,7 +562,7 @@ def test_live_bpf(veth: tuple[str, str], tx: socket.socket) -> None:
 
 @needs_root
 def test_live_bpf_with_snaplen(veth: tuple[str, str], tx: socket.socket) -> None:
-    prog = ring.compile_bpf("udp")
+    prog = bpf.compile_bpf("udp")
     frames = [udp(1, bytes(100)), eth(100, random.Random(2))]
     with open_ring(veth[1], bpf=prog, snaplen=50) as r:
         for f in frames:
@@ -669,16 +670,16 @@ def test_live_loopback_ignore_outgoing(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
         sink.bind(("127.0.0.1", 0))
         port = sink.getsockname()[1]
-        bpf = ring.compile_bpf(f"udp port {port}")
-        with open_ring("lo", bpf=bpf) as r:
+        prog = bpf.compile_bpf(f"udp port {port}")
+        with open_ring("lo", bpf=prog) as r:
             send_udp(port)
             assert count(r) == 1
-        with open_ring("lo", bpf=bpf, ignore_outgoing=False) as r:
+        with open_ring("lo", bpf=prog, ignore_outgoing=False) as r:
             send_udp(port)
             assert count(r) == 2
         # a kernel without PACKET_IGNORE_OUTGOING: the sll_pkttype fallback in parse_block
         monkeypatch.setattr(ring, "PACKET_IGNORE_OUTGOING", 0x7FFF)
-        with open_ring("lo", bpf=bpf) as r:
+        with open_ring("lo", bpf=prog) as r:
             assert r._drop_outgoing
             send_udp(port)
             assert count(r) == 1
