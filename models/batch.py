@@ -74,12 +74,14 @@ class BatchBuilder:
     """Accumulates frames into one payload: one record at a time (:meth:`add`) or a block of
     columns at a time (:meth:`add_columns`); one ``bytes`` at the end."""
 
-    __slots__ = ("_parts", "_records", "count", "size", "wire_bytes")
+    __slots__ = ("_parts", "_records", "count", "size", "ts_min", "wire_bytes")
 
     def __init__(self) -> None:
         self._parts: list[Columns] = []
         self._records: list[RawRecord] = []  # added one by one, not yet in a block
         self.count = 0
+        #: the oldest timestamp added (``TS_LIMIT`` while empty)
+        self.ts_min = TS_LIMIT
         #: bytes the uncompressed body holds so far
         self.size = 0
         self.wire_bytes = 0
@@ -92,6 +94,8 @@ class BatchBuilder:
         if not 0 <= wire <= 0xFFFFFFFF or not 0 <= linktype <= 0xFFFF:
             raise BatchError(f"record wire length {wire} or linktype {linktype} out of range")
         self._records.append(rec)
+        if ts < self.ts_min:
+            self.ts_min = ts
         self.count += 1
         self.size += RECORD_OVERHEAD + len(data)
         self.wire_bytes += wire
@@ -106,6 +110,7 @@ class BatchBuilder:
             )
         self._pending()
         self._parts.append(cols)
+        self.ts_min = min(self.ts_min, int(cols.ts.min()))
         self.count += len(cols)
         self.size += RECORD_OVERHEAD * len(cols) + len(cols.data)
         self.wire_bytes += cols.wire_bytes

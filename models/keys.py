@@ -102,8 +102,29 @@ class ShardKeys(TableKeys):
         packed FlowKey followed by the record's start (u64 big-endian ns) to packed FlowStats"""
         return TableKeys(self.prefix + "rec:")
 
+    @property
+    def expiry(self) -> str:
+        """hash, with records that leave as they expire: the exporter's checkpoint in this shard
+        (``flowherd.store.expiry``)"""
+        return self.prefix + "exp"
+
+    @property
+    def open(self) -> str:
+        """hash, with records that leave as they expire: packed FlowKey -> the conversation's
+        open record and segments not folded yet (``flowherd.models.expiry.Open``)"""
+        return self.prefix + "open"
+
     def fixed(self) -> list[str]:
-        return [self.live, self.done, self.windows, *self.all(), self.segments, *self.records.all()]
+        return [
+            self.live,
+            self.done,
+            self.windows,
+            *self.all(),
+            self.segments,
+            *self.records.all(),
+            self.expiry,
+            self.open,
+        ]
 
 
 class RunKeys:
@@ -154,6 +175,17 @@ class RunKeys:
         return self.prefix + "records"
 
     @property
+    def pending(self) -> str:
+        """zset, with records that leave as they expire: the batches the exporter has not
+        absorbed yet, scored by their oldest packet (ns)"""
+        return self.prefix + "pending"
+
+    @property
+    def export_lock(self) -> str:
+        """string: held by the one record exporter of the run (``reporter records``)"""
+        return self.prefix + "exporter"
+
+    @property
     def lock(self) -> str:
         """string: held by the one producer writing the run (submit, sniff, resume, retry)"""
         return self.prefix + "lock"
@@ -175,6 +207,8 @@ class RunKeys:
             self.warnings,
             self.lock,
             self.records,
+            self.pending,
+            self.export_lock,
         ]
 
     def window_patterns(self) -> list[str]:

@@ -38,6 +38,8 @@ _WRITE_PAGE = 1000
 
 _WRITE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local upto = redis.call('HGET', KEYS[3], 'upto')
+if upto and tonumber(ARGV[1]) < tonumber(upto) then return 0 end
 for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 """
@@ -67,14 +69,16 @@ def timeouts_of(store: Store, keys: RunKeys) -> Timeouts | None:
 
 
 def write_segments(store: Store, keys: RunKeys, seq: int, per_shard: list[list[bytes]]) -> bool:
-    """Store batch ``seq``'s chunks, shard by shard; False when the run is gone."""
+    """Store batch ``seq``'s chunks, shard by shard; False when the run is gone. A batch the
+    record exporter has absorbed already (a job run again) writes nothing
+    (:mod:`flowherd.store.expiry`)."""
     script = store.kv.register_script(_WRITE)
     for s, chunks in enumerate(per_shard):
         sk = keys.shard(s)
         args: list[bytes | str | int] = [str(seq), len(chunks)]
         for i, c in enumerate(chunks):
             args += [f"{seq}:{i}", c]
-        if int(script(keys=[sk.live, sk.segments], args=args)) == -1:
+        if int(script(keys=[sk.live, sk.segments, sk.expiry], args=args)) == -1:
             return False
     return True
 
@@ -134,7 +138,7 @@ def build_records(store: Store, keys: RunKeys) -> int | None:
     batch's segments are missing."""
     meta = CaptureMeta.from_hash(store.kv.hgetall(keys.meta))
     t = Timeouts(meta.idle_ns, meta.active_ns)
-    if not t:
+    if not t or meta.records_out:  # none, or they leave as they expire (reporter records)
         return None
     seqs = sorted(done_seqs(store, keys))
     store.kv.delete(keys.records)  # readers fall back to the conversations meanwhile

@@ -7,8 +7,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -16,9 +17,16 @@ from rich.markup import escape
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
 from flowherd.console.cli import HELP, handle_errors, redis_options, settings_from, setup_logging
+from flowherd.console.extras import require
+from flowherd.console.hostport import parse_hostport
 from flowherd.deploy.queueing import make_queue
+from flowherd.models.expiry import RecordsFormat, RecordsOut
+from flowherd.models.flows import NS
+from flowherd.models.keys import RunKeys
+from flowherd.models.numbers import duration_ns
 from flowherd.models.records import Timeouts
 from flowherd.producer.cli.options import duration_option, run_options, timeouts_of
+from flowherd.producer.cli.records import RecordsExporter
 from flowherd.producer.cli.shell import Shell, exit_with_outcome, name_of_interface, run_shell
 from flowherd.producer.live.fanout import FANOUT_MODES
 from flowherd.producer.live.packet_socket import Counters, Limits
@@ -135,6 +143,35 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
     help="How the kernel spreads frames over the processes: hash (by flow; fragments "
     "reassembled first), cpu (by the CPU that received it), lb (round robin), qm (by NIC queue).",
 )
+@click.option(
+    "--records-dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False, writable=True),
+    help="Write each flow record to DIR as soon as it expires (needs --idle-timeout or "
+    "--active-timeout): rotating files that appear whole or not at all, each record exactly "
+    "once; a record that has left is gone from Redis. See docs/live.md.",
+)
+@click.option(
+    "--records-format",
+    type=click.Choice(["ndjson", "csv", "parquet"]),
+    default="ndjson",
+    show_default=True,
+    help="Format of the record files (the columns of `reporter export`).",
+)
+@click.option(
+    "--records-rotate",
+    default="60s",
+    show_default=True,
+    metavar="DURATION",
+    help="Start a new record file at least this often.",
+)
+@click.option(
+    "--ipfix",
+    "collector",
+    metavar="HOST:PORT",
+    help="Send each flow record as it expires to an IPFIX collector over UDP (with or "
+    "without --records-dir).",
+)
 @run_options
 @click.option("-v", "--verbose", count=True, help="-v: progress logs; -vv: debug.")
 @redis_options
@@ -156,6 +193,10 @@ def sniff_command(
     block_timeout: int,
     members: int,
     fanout_mode: str,
+    records_dir: str | None,
+    records_format: RecordsFormat,
+    records_rotate: str,
+    collector: str | None,
     wait: bool | None,
     num_workers: int,
     top_n: int,
@@ -174,8 +215,17 @@ def sniff_command(
 
     Frames go undissected into the same batches as `submit`. Ctrl-C, SIGTERM, --duration or
     --count stop cleanly: what was captured is queued and the capture completes. Kernel and
-    producer drops are reported at the end and kept with the capture. Exit status: 0 ok; 1 no
-    such interface, no privilege, a bad filter, drops, an incomplete capture or Redis errors.
+    producer drops are reported at the end and kept with the capture.
+
+    \b
+    Examples:
+      producer sniff -i eth0 --duration 10m
+      producer sniff -i eth0 --fanout 4 --window 10s --keep 6
+      producer sniff -i eth0 --idle-timeout 30s --active-timeout 5m \\
+          --window 10s --keep 6 --records-dir /var/lib/flows --ipfix 10.0.0.9:4739
+
+    Exit status: 0 ok; 1 no such interface, no privilege, a bad filter, drops, an incomplete
+    capture or Redis errors.
     """
     setup_logging(verbose)
     settings = settings_from(
@@ -192,6 +242,8 @@ def sniff_command(
     ring = (
         RingOptions(ring_block_size << 20, ring_blocks, block_timeout, group) if use_ring else None
     )
+    t = timeouts_of(idle_timeout, active_timeout)
+    records = _records_out(records_dir, records_format, records_rotate, collector, t)
     live, note = open_live(iface, bpf, promisc, snaplen, kernel_buffer << 20, ring, members)
     with live, run_shell(settings, wait, num_workers) as sh:
         cap_name = name or name_of_interface(iface)
@@ -204,17 +256,23 @@ def sniff_command(
             ),
             highlight=False,
         )
-        t = timeouts_of(idle_timeout, active_timeout)
-        out = _sniff_with_progress(sh, live, cap_name, limits, replace, t)
+        exporter = RecordsExporter(sh, cap_name) if records is not None else None
+        on_start = exporter.start if exporter is not None else None
+        out = _sniff_with_progress(sh, live, cap_name, limits, replace, t, records, on_start)
         c = out.counters
         style = "green" if c.complete else "yellow"
         sh.err.print(f"[{style}]{c.summary()}[/]", highlight=False)
         for msg in out.progress.warnings[:-1]:  # the last one is the summary above
             sh.err.print(f"[yellow]warning:[/] {escape(msg)}")
         n, b = out.progress.packets, out.progress.batches
-        sh.done(f"captured {n} packets in {b} batches as {cap_name!r}", ok=c.complete)
+        ok = c.complete
+        if exporter is not None:
+            sh.err.print("writing the records still open (they leave once every batch is merged)")
+            if exporter.wait() != 0:
+                ok = False
+        sh.done(f"captured {n} packets in {b} batches as {cap_name!r}", ok=ok)
         st = sh.follow(cap_name)
-    exit_with_outcome(sh, cap_name, st, top_n, ok=c.complete)
+    exit_with_outcome(sh, cap_name, st, top_n, ok=ok)
 
 
 def _sniff_with_progress(
@@ -224,6 +282,8 @@ def _sniff_with_progress(
     limits: Limits,
     replace: bool,
     timeouts: Timeouts | None,
+    records: RecordsOut | None,
+    on_start: Callable[[RunKeys], None] | None,
 ) -> Outcome:
     columns = (
         TextColumn(f"[bold]sniffing[/] {escape(live.iface)}"),
@@ -257,6 +317,45 @@ def _sniff_with_progress(
         with _stop_on_signals(stop):
             q = make_queue(sh.conn.queue, sh.settings.queue)
             out = sniff(
-                sh.conn, q, live, name, sh.settings, limits, stop, replace, update, timeouts
+                sh.conn,
+                q,
+                live,
+                name,
+                sh.settings,
+                limits,
+                stop,
+                replace,
+                update,
+                timeouts,
+                records,
+                on_start,
             )
     return out
+
+
+def _records_out(
+    records_dir: str | None,
+    fmt: RecordsFormat,
+    rotate: str,
+    collector: str | None,
+    t: Timeouts | None,
+) -> RecordsOut | None:
+    """Where records go as they expire, from the options; None when they stay in Redis."""
+    if records_dir is None and collector is None:
+        return None
+    if not t:
+        raise click.UsageError(
+            "--records-dir and --ipfix write flow records as they expire: give --idle-timeout "
+            "and/or --active-timeout"
+        )
+    try:
+        rotate_ns = duration_ns(rotate, "--records-rotate", lo=NS, hi=86_400 * NS)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--records-rotate") from None
+    if collector is not None:
+        host, port = parse_hostport(collector)
+        collector = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if fmt == "parquet" and records_dir is not None:
+        require("pyarrow", "export", "Parquet records")
+    where = str(Path(records_dir).resolve()) if records_dir is not None else None
+    return RecordsOut(dir=where, format=fmt, rotate_ns=rotate_ns, ipfix=collector)

@@ -14,12 +14,17 @@ nothing new queues, the socket is drained, the kernel's counters (``PACKET_STATI
 every record is flushed and the run closed, so the report job runs. Drops are recorded as a run
 warning and as numbers in the run's meta hash (``kernel_packets``, ``kernel_drops``,
 ``producer_drops``): the kernel's (its socket buffer was full) and the producer's (its queue was
-full while backpressure held the main thread).
+full while backpressure held the main thread). With them, ``members`` lists each sniffer process
+(:class:`flowherd.models.state.SnifferMember`: one for a ring or ``recvmsg``, N for
+``--fanout N``) with its own kernel counters and whether it died; it is absent where the kernel
+gives no counters. These fields are written once, when the sniff ends.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -29,9 +34,11 @@ from dataclasses import dataclass
 from rq import Queue
 
 from flowherd.models.columns import Columns
+from flowherd.models.expiry import RecordsOut
 from flowherd.models.keys import RunKeys
 from flowherd.models.records import Timeouts
 from flowherd.models.settings import Settings
+from flowherd.models.state import MetaField, SnifferMember
 from flowherd.producer.live.fanout import FanoutReader, FanoutSocket
 from flowherd.producer.live.packet_socket import Counters, Limits, LiveSocket, Reader, SniffError
 from flowherd.producer.live.ring_capture import RingOptions, RingReader, RingSocket
@@ -43,6 +50,11 @@ from flowherd.store.captures import register, set_meta
 from flowherd.store.lock import RunLock
 
 log = logging.getLogger(__name__)
+
+#: How much older than the latest frame read a frame read later may be (fanout processes and
+#: CPUs hand frames over slightly out of order). Records that leave as they expire wait this
+#: long; an older frame is counted as late (``late_packets``) and may split its record.
+LATENESS_NS = 1_000_000_000
 
 #: a live capture: the recvmsg socket, a ring, or a fanout group of ring processes
 Live = LiveSocket | RingSocket | FanoutSocket
@@ -69,6 +81,8 @@ def sniff(
     replace: bool = False,
     on_progress: ProgressFn | None = None,
     timeouts: Timeouts | None = None,
+    records: RecordsOut | None = None,
+    on_start: Callable[[RunKeys], None] | None = None,
 ) -> Outcome:
     """Capture from ``live`` into a new run ``name`` until ``stop`` is set or a limit is hit.
 
@@ -76,12 +90,28 @@ def sniff(
     job enqueued once all batches merge) and its drop counters recorded; a capture error (the
     interface vanished) ends the capture like a stop, with a warning. An exception from the
     writer (Redis) or a KeyboardInterrupt marks the run aborted and is re-raised.
+
+    With ``records`` (and ``timeouts``) the flow records leave as they expire: the writer
+    publishes the frontier (the latest timestamp read, less :data:`LATENESS_NS`; the clock's,
+    less the same, while the link is quiet) and ``on_start(keys)``, called once the run is
+    declared, starts the exporter (``reporter records``).
     """
     stop = stop or threading.Event()
     keys = register(conn, name, [f"live:{live.iface}"], settings, replace)
     with RunLock(conn, keys, name) as lock:
         return _sniff(
-            conn, rq_queue, keys, live, settings, limits, stop, on_progress, lock, timeouts
+            conn,
+            rq_queue,
+            keys,
+            live,
+            settings,
+            limits,
+            stop,
+            on_progress,
+            lock,
+            timeouts,
+            records,
+            on_start,
         )
 
 
@@ -96,6 +126,8 @@ def _sniff(
     on_progress: ProgressFn | None,
     lock: RunLock,
     timeouts: Timeouts | None,
+    records: RecordsOut | None,
+    on_start: Callable[[RunKeys], None] | None,
 ) -> Outcome:
     rd = live.reader(limits, stop)
     w = RunWriter(
@@ -106,12 +138,15 @@ def _sniff(
         (lambda p: on_progress(p, rd.c)) if on_progress else None,
         lock,
         timeouts,
+        records,
     )
+    if on_start is not None:
+        on_start(keys)
     thread = threading.Thread(target=rd.run, name="flowherd-sniff", daemon=True)
     thread.start()
     log.info("event=sniff_started iface=%s linktype=%s run=%s", live.iface, live.linktype, keys.run)
     try:
-        _pump(w, rd, limits, on_progress)
+        _pump(w, rd, limits, on_progress, records is not None)
     except BaseException as exc:
         rd.abandoned = True
         stop.set()
@@ -122,10 +157,7 @@ def _sniff(
     if c.error:
         w.warn(f"capture on {live.iface} is incomplete: {c.error}")
     w.warn(c.summary())
-    meta: dict[str, int] = {"producer_drops": c.producer_drops}
-    if c.kernel_packets is not None:
-        meta |= {"kernel_packets": c.kernel_packets, "kernel_drops": c.kernel_drops or 0}
-    set_meta(conn, keys, **meta)
+    set_meta(conn, keys, **drop_fields(c, members_of(rd)))
     w.close()
     per_frame = f"{1e6 * c.cpu_s / c.captured:.3f}" if c.cpu_s and c.captured else "-"
     log.info(
@@ -134,13 +166,41 @@ def _sniff(
     return Outcome(keys, w.progress, c)
 
 
+def members_of(rd: Reader | RingReader | FanoutReader) -> list[SnifferMember]:
+    """The sniffer processes with their kernel counters: a fanout group's members, else the
+    producer's own process; none where the kernel gives no counters."""
+    if isinstance(rd, FanoutReader):
+        return rd.members()
+    c = rd.c
+    if c.kernel_packets is None:
+        return []
+    return [
+        SnifferMember(
+            member=1, pid=os.getpid(), packets=c.kernel_packets, drops=c.kernel_drops or 0
+        )
+    ]
+
+
+def drop_fields(c: Counters, members: list[SnifferMember]) -> dict[str, int | str]:
+    """The meta hash's drop counters of a sniff (:class:`MetaField`)."""
+    meta: dict[str, int | str] = {MetaField.PRODUCER_DROPS: c.producer_drops}
+    if c.kernel_packets is not None:
+        meta[MetaField.KERNEL_PACKETS] = c.kernel_packets
+        meta[MetaField.KERNEL_DROPS] = c.kernel_drops or 0
+    if members:
+        meta[MetaField.MEMBERS] = json.dumps([m.model_dump(exclude_none=True) for m in members])
+    return meta
+
+
 def _pump(
     w: RunWriter,
     rd: Reader | RingReader | FanoutReader,
     limits: Limits,
     on_progress: ProgressFn | None,
+    frontier: bool = False,
 ) -> None:
-    """Main-thread loop: add handed-over records, flush every interval, until the end marker."""
+    """Main-thread loop: add handed-over records, flush every interval, until the end marker.
+    With ``frontier``, tell the writer how far the capture has got (see :func:`sniff`)."""
     add, get = w.add, rd.out.get
     interval = limits.flush_interval
     now = time.monotonic()
@@ -154,13 +214,19 @@ def _pump(
             chunk = get(timeout=max(0.0, min(next_flush, deadline or next_flush) - now))
         except queue.Empty:
             chunk = []
+            if frontier:  # everything read is handed over: the clock vouches for the rest
+                w.advance(time.time_ns() - LATENESS_NS)
         if chunk is None:
             return
         if isinstance(chunk, Columns):
             w.add_columns(chunk)
+            if frontier and len(chunk):
+                w.advance(int(chunk.ts.max()) - LATENESS_NS)
         else:
             for rec in chunk:
                 add(rec)
+            if frontier and chunk:
+                w.advance(max(r[0] for r in chunk) - LATENESS_NS)
         now = time.monotonic()
         if now >= next_flush:
             w.flush()

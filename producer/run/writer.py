@@ -23,6 +23,7 @@ from flowherd.deploy.queueing import enqueue_batch, enqueue_report
 from flowherd.models.batch import RECORD_OVERHEAD, BatchBuilder, Columns, RawRecord
 from flowherd.models.capture import BatchRef
 from flowherd.models.errors import BackendError
+from flowherd.models.expiry import RecordsOut
 from flowherd.models.keys import PayloadKeys, RunKeys
 from flowherd.models.records import Timeouts
 from flowherd.models.settings import Settings
@@ -36,6 +37,7 @@ from flowherd.store.captures import (
     set_meta,
     store_id,
 )
+from flowherd.store.expiry import add_late, declare, note_batch, publish_frontier
 from flowherd.store.lock import RunLock
 from flowherd.store.records import set_timeouts
 
@@ -71,6 +73,8 @@ MEMORY_RESERVE_BATCHES = 4
 #: Seconds the producer waits for Redis memory while none of its batches is in flight and used
 #: memory does not go down, before it gives up: then nothing it waits for can free memory.
 MEMORY_STALL_S = 30.0
+#: Seconds between two publications of the frontier (records that leave as they expire).
+_PUBLISH_S = 0.2
 
 
 def batch_ref(keys: RunKeys, seq: int, packets: int, s: Settings, store: str) -> BatchRef:
@@ -270,6 +274,7 @@ class RunWriter:
         on_progress: ProgressFn | None = None,
         lock: RunLock | None = None,
         timeouts: Timeouts | None = None,
+        records: RecordsOut | None = None,
     ) -> None:
         self.store, self.queue, self.keys, self.settings = store, queue, keys, settings
         self.on_progress = on_progress
@@ -285,9 +290,42 @@ class RunWriter:
         self._mem = _Memory(store.queue, lambda: self._bp.in_flight(self.seq))
         if timeouts:
             set_timeouts(store, keys, timeouts)
+        self._records = records
+        #: the frontier published, and the one the source vouches for (see :meth:`advance`)
+        self._published = 0
+        self._source = 0
+        self._published_at = 0.0
+        self._late = 0
+        #: packets older than the frontier already published (their records may be split)
+        self.late = 0
+        if records is not None:
+            declare(store, keys, records)
+
+    def advance(self, ns: int) -> None:
+        """With records that leave as they expire: the source will hand over no packet older
+        than ``ns`` from now on (a live capture: its latest timestamp, less some lateness).
+        The writer publishes the smaller of this and its oldest packet not yet sent."""
+        if ns > self._source:
+            self._source = ns
+
+    def _publish(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._published_at < _PUBLISH_S:
+            return
+        self._published_at = now
+        if self._late:
+            add_late(self.store, self.keys, self._late)
+            self.late += self._late
+            self._late = 0
+        mark = min(self._source, self._builder.ts_min)
+        if mark > self._published:
+            self._published = mark
+            publish_frontier(self.store, self.keys, mark)
 
     def add(self, rec: RawRecord) -> None:
         b = self._builder
+        if rec[0] < self._published:
+            self._late += 1
         b.add(rec)
         if b.count >= self._per_batch or b.size >= self.settings.batch_bytes:
             self.flush()
@@ -296,6 +334,8 @@ class RunWriter:
         """:meth:`add` of every frame of ``cols``, in order: the batches are cut after the
         same frames as one :meth:`add` per frame would cut them."""
         b = self._builder
+        if self._published and len(cols):
+            self._late += int(np.count_nonzero(cols.ts < self._published))
         for part, full in pieces(cols, b.count, b.size, self._per_batch, self.settings.batch_bytes):
             self._builder.add_columns(part)
             if full:
@@ -310,6 +350,8 @@ class RunWriter:
         self._tick()  # also when there is nothing to send: a sniff on a quiet link
         b = self._builder
         if b.count == 0:
+            if self._records is not None:
+                self._publish()
             return
         prog = self.progress
         prog.packets += b.count
@@ -318,6 +360,8 @@ class RunWriter:
         self.seq += 1
         prog.batches = self.seq
         self._builder = BatchBuilder()
+        if self._records is not None:
+            self._publish()
 
     def _send(self, seq: int, b: BatchBuilder) -> None:
         """Send batch ``seq`` (a resuming writer overrides this to skip what Redis holds)."""
@@ -334,6 +378,8 @@ class RunWriter:
         self._tick()
         self._bp.wait(seq, prog, cb)
         ref = batch_ref(self.keys, seq, b.count, s, self._store_id)
+        if self._records is not None:  # before the payload: the watermark waits for it
+            self._mem.call(lambda: note_batch(self.store, self.keys, seq, b.ts_min), prog, cb)
         if store:
             payload = b.payload(s.compress)
             self._mem.room(len(payload), prog, cb)
@@ -368,6 +414,13 @@ class RunWriter:
     def close(self) -> None:
         """Flush, record the total number of batches, and trigger the report if all are merged."""
         self.flush()
+        if self._records is not None:
+            self._publish(force=True)
+            if self.late:
+                self.warn(
+                    f"{self.late:,} packets arrived later than newer ones by more than the "
+                    "frontier allowed; each is in one record, which may be split"
+                )
         if close_run(self.store, self.keys, self.seq) == 1:
             enqueue_report(self.queue, self.keys.run)
         if self.on_progress:

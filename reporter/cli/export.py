@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from flowherd.console.cli import HELP, handle_errors, open_backend, redis_options, settings_from
+from flowherd.console.hostport import parse_hostport
 from flowherd.console.outfile import open_binary, open_text
 from flowherd.models.community import flow_community_id
 from flowherd.models.errors import FlowherdError
@@ -27,19 +28,6 @@ from flowherd.reporter.query import windows
 from flowherd.reporter.where.apply import Where, filtered, where_option
 from flowherd.store.captures import run_of
 from flowherd.store.tables import iter_raw, table
-
-
-def parse_hostport(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[IPV6]:PORT``; :class:`click.BadParameter` otherwise."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.BadParameter(
-            f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:4739 or [::1]:4739",
-            param_hint="--ipfix",
-        )
-    return host, int(port)
 
 
 def send_udp(messages: Iterable[bytes], host: str, port: int, rate: float) -> None:

@@ -36,6 +36,7 @@ from flowherd.reporter.analysis.sizes import SizeDist
 from flowherd.reporter.analysis.tail import TopSizes, keeping, tail_fit
 from flowherd.reporter.cli.captures import captures_cmd
 from flowherd.reporter.cli.export import export_cmd
+from flowherd.reporter.cli.records import records_cmd
 from flowherd.reporter.cli.serve import serve_cmd
 from flowherd.reporter.cli.shared import FORMATS, community_seed_option, emit_rows, view_option
 from flowherd.reporter.cli.stats import stats_cmd
@@ -390,6 +391,7 @@ def hist(
 
 
 main.add_command(captures_cmd)
+main.add_command(records_cmd)
 main.add_command(windows_cmd)
 main.add_command(persist_cmd)
 main.add_command(watch_cmd)

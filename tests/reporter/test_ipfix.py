@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flowherd.console.hostport import parse_hostport
 from flowherd.models.errors import FlowherdError
 from flowherd.models.flows import NS, FlowKey, FlowStats, canonical
-from flowherd.reporter.cli.export import parse_hostport, send_udp
+from flowherd.reporter.cli.export import send_udp
 from flowherd.reporter.output.ipfix import DEFAULT_MTU, Encoder, Record, flow_records
 
 # IANA information element ids (https://www.iana.org/assignments/ipfix) and the names we check
