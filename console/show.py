@@ -45,6 +45,13 @@ def status_table(st: CaptureStatus) -> Table:
         t.add_row(f"not counted: {b}", f"{c.packets:,} packets ({human_bytes(c.bytes)})")
     if st.first_ns is not None and st.last_ns is not None and st.last_ns > st.first_ns:
         t.add_row("trace time", f"{human_ts(st.first_ns)} .. {human_ts(st.last_ns)}")
+    if st.kernel_packets is not None or st.producer_drops is not None:
+        t.add_row("drops", drops_text(st))
+    if len(st.members) > 1:
+        for m in st.members:
+            t.add_row(
+                f"  {m.label}", f"[red]{m.describe()}[/]" if m.state == "died" else m.describe()
+            )
     for w in st.warnings:
         t.add_row("[yellow]warning[/]", w)
     for f in st.failures:
@@ -54,6 +61,16 @@ def status_table(st: CaptureStatus) -> Table:
     for lost in st.lost_parts[:20]:
         t.add_row("[red]lost part[/]", lost)
     return t
+
+
+def drops_text(st: CaptureStatus) -> str:
+    """A live capture's drop counters: ``kernel dropped 12 of 2,400,000 packets; producer
+    dropped 0``."""
+    if st.kernel_packets is None:
+        text = "kernel drop counters unavailable"
+    else:
+        text = f"kernel dropped {st.kernel_drops or 0:,} of {st.kernel_packets:,} packets"
+    return f"{text}; producer dropped {st.producer_drops or 0:,}"
 
 
 def show_status(console: Console, st: CaptureStatus) -> None:

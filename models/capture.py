@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowherd.models.keys import MAX_SHARDS, NAME_RE
+from flowherd.models.state import SnifferMember
 
 SCHEMA_VERSION = 1
 
@@ -96,6 +97,13 @@ class CaptureStatus(_Frozen):
     lost_parts: list[str] = []
     #: seconds from submission to the report (complete) or to now
     elapsed_s: float = 0.0
+    #: live captures (``producer sniff``), once the sniff ended: the frames the kernel counted
+    #: (drops included), those it dropped, those the producer dropped; None for a file capture
+    kernel_packets: int | None = None
+    kernel_drops: int | None = None
+    producer_drops: int | None = None
+    #: each sniffer process of a live capture (one, or ``--fanout N``), with its own counters
+    members: list[SnifferMember] = []
 
     @property
     def rate_pps(self) -> float:

@@ -8,8 +8,9 @@ and writes the hash through ``flowherd.store.captures`` with these models.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Json
 
 
 class StoredState(StrEnum):
@@ -20,6 +21,34 @@ class StoredState(StrEnum):
     PROCESSING = "processing"
     COMPLETE = "complete"
     ABORTED = "aborted"
+
+
+class SnifferMember(BaseModel):
+    """One sniffer process of a live capture (``producer sniff``), as the meta hash's
+    ``members`` field lists them: its kernel counters (``packets`` includes ``drops``) and
+    whether it ran to the end (``ok``) or died (``died``, with the ``signal`` that killed it
+    when one did). A capture read by one process (a ring or ``recvmsg``) lists one member, the
+    producer's own process."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    member: int = Field(ge=1)  # 1-based, in the order the processes were started
+    pid: int = Field(ge=0)
+    packets: int = Field(ge=0)
+    drops: int = Field(ge=0)
+    state: Literal["ok", "died"] = "ok"
+    signal: str | None = None  # e.g. "SIGKILL"; None when it exited or stopped answering
+
+    @property
+    def label(self) -> str:
+        return f"process {self.member} (pid {self.pid})"
+
+    def describe(self) -> str:
+        """``1,234,567 frames, 12 dropped by the kernel`` (and ``; died of SIGKILL``)."""
+        text = f"{self.packets:,} frames, {self.drops:,} dropped by the kernel"
+        if self.state == "died":
+            text += f"; died of {self.signal}" if self.signal else "; died"
+        return text
 
 
 class MetaField:
@@ -34,6 +63,10 @@ class MetaField:
     COMPLETED_NS = "completed_ns"  # when the report was stored
     IDLE_NS = "idle_ns"  # flow idle timeout (ns; absent or 0: off), set before any batch
     ACTIVE_NS = "active_ns"  # flow active timeout (ns; absent or 0: off), set before any batch
+    KERNEL_PACKETS = "kernel_packets"  # live: frames the kernel counted (drops included)
+    KERNEL_DROPS = "kernel_drops"  # live: frames the kernel dropped (its ring or buffer full)
+    PRODUCER_DROPS = "producer_drops"  # live: frames read but dropped (the writer's queue full)
+    MEMBERS = "members"  # live: JSON list of SnifferMember, one per sniffer process
 
 
 class CaptureMeta(BaseModel):
@@ -50,6 +83,10 @@ class CaptureMeta(BaseModel):
     completed_ns: int | None = None
     idle_ns: int = Field(0, ge=0)
     active_ns: int = Field(0, ge=0)
+    kernel_packets: int | None = Field(None, ge=0)
+    kernel_drops: int | None = Field(None, ge=0)
+    producer_drops: int | None = Field(None, ge=0)
+    members: Json[list[SnifferMember]] = []
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> CaptureMeta:

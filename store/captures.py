@@ -357,4 +357,8 @@ def status(store: Store, name: str, detail: bool = True) -> CaptureStatus:
         parts_done=parts_done(store, keys) if detail and info.shards > 1 else [],
         lost_parts=[f"batch {q} shard {s}" for q, ss in sorted(lost.items()) for s in ss],
         elapsed_s=((meta.completed_ns or time.time_ns()) - info.created_ns) / 1e9,
+        kernel_packets=meta.kernel_packets,
+        kernel_drops=meta.kernel_drops,
+        producer_drops=meta.producer_drops,
+        members=meta.members,
     )

@@ -14,7 +14,8 @@ saw which frame; with ``hash`` a flow's two directions may still land in differe
 
 A member that dies is named in the capture's warnings (with its exit status) and the others
 carry on; the capture then completes, marked incomplete (exit status 1), like a capture with
-drops. Kernel counters are kept per member and summed.
+drops. Kernel counters are kept per member and summed; :meth:`FanoutReader.members` lists each
+member with its counters and whether it died (what the capture's meta hash records).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from multiprocessing.synchronize import Event
 import numpy as np
 
 from flowherd.models.columns import Columns
+from flowherd.models.state import SnifferMember
 from flowherd.producer.live.packet_socket import Limits, SniffError
 from flowherd.producer.live.ring import iface_linktype
 from flowherd.producer.live.ring_capture import BlockReader, RingOptions, filter_program
@@ -187,14 +189,20 @@ class FanoutSocket:
         self.close()
 
 
-def _death(proc: mp.process.BaseProcess) -> str:
+def _death(proc: mp.process.BaseProcess) -> tuple[str, str | None]:
+    """How a member that closed its pipe ended, in words, and the name of the signal that
+    killed it (None when none did)."""
     proc.join(2)
     code = proc.exitcode
     if code is None:
-        return "stopped answering"
+        return "stopped answering", None
     if code < 0:
-        return f"died of signal {-code} ({signal.Signals(-code).name})"
-    return f"exited with status {code}"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a real-time signal has no name
+            return f"died of signal {-code}", f"signal {-code}"
+        return f"died of signal {-code} ({name})", name
+    return f"exited with status {code}", None
 
 
 class FanoutReader(BlockReader):
@@ -204,14 +212,40 @@ class FanoutReader(BlockReader):
     def __init__(self, live: FanoutSocket, limits: Limits, stop: threading.Event) -> None:
         super().__init__(live.opts.block_size, limits, stop)
         self.live = live
+        #: each member's kernel counters (packets, drops) as it last reported them
         self.kernel: list[tuple[int, int]] = [(0, 0)] * len(live.procs)
+        #: frames received from each member (a member killed before it reported keeps these)
+        self.received: list[int] = [0] * len(live.procs)
         self.cpu: list[float] = [0.0] * len(live.procs)
         self.problems: list[str] = []
+        #: members that died: index -> the name of the signal that killed it (or None)
+        self.died: dict[int, str | None] = {}
+
+    def counts(self) -> list[tuple[int, int]]:
+        """Each member's (kernel packets, kernel drops): as it last reported them, but never
+        fewer packets than the frames it handed over plus its drops (a member reports every
+        0.5 s, so one that died may not have reported what it read since, or at all)."""
+        return [(max(p, r + d), d) for (p, d), r in zip(self.kernel, self.received, strict=True)]
+
+    def members(self) -> list[SnifferMember]:
+        """Each member with its kernel counters (:meth:`counts`) and whether it died."""
+        return [
+            SnifferMember(
+                member=i + 1,
+                pid=proc.pid or 0,
+                packets=p,
+                drops=d,
+                state="died" if i in self.died else "ok",
+                signal=self.died.get(i),
+            )
+            for i, (proc, (p, d)) in enumerate(zip(self.live.procs, self.counts(), strict=True))
+        ]
 
     def _count(self) -> None:
-        self.c.kernel_packets = sum(p for p, _ in self.kernel)
-        self.c.kernel_drops = sum(d for _, d in self.kernel)
-        self.c.per_member = list(self.kernel)
+        counts = self.counts()
+        self.c.kernel_packets = sum(p for p, _ in counts)
+        self.c.kernel_drops = sum(d for _, d in counts)
+        self.c.per_member = counts
         self.c.cpu_s = sum(self.cpu)
 
     def run(self) -> None:
@@ -226,7 +260,7 @@ class FanoutReader(BlockReader):
                     try:
                         msg = conn.recv_bytes()  # type: ignore[union-attr]
                     except (EOFError, OSError):
-                        why = _death(live.procs[i])
+                        why, self.died[i] = _death(live.procs[i])
                         self.problems.append(
                             f"sniffer process {i + 1} of {len(live.procs)} "
                             f"(pid {live.procs[i].pid}) {why}; the others carried on"
@@ -236,7 +270,9 @@ class FanoutReader(BlockReader):
                         continue
                     kind = msg[:1]
                     if kind == _BLOCK:
-                        self._take(_unpack(msg, live.linktype), self.stop.is_set())
+                        cols = _unpack(msg, live.linktype)
+                        self.received[i] += len(cols)
+                        self._take(cols, self.stop.is_set())
                     elif kind == _STAT:
                         _, p, d, cpu = _STATS.unpack(msg)
                         self.kernel[i], self.cpu[i] = (p, d), cpu

@@ -8,7 +8,12 @@ Every gauge has the label ``capture`` (the capture's name):
 * ``flowherd_capture_batches_enqueued``, ``_done``, ``_failed``; ``_expected`` once the
   producer has enqueued the last batch (absent before: the total is not known yet);
 * ``flowherd_capture_state{state=...}``: 1 for the capture's state, 0 for the others;
-* ``flowherd_capture_elapsed_seconds``: from submission to completion (or to now).
+* ``flowherd_capture_elapsed_seconds``: from submission to completion (or to now);
+* live captures (``producer sniff``), once the sniff has ended: ``flowherd_capture_kernel_packets``
+  and ``flowherd_capture_kernel_drops`` (the kernel's counters, all sniffer processes together),
+  ``flowherd_capture_producer_drops``; and per sniffer process (label ``member``, 1-based):
+  ``flowherd_capture_member_kernel_packets``, ``flowherd_capture_member_kernel_drops`` (they sum
+  to the totals) and ``flowherd_capture_member_died`` (1 for a process that died, else 0).
 
 ``flowherd_captures`` counts the captures. Worker-level counters and histograms come from
 ``workers run --metrics-port``.
@@ -22,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from flowherd.models.capture import CaptureState
+from flowherd.models.capture import CaptureState, CaptureStatus
 from flowherd.reporter.web.docs import captures
 from flowherd.store.backend import Store
 
@@ -34,6 +39,12 @@ _PER_CAPTURE = (
     ("batches_done", "Batches merged", "batches_done"),
     ("batches_failed", "Batches failed for good", "batches_failed"),
     ("elapsed_seconds", "Seconds from submission to completion, or to now", "elapsed_s"),
+)
+#: a live capture's drop counters (absent for a file capture, and until the sniff ends)
+_LIVE = (
+    ("kernel_packets", "Frames the kernel counted for a live capture (drops included)"),
+    ("kernel_drops", "Frames the kernel dropped in a live capture (all sniffer processes)"),
+    ("producer_drops", "Frames of a live capture the producer read but dropped"),
 )
 
 
@@ -71,6 +82,40 @@ class CaptureCollector(Collector):
             for s in CaptureState:
                 state.add_metric([st.name, s.value], 1.0 if st.state is s else 0.0)
         yield state
+        yield from _live(sts)
+
+
+def _live(sts: list[CaptureStatus]) -> Iterator[Metric]:
+    """The drop counters of live captures, in total and per sniffer process."""
+    for attr, doc in _LIVE:
+        g = GaugeMetricFamily(f"flowherd_capture_{attr}", doc, labels=["capture"])
+        for st in sts:
+            v = getattr(st, attr)
+            if v is not None:
+                g.add_metric([st.name], float(v))
+        yield g
+    packets = GaugeMetricFamily(
+        "flowherd_capture_member_kernel_packets",
+        "Frames the kernel counted for one sniffer process of a live capture (drops included)",
+        labels=["capture", "member"],
+    )
+    drops = GaugeMetricFamily(
+        "flowherd_capture_member_kernel_drops",
+        "Frames the kernel dropped for one sniffer process of a live capture",
+        labels=["capture", "member"],
+    )
+    died = GaugeMetricFamily(
+        "flowherd_capture_member_died",
+        "1 for a sniffer process of a live capture that died, 0 for one that ran to the end",
+        labels=["capture", "member"],
+    )
+    for st in sts:
+        for m in st.members:
+            labels = [st.name, str(m.member)]
+            packets.add_metric(labels, float(m.packets))
+            drops.add_metric(labels, float(m.drops))
+            died.add_metric(labels, 1.0 if m.state == "died" else 0.0)
+    yield from (packets, drops, died)
 
 
 def registry_for(store: Store) -> CollectorRegistry:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import shutil
@@ -20,10 +21,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from flowherd.models.capture import CaptureState
+from flowherd.models.capture import CaptureState, CaptureStatus
 from flowherd.producer.run.follow import LocalWorkers
 from flowherd.reporter.cli.main import main as reporter_main
 from flowherd.store.backend import Store
+from flowherd.store.captures import run_of
 from tests.support.helpers import invoke, pcap_bytes
 from tests.support.pipeline import follow_for
 
@@ -188,7 +190,8 @@ def test_fanout_two_processes_are_exact(
         code, err = _stop(proc)
         assert code == 0, err
         assert re.search(r"by sniffer process 1: 0 of [\d,]+, 2: 0 of [\d,]+", err), err
-        assert follow_for(store, "fan", 120, w).state is CaptureState.COMPLETE
+        st = follow_for(store, "fan", 120, w)
+        assert st.state is CaptureState.COMPLETE
         r = invoke(["submit", str(trace), "--name", "file", "--no-wait", "--redis-url", redis_url,
                     "--queue", q])  # fmt: skip
         assert r.exit_code == 0, r.output
@@ -196,6 +199,37 @@ def test_fanout_two_processes_are_exact(
     live, offline = _table(redis_url, "fan"), _table(redis_url, "file")
     assert sum(p for p, _ in live.values()) == sent == 200 * 25
     assert live == offline
+    # each process's kernel counters, recorded with the capture: they sum to what was sent
+    members = _members_recorded(store, "fan", st)
+    assert [(m["state"], m["drops"]) for m in members] == [("ok", 0), ("ok", 0)]
+    assert "signal" not in members[0] and "signal" not in members[1]
+    assert all(m.packets > 0 for m in st.members)  # the hash spread 200 flows over both
+    assert len({m.pid for m in st.members} | {proc.pid}) == 3  # two processes of their own
+    assert (st.kernel_packets, st.kernel_drops, st.producer_drops) == (sent, 0, 0)
+    text = _status_text(redis_url, "fan")
+    assert "kernel dropped 0 of 5,000 packets; producer dropped 0" in text, text
+    for m in st.members:
+        row = rf"process {m.member} \(pid {m.pid}\)\s*│\s*{m.packets:,} frames, 0 dropped by the kernel"
+        assert re.search(row, text), text
+
+
+def _members_recorded(store: Store, name: str, st: CaptureStatus) -> list[dict[str, object]]:
+    """The meta hash's ``members`` field as stored (JSON), checked against the status: one
+    entry per sniffer process whose kernel counters sum to the capture's."""
+    raw = store.kv.hget(run_of(store, name).meta, "members")
+    assert raw is not None
+    members: list[dict[str, object]] = json.loads(raw)
+    assert [m.model_dump(exclude_none=True) for m in st.members] == members
+    assert [m["member"] for m in members] == list(range(1, len(members) + 1))
+    assert sum(m.packets for m in st.members) == st.kernel_packets
+    assert sum(m.drops for m in st.members) == st.kernel_drops
+    return members
+
+
+def _status_text(redis_url: str, name: str) -> str:
+    r = invoke(["status", name, "--redis-url", redis_url])
+    assert r.exit_code == 0, r.output
+    return r.output
 
 
 def _children(pid: int) -> list[int]:
@@ -234,3 +268,16 @@ def test_fanout_process_killed_is_named_and_the_others_carry_on(
     # the survivor kept capturing after the kill (what the killed process held unsent is lost)
     assert first < st.packets <= first + second
     assert any("died of signal 9" in x for x in st.warnings)
+    # the killed process is marked died of SIGKILL (with at least the frames it handed over);
+    # the survivor ok
+    recorded = _members_recorded(store, "killed", st)
+    (dead,) = [m for m in recorded if m["state"] == "died"]
+    assert (dead["pid"], dead["drops"], dead["signal"]) == (victim, 0, "SIGKILL"), recorded
+    assert st.kernel_packets is not None and st.kernel_packets >= st.packets  # none unaccounted
+    ok = [m for m in st.members if m.state == "ok"]
+    assert len(ok) == 1 and ok[0].signal is None and ok[0].pid != victim
+    assert ok[0].packets >= second  # the survivor took every frame sent after the kill
+    text = _status_text(redis_url, "killed")
+    assert re.search(
+        rf"pid {victim}\)\s*│\s*[\d,]+ frames, 0 dropped by the kernel; died of SIGKILL", text
+    ), text

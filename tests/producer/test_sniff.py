@@ -8,6 +8,7 @@ with scapy, and reads the tables back through real RQ workers. Needs root (CI ru
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -319,6 +320,9 @@ def test_loopback_forwards_each_frame_once(
     assert out == "captured 10 packets in 1 batches as 'lo'\n"
     assert f"kernel dropped 0 of {seen} packets; producer dropped 0" in err
     assert ("TPACKET_V3 ring" in proc.args[-1]) == (reader == "--ring")
+    # either reader is one process: the meta hash lists it as the only member
+    members = json.loads(_meta(store, "lo")["members"])
+    assert members == [{"member": 1, "pid": proc.pid, "packets": seen, "drops": 0, "state": "ok"}]
     payload = store.queue.get(PayloadKeys(run_of(store, "lo").run).batch(0))
     assert isinstance(payload, bytes)
     recs = list(decode_batch(payload))

@@ -17,8 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from flowherd.models.capture import CaptureState
+from flowherd.models.state import MetaField, SnifferMember
+from flowherd.producer.live.packet_socket import Counters
+from flowherd.producer.live.sniff import drop_fields
 from flowherd.producer.run.follow import LocalWorkers
 from flowherd.store.backend import Store
+from flowherd.store.captures import run_of, set_meta
 from tests.support.helpers import RedisServer
 from tests.support.pipeline import run_capture, settings_for
 from tests.support.webserve import Server, cli_json, get, get_json, write_trace
@@ -198,6 +202,85 @@ def test_metrics_have_the_capture(server: Server, redis_url: str) -> None:
     assert values["flowherd_capture_batches_expected", cap] == st["total_batches"]
     assert values["flowherd_capture_state", (("capture", NAME), ("state", "complete"))] == 1
     assert values["flowherd_capture_state", (("capture", NAME), ("state", "processing"))] == 0
+
+
+def _metric_values(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(body.decode())
+        for s in fam.samples
+    }
+
+
+def test_sniffer_processes_on_the_page_in_the_json_and_the_metrics(
+    server: Server, capture: Store, redis_url: str
+) -> None:
+    """The drop counters ``producer sniff --fanout 2`` records (here written into the capture's
+    meta hash as the sniff writes them, one process killed): the status JSON carries them, the
+    capture's page shows each process, /metrics has the totals and one series per process.
+    Removed again at the end: the capture is the module's."""
+    keys = run_of(capture, NAME)
+    members = [
+        SnifferMember(member=1, pid=4241, packets=1_234_567, drops=12),
+        SnifferMember(member=2, pid=4242, packets=5, drops=0, state="died", signal="SIGKILL"),
+    ]
+    c = Counters(kernel_packets=1_234_572, kernel_drops=12, producer_drops=0)
+    set_meta(capture, keys, **drop_fields(c, members))
+    try:
+        st = get_json(server.url + f"api/captures/{NAME}")
+        assert st == cli_json(redis_url, "captures", "--json")[0]
+        assert (st["kernel_packets"], st["kernel_drops"], st["producer_drops"]) == (
+            1_234_572,
+            12,
+            0,
+        )
+        assert st["members"] == [m.model_dump() for m in members]
+        for path in (f"captures/{NAME}", f"captures/{NAME}/fragments/status"):
+            status, _, body = get(server.url + path)
+            html = body.decode()
+            assert status == 200 and "kernel dropped" in html, path
+            assert 'id="kernel-drops" data-value="12">12</span>' in html, path
+            assert 'id="kernel-packets" data-value="1234572">1,234,572</span>' in html, path
+            assert (
+                '<tr data-member="1" data-state="ok"><td>1</td><td>4241</td>'
+                '<td class="num" data-value="1234567">1,234,567</td>'
+                '<td class="num" data-value="12">12</td><td>ok</td></tr>'
+            ) in html, path
+            assert (
+                '<tr data-member="2" data-state="died"><td>2</td><td>4242</td>'
+                '<td class="num" data-value="5">5</td><td class="num" data-value="0">0</td>'
+                '<td class="bad">died of SIGKILL</td></tr>'
+            ) in html, path
+        _, _, body = get(server.url + "metrics")
+        values = _metric_values(body)
+        cap = (("capture", NAME),)
+        assert values["flowherd_capture_kernel_packets", cap] == 1_234_572
+        assert values["flowherd_capture_kernel_drops", cap] == 12
+        assert values["flowherd_capture_producer_drops", cap] == 0
+        each = {
+            (name, member): values[name, (("capture", NAME), ("member", member))]
+            for name in (
+                "flowherd_capture_member_kernel_packets",
+                "flowherd_capture_member_kernel_drops",
+                "flowherd_capture_member_died",
+            )
+            for member in ("1", "2")
+        }
+        assert each == {
+            ("flowherd_capture_member_kernel_packets", "1"): 1_234_567,
+            ("flowherd_capture_member_kernel_packets", "2"): 5,
+            ("flowherd_capture_member_kernel_drops", "1"): 12,
+            ("flowherd_capture_member_kernel_drops", "2"): 0,
+            ("flowherd_capture_member_died", "1"): 0,
+            ("flowherd_capture_member_died", "2"): 1,
+        }
+    finally:
+        fields = (MetaField.KERNEL_PACKETS, MetaField.KERNEL_DROPS, MetaField.PRODUCER_DROPS,
+                  MetaField.MEMBERS)  # fmt: skip
+        set_meta(capture, keys, **dict.fromkeys(fields))
+    assert "members" not in get(server.url + f"captures/{NAME}/fragments/status")[2].decode()
+    left = _metric_values(get(server.url + "metrics")[2])  # a file capture: no such series
+    assert not [k for k in left if "_member_" in k[0] or "drops" in k[0] or "kernel" in k[0]]
 
 
 def _serve_fails(args: list[str], redis_url: str) -> subprocess.CompletedProcess[str]:
