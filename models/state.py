@@ -63,6 +63,12 @@ class MetaField:
     COMPLETED_NS = "completed_ns"  # when the report was stored
     IDLE_NS = "idle_ns"  # flow idle timeout (ns; absent or 0: off), set before any batch
     ACTIVE_NS = "active_ns"  # flow active timeout (ns; absent or 0: off), set before any batch
+    #: where the records go as they expire (``reporter records``), set before any batch; the
+    #: report job then leaves the records to the exporter
+    RECORDS_OUT = "records_out"
+    #: the producer's promise: no batch it sends later holds a packet older than this (ns)
+    FRONTIER_NS = "frontier_ns"
+    LATE = "late_packets"  # packets older than the frontier already published
     KERNEL_PACKETS = "kernel_packets"  # live: frames the kernel counted (drops included)
     KERNEL_DROPS = "kernel_drops"  # live: frames the kernel dropped (its ring or buffer full)
     PRODUCER_DROPS = "producer_drops"  # live: frames read but dropped (the writer's queue full)
@@ -83,6 +89,9 @@ class CaptureMeta(BaseModel):
     completed_ns: int | None = None
     idle_ns: int = Field(0, ge=0)
     active_ns: int = Field(0, ge=0)
+    records_out: str | None = None
+    frontier_ns: int | None = None
+    late_packets: int = Field(0, ge=0)
     kernel_packets: int | None = Field(None, ge=0)
     kernel_drops: int | None = Field(None, ge=0)
     producer_drops: int | None = Field(None, ge=0)
