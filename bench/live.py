@@ -19,6 +19,7 @@ sniffer and tcpreplay share its cores, as a small deployment would.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -162,7 +163,14 @@ def soak(url: str, tmp: Path, seconds: int, flows: int, packets: int) -> None:
         check=True, capture_output=True,
     )  # fmt: skip
     kv = Redis.from_url(url)
-    for keep in (["--keep", "2"], []):
+    rec = tmp / "records"
+    configs = [
+        ("--keep 2 --idle-timeout 5s --records-dir", ["--keep", "2", "--idle-timeout", "5s",
+                                                      "--records-dir", str(rec)]),
+        ("--keep 2", ["--keep", "2"]),
+        ("no --keep", []),
+    ]  # fmt: skip
+    for label, keep in configs:
         kv.flushall()
         name, queue = f"soak{len(keep)}", f"q{uuid.uuid4().hex[:6]}"
         store = Store.single(Redis.from_url(url))
@@ -184,13 +192,21 @@ def soak(url: str, tmp: Path, seconds: int, flows: int, packets: int) -> None:
                 time.sleep(5)
                 curve.append((time.monotonic() - t0, int(kv.info("memory")["used_memory"])))
             proc.send_signal(signal.SIGINT)
-            proc.wait(60)
+            proc.wait(600)  # with records, until every record has left
             st = follow(store, name, poll=0.2, check=workers.check)
         flows_kept = sum(1 for _ in iter_flows(store, table(run_of(store, name))))
-        label = "--keep 2" if keep else "no --keep"
         print(
             f"\n{label}: {st.packets:,} packets stored, {flows_kept:,} flows in the capture table"
         )
+        if "--records-dir" in keep:
+            files = sorted(rec.glob("*.ndjson"))
+            n = p = 0
+            for f in files:
+                for line in f.open():
+                    n += 1
+                    p += json.loads(line)["packets"]
+            print(f"  records: {n:,} uni records in {len(files)} files, {p:,} packets "
+                  f"({'equal to' if p == st.packets else 'NOT equal to'} the packets stored)")  # fmt: skip
         print("  t (s)   used_memory (MiB)")
         for t, m in curve:
             print(f"  {t:5.0f}   {m / 2**20:8.1f}")

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from flowherd.console.tables import elephants_table, rows_table, summary_table
 from flowherd.console.units import human_bytes, human_ts
-from flowherd.models.capture import CaptureState, CaptureStatus
+from flowherd.models.capture import CaptureState, CaptureStatus, RecordsLeft
 from flowherd.models.report import Report
 from flowherd.store.backend import Store
 from flowherd.store.captures import load_report, run_of
@@ -52,6 +52,8 @@ def status_table(st: CaptureStatus) -> Table:
             t.add_row(
                 f"  {m.label}", f"[red]{m.describe()}[/]" if m.state == "died" else m.describe()
             )
+    if st.records_left is not None:
+        t.add_row("records left", records_left_text(st.records_left))
     for w in st.warnings:
         t.add_row("[yellow]warning[/]", w)
     for f in st.failures:
@@ -71,6 +73,17 @@ def drops_text(st: CaptureStatus) -> str:
     else:
         text = f"kernel dropped {st.kernel_drops or 0:,} of {st.kernel_packets:,} packets"
     return f"{text}; producer dropped {st.producer_drops or 0:,}"
+
+
+def records_left_text(r: RecordsLeft) -> str:
+    """``12,345 records (1,234,567 packets, 1.2 GB) to /var/flows (ndjson) in 3 files; 2,001
+    conversations open``."""
+    files = f" in {r.files:,} files" if r.files else ""
+    late = f"; {r.late_packets:,} late packets" if r.late_packets else ""
+    return (
+        f"{r.records:,} records ({r.packets:,} packets, {human_bytes(r.bytes)}) to {r.to}"
+        f"{files}; {r.open:,} conversations open{late}"
+    )
 
 
 def show_status(console: Console, st: CaptureStatus) -> None:

@@ -67,6 +67,26 @@ class BucketCount(_Frozen):
     bytes: int = 0
 
 
+class RecordsLeft(BaseModel):
+    """The flow records of a live capture that have left Redis as they expired (``producer
+    sniff --records-dir``/``--ipfix``), and those still open."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: where they went, in words
+    to: str
+    records: int = Field(ge=0)
+    packets: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    files: int = Field(ge=0)
+    #: conversations with a record not over yet (or segments not folded yet)
+    open: int = Field(ge=0)
+    #: records starting before this are all over (ns; 0 before the first step)
+    watermark_ns: int = Field(ge=0)
+    #: packets that arrived later than the frontier allowed (each in one record, maybe split)
+    late_packets: int = Field(0, ge=0)
+
+
 class CaptureStatus(_Frozen):
     """What ``producer status`` and ``reporter captures`` show."""
 
@@ -104,6 +124,8 @@ class CaptureStatus(_Frozen):
     producer_drops: int | None = None
     #: each sniffer process of a live capture (one, or ``--fanout N``), with its own counters
     members: list[SnifferMember] = []
+    #: a live capture whose records leave as they expire: what has left, what is open
+    records_left: RecordsLeft | None = None
 
     @property
     def rate_pps(self) -> float:

@@ -22,6 +22,7 @@ from flowherd.models.report import Report
 from flowherd.models.settings import Settings
 from flowherd.models.state import CaptureMeta, MetaField, StoredState
 from flowherd.store.backend import Store
+from flowherd.store.expiry import left as records_left
 from flowherd.store.tables import sum_totals
 
 _CLOSE = resources.files(__package__).joinpath("close.lua").read_text()
@@ -361,4 +362,5 @@ def status(store: Store, name: str, detail: bool = True) -> CaptureStatus:
         kernel_drops=meta.kernel_drops,
         producer_drops=meta.producer_drops,
         members=meta.members,
+        records_left=records_left(store, keys, meta),
     )

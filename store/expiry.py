@@ -27,12 +27,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
+from flowherd.models.capture import RecordsLeft
 from flowherd.models.expiry import END, Open, RecordsOut
 from flowherd.models.keys import RunKeys, ShardKeys
 from flowherd.models.records import Entry, decode_chunk
 from flowherd.models.state import CaptureMeta, MetaField, StoredState
 from flowherd.store.backend import Store
-from flowherd.store.captures import set_meta
 
 #: open conversations read per HSCAN round trip
 _SCAN = 2000
@@ -42,7 +42,7 @@ _STEP_BATCHES = 1024
 
 def declare(store: Store, keys: RunKeys, out: RecordsOut) -> None:
     """Say where the run's records go (before its first batch)."""
-    set_meta(store, keys, **{MetaField.RECORDS_OUT: out.model_dump_json()})
+    store.kv.hset(keys.meta, MetaField.RECORDS_OUT, out.model_dump_json())
 
 
 def records_out(meta: CaptureMeta) -> RecordsOut | None:
@@ -59,7 +59,7 @@ def note_batch(store: Store, keys: RunKeys, seq: int, ts_min: int) -> None:
 
 def publish_frontier(store: Store, keys: RunKeys, ns: int) -> None:
     """No batch sent from now on holds a packet older than ``ns`` (the caller keeps it rising)."""
-    set_meta(store, keys, **{MetaField.FRONTIER_NS: ns})
+    store.kv.hset(keys.meta, MetaField.FRONTIER_NS, ns)
 
 
 def add_late(store: Store, keys: RunKeys, n: int) -> None:
@@ -197,19 +197,7 @@ def trim_pending(store: Store, keys: RunKeys, below: int) -> None:
         store.kv.zrem(keys.pending, *old)
 
 
-class Left(NamedTuple):
-    """What has left a run so far, and what is still open."""
-
-    out: RecordsOut
-    records: int
-    packets: int
-    bytes: int
-    files: int
-    open: int  # conversations with an open record or items not folded yet
-    watermark: int
-
-
-def left(store: Store, keys: RunKeys, meta: CaptureMeta) -> Left | None:
+def left(store: Store, keys: RunKeys, meta: CaptureMeta) -> RecordsLeft | None:
     """The run's records that have left and are open; None when they stay in Redis."""
     out = records_out(meta)
     if out is None:
@@ -221,12 +209,13 @@ def left(store: Store, keys: RunKeys, meta: CaptureMeta) -> Left | None:
             p.hlen(sk.open)
         res = p.execute()
     cps = [Checkpoint.from_hash(res[2 * i]) for i in range(len(sks))]
-    return Left(
-        out,
-        sum(c.records for c in cps),
-        sum(c.packets for c in cps),
-        sum(c.bytes for c in cps),
-        sum(c.files for c in cps),
-        sum(int(res[2 * i + 1]) for i in range(len(sks))),
-        min((c.watermark for c in cps), default=0),
+    return RecordsLeft(
+        to=out.where,
+        records=sum(c.records for c in cps),
+        packets=sum(c.packets for c in cps),
+        bytes=sum(c.bytes for c in cps),
+        files=sum(c.files for c in cps),
+        open=sum(int(res[2 * i + 1]) for i in range(len(sks))),
+        watermark_ns=min((c.watermark for c in cps), default=0),
+        late_packets=meta.late_packets,
     )

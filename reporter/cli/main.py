@@ -25,7 +25,7 @@ from flowherd.console.cli import (
     settings_from,
 )
 from flowherd.console.outfile import open_binary
-from flowherd.console.show import out_console, show_status
+from flowherd.console.show import out_console, records_left_text, show_status
 from flowherd.models.errors import CaptureStateError
 from flowherd.models.flows import ts_text
 from flowherd.models.report import RANK_BY, RankBy, View
@@ -289,6 +289,13 @@ def summary(
     if where is not None:
         con.print(f"flows where {where.text}", markup=False, highlight=False)
     con.print(summary_table(report.summary))
+    if st.records_left is not None:
+        con.print(
+            f"records left: {records_left_text(st.records_left)} (the flows above are the "
+            "conversations; the records that have left are in their files)",
+            markup=False,
+            highlight=False,
+        )
     if report.elephants:
         con.print(elephants_table(report.elephants))
     if report.heavy:

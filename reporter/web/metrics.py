@@ -83,6 +83,29 @@ class CaptureCollector(Collector):
                 state.add_metric([st.name, s.value], 1.0 if st.state is s else 0.0)
         yield state
         yield from _live(sts)
+        yield from _records(sts)
+
+
+#: records that leave as they expire (``producer sniff --records-dir``/``--ipfix``)
+_RECORDS = (
+    ("records_left", "Flow records of a live capture that have left Redis as they expired",
+     "records"),
+    ("records_left_packets", "Packets in the flow records that have left", "packets"),
+    ("records_left_bytes", "Bytes in the flow records that have left", "bytes"),
+    ("records_files", "Record files written", "files"),
+    ("records_open", "Conversations of a live capture with a record not over yet", "open"),
+    ("late_packets", "Packets that arrived later than the frontier allowed", "late_packets"),
+)  # fmt: skip
+
+
+def _records(sts: list[CaptureStatus]) -> Iterator[Metric]:
+    """What has left a live capture whose records leave as they expire, and what is open."""
+    for suffix, doc, attr in _RECORDS:
+        g = GaugeMetricFamily(f"flowherd_capture_{suffix}", doc, labels=["capture"])
+        for st in sts:
+            if st.records_left is not None:
+                g.add_metric([st.name], float(getattr(st.records_left, attr)))
+        yield g
 
 
 def _live(sts: list[CaptureStatus]) -> Iterator[Metric]:

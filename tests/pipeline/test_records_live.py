@@ -24,17 +24,19 @@ from redis import Redis
 from flowherd.deploy.queueing import make_queue
 from flowherd.models.batch import RawRecord
 from flowherd.models.expiry import RecordsOut
-from flowherd.models.flows import FlowKey, canonical
+from flowherd.models.flows import FlowKey, FlowStats, canonical
 from flowherd.models.keys import RunKeys
 from flowherd.models.records import Pkt, Timeouts, reference_records
 from flowherd.models.settings import Settings
+from flowherd.producer.cli.main import main as producer_main
 from flowherd.producer.readers.capture import open_capture
 from flowherd.producer.run.follow import LocalWorkers
 from flowherd.producer.run.writer import RunWriter
 from flowherd.reporter.cli.main import main as reporter_main
 from flowherd.reporter.output.files import records as rows_of
+from flowherd.reporter.web.metrics import exposition, registry_for
 from flowherd.store.backend import Store
-from flowherd.store.captures import register
+from flowherd.store.captures import register, status
 from flowherd.store.lock import RunLock
 from flowherd.workers.decode.dissect import dissect
 from tests.pipeline.test_timeouts_pipeline import S, write_trace
@@ -58,6 +60,11 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> list[RawRecord]:
 
 
 def reference_rows(recs: list[RawRecord], t: Timeouts) -> list[Row]:
+    pairs = [(k.pack(), st.pack()) for k, sts in reference(recs, t).items() for st in sts]
+    return sorted(_row(r) for r in rows_of(pairs, "uni"))
+
+
+def reference(recs: list[RawRecord], t: Timeouts) -> dict[FlowKey, list[FlowStats]]:
     def packets() -> Iterator[tuple[FlowKey, Pkt]]:
         for r in recs:
             info = dissect(r.linktype, r.data)
@@ -65,9 +72,7 @@ def reference_rows(recs: list[RawRecord], t: Timeouts) -> list[Row]:
                 key, d = canonical(info.src, info.dst, info.proto, info.sport, info.dport)
                 yield key, Pkt(r.ts_ns, d, r.wire_len, info.tcp_flags)
 
-    ref = reference_records(t, packets())
-    pairs = [(k.pack(), st.pack()) for k, sts in ref.items() for st in sts]
-    return sorted(_row(r) for r in rows_of(pairs, "uni"))
+    return reference_records(t, packets())
 
 
 def _row(r: tuple[object, ...]) -> Row:
@@ -169,6 +174,16 @@ def test_records_leave_while_the_capture_runs_and_equal_the_sorted_pass(
     assert len(files) > 2 and all(f.startswith("rl.") and f.endswith(".ndjson") for f in files)
     assert leftovers(conn, live.keys) == dict.fromkeys(leftovers(conn, live.keys), 0)
     assert f"records ({sum(r[5] for r in want)} packets" in err.replace(",", "")
+    # status, `producer status` and the metrics say what has left and that nothing is open
+    left = status(store, "rl").records_left
+    assert left is not None and left.to == f"{tmp_path / 'rec'} (ndjson)"
+    assert (left.packets, left.files, left.open) == (sum(r[5] for r in want), len(files), 0)
+    assert left.records == sum(len(v) for v in reference(frames, T).values())
+    shown = CliRunner().invoke(producer_main, ["status", "rl", "--redis-url", redis_url])
+    assert f"{left.records:,} records" in shown.output and "0 conversations open" in shown.output
+    metrics = exposition(registry_for(store)).decode()
+    assert f'flowherd_capture_records_left{{capture="rl"}} {float(left.records)}' in metrics
+    assert 'flowherd_capture_records_open{capture="rl"} 0.0' in metrics
 
 
 def test_killed_exporter_and_workers_and_a_torn_step_write_each_record_once(
