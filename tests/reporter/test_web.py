@@ -17,12 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from flowherd.models.capture import CaptureState
+from flowherd.models.expiry import RecordsOut
 from flowherd.models.state import MetaField, SnifferMember
 from flowherd.producer.live.packet_socket import Counters
 from flowherd.producer.live.sniff import drop_fields
 from flowherd.producer.run.follow import LocalWorkers
 from flowherd.store.backend import Store
 from flowherd.store.captures import run_of, set_meta
+from flowherd.store.expiry import Checkpoint, declare, save_checkpoint
 from tests.support.helpers import RedisServer
 from tests.support.pipeline import run_capture, settings_for
 from tests.support.webserve import Server, cli_json, get, get_json, write_trace
@@ -377,3 +379,39 @@ def test_redis_password_is_never_shown(tmp_path: Path) -> None:
         s.stop()
         redis.kill()
     assert password not in s.output()
+
+
+def test_records_that_left_on_the_page_in_the_json_and_the_metrics(
+    server: Server, capture: Store, redis_url: str
+) -> None:
+    """A live capture whose records leave as they expire (here its declaration and one shard's
+    exporter checkpoint written as the sniff and `reporter records` write them): the page, the
+    JSON and /metrics say what has left and what is open. Removed again at the end."""
+    keys = run_of(capture, NAME)
+    sk = keys.shard(0)
+    declare(capture, keys, RecordsOut(dir="/var/lib/flows"))
+    cp = Checkpoint(records=1234, packets=56_789, bytes=9_000_000, files=3, watermark=5)
+    save_checkpoint(capture, sk, cp)
+    capture.kv.hset(sk.open, mapping={b"k1": b"x", b"k2": b"y"})
+    try:
+        st = get_json(server.url + f"api/captures/{NAME}")
+        assert st["records_left"] == {
+            "to": "/var/lib/flows (ndjson)", "records": 1234, "packets": 56_789,
+            "bytes": 9_000_000, "files": 3, "open": 2, "watermark_ns": 5, "late_packets": 0,
+        }  # fmt: skip
+        for path in (f"captures/{NAME}", f"captures/{NAME}/fragments/status"):
+            html = get(server.url + path)[2].decode()
+            assert 'id="records-left-count" data-value="1234">1,234</span> records' in html
+            assert 'id="records-open" data-value="2">2</span> conversations open' in html
+            assert "to /var/lib/flows (ndjson) in 3 files" in html
+        values = _metric_values(get(server.url + "metrics")[2])
+        cap = (("capture", NAME),)
+        assert values["flowherd_capture_records_left", cap] == 1234
+        assert values["flowherd_capture_records_left_packets", cap] == 56_789
+        assert values["flowherd_capture_records_files", cap] == 3
+        assert values["flowherd_capture_records_open", cap] == 2
+    finally:
+        set_meta(capture, keys, **{MetaField.RECORDS_OUT: None})
+        capture.kv.delete(sk.expiry, sk.open)
+    assert "records-left" not in get(server.url + f"captures/{NAME}/fragments/status")[2].decode()
+    assert not [k for k in _metric_values(get(server.url + "metrics")[2]) if "records" in k[0]]
