@@ -22,6 +22,7 @@ gives no counters. These fields are written once, when the sniff ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from redis.exceptions import OutOfMemoryError
 from rq import Queue
 
 from flowherd.models.columns import Columns
@@ -50,6 +52,9 @@ from flowherd.store.captures import register, set_meta
 from flowherd.store.lock import RunLock
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two writes of the drop counters while the sniff runs.
+COUNTERS_S = 2.0
 
 #: How much older than the latest frame read a frame read later may be (fanout processes and
 #: CPUs hand frames over slightly out of order). Records that leave as they expire wait this
@@ -206,6 +211,7 @@ def _pump(
     now = time.monotonic()
     deadline = now + limits.duration if limits.duration else None
     next_flush = now + interval
+    next_counters = now + COUNTERS_S
     while True:
         if deadline is not None and now >= deadline:
             rd.stop.set()
@@ -232,8 +238,18 @@ def _pump(
             w.flush()
             if on_progress:
                 on_progress(w.progress, rd.c)
+            if now >= next_counters:
+                _counters_now(w, rd)
+                next_counters = now + COUNTERS_S
             now = time.monotonic()
             next_flush = now + interval
+
+
+def _counters_now(w: RunWriter, rd: Reader | RingReader | FanoutReader) -> None:
+    """The drop counters so far, in the run's meta hash: a sniff that runs for weeks shows them
+    while it runs. Skipped while Redis is full (the writer waits for room meanwhile)."""
+    with contextlib.suppress(OutOfMemoryError):
+        set_meta(w.store, w.keys, **drop_fields(rd.c, members_of(rd)))
 
 
 def open_live(

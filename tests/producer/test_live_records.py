@@ -62,7 +62,7 @@ def _as_sums(table: dict[tuple[str, ...], tuple[int, int]]) -> Counter[tuple[str
 
 
 def test_records_leave_during_the_sniff_and_hold_every_packet(
-    veth: tuple[str, str], redis_url: str, tmp_path: Path
+    veth: tuple[str, str], conn: Redis, store: Store, redis_url: str, tmp_path: Path
 ) -> None:
     a, b = veth
     first, second = tmp_path / "a.pcap", tmp_path / "b.pcap"
@@ -76,6 +76,14 @@ def test_records_leave_during_the_sniff_and_hold_every_packet(
         # the first flows end before the second trace starts: their records leave meanwhile
         wait_until(lambda: sum(1 for _ in rec.glob("*.ndjson")) > 0, 30, "a record file")
         early = _records(rec)
+        # the drop counters are in the capture's state while the sniff runs
+        keys = run_of(store, "lr")
+        wait_until(
+            lambda: int(conn.hget(keys.meta, "kernel_packets") or 0) >= 600,
+            10,
+            "the kernel counters while the sniff runs",
+        )
+        assert conn.hget(keys.meta, "kernel_drops") == b"0"
         assert _replay(a, [second], 4000) == 600
         time.sleep(0.5)
         code, err = _stop(proc)
