@@ -117,8 +117,9 @@ class CaptureStatus(_Frozen):
     lost_parts: list[str] = []
     #: seconds from submission to the report (complete) or to now
     elapsed_s: float = 0.0
-    #: live captures (``producer sniff``), once the sniff ended: the frames the kernel counted
-    #: (drops included), those it dropped, those the producer dropped; None for a file capture
+    #: live captures (``producer sniff``), every 2 s while it runs and at its end: the frames
+    #: the kernel counted (drops included), those it dropped, those the producer dropped; None
+    #: for a file capture
     kernel_packets: int | None = None
     kernel_drops: int | None = None
     producer_drops: int | None = None

@@ -40,7 +40,7 @@ _PER_CAPTURE = (
     ("batches_failed", "Batches failed for good", "batches_failed"),
     ("elapsed_seconds", "Seconds from submission to completion, or to now", "elapsed_s"),
 )
-#: a live capture's drop counters (absent for a file capture, and until the sniff ends)
+#: a live capture's drop counters (absent for a file capture; written every 2 s while it runs)
 _LIVE = (
     ("kernel_packets", "Frames the kernel counted for a live capture (drops included)"),
     ("kernel_drops", "Frames the kernel dropped in a live capture (all sniffer processes)"),
