@@ -81,7 +81,8 @@ class ShardKeys(TableKeys):
         super().__init__(self.prefix)
         #: string: exists while the run exists; a merge into a shard without it does nothing
         self.live = self.prefix + "live"
-        #: set: sequence numbers of the batches whose part of this shard is merged
+        #: set: sequence numbers of the batches whose part of this shard is merged (from
+        #: ``done_below`` on)
         self.done = self.prefix + "done"
         #: zset: window start (ns, as text) scored by start seconds; the windows kept
         self.windows = self.prefix + "windows"
@@ -101,6 +102,12 @@ class ShardKeys(TableKeys):
         """This shard's part of the flow records cut by the run's timeouts: ``flows`` maps a
         packed FlowKey followed by the record's start (u64 big-endian ns) to packed FlowStats"""
         return TableKeys(self.prefix + "rec:")
+
+    @property
+    def done_below(self) -> str:
+        """string: every batch below it has its part of this shard merged, and is no longer
+        listed in ``done`` (``flowherd.store.captures.compact_done``)"""
+        return self.prefix + "done_below"
 
     @property
     def expiry(self) -> str:
@@ -124,6 +131,7 @@ class ShardKeys(TableKeys):
             *self.records.all(),
             self.expiry,
             self.open,
+            self.done_below,
         ]
 
 
@@ -150,7 +158,8 @@ class RunKeys:
 
     @property
     def done(self) -> str:
-        """set: sequence numbers of batches whose every shard part is merged"""
+        """set: sequence numbers of batches whose every shard part is merged, from the meta field
+        ``done_below`` on (every batch below it is merged)"""
         return self.prefix + "done"
 
     @property

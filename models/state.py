@@ -69,6 +69,8 @@ class MetaField:
     #: the producer's promise: no batch it sends later holds a packet older than this (ns)
     FRONTIER_NS = "frontier_ns"
     LATE = "late_packets"  # packets older than the frontier already published
+    #: every batch below it is merged and no longer listed in ``done`` (a long live capture)
+    DONE_BELOW = "done_below"
     KERNEL_PACKETS = "kernel_packets"  # live: frames the kernel counted (drops included)
     KERNEL_DROPS = "kernel_drops"  # live: frames the kernel dropped (its ring or buffer full)
     PRODUCER_DROPS = "producer_drops"  # live: frames read but dropped (the writer's queue full)
@@ -92,6 +94,7 @@ class CaptureMeta(BaseModel):
     records_out: str | None = None
     frontier_ns: int | None = None
     late_packets: int = Field(0, ge=0)
+    done_below: int = Field(0, ge=0)
     kernel_packets: int | None = Field(None, ge=0)
     kernel_drops: int | None = Field(None, ge=0)
     producer_drops: int | None = Field(None, ge=0)

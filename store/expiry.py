@@ -123,9 +123,9 @@ def frontier(store: Store, keys: RunKeys, upto: int) -> Frontier | None:
     alive = bool(kv.exists(keys.lock))
     pending = {int(s): int(ts) for s, ts in kv.zrange(keys.pending, 0, -1, withscores=True)}
     end = meta.upto
-    new = upto
-    if end > upto:
-        seqs = range(upto, min(end, upto + _STEP_BATCHES))
+    new = max(upto, min(meta.done_below, end))  # every batch below done_below is merged
+    if end > new:
+        seqs = range(new, min(end, new + _STEP_BATCHES))
         for seq, done in zip(seqs, kv.smismember(keys.done, [str(q) for q in seqs]), strict=True):
             if not done:
                 break

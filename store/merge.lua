@@ -1,7 +1,9 @@
 -- Merge one shard's part of a batch into a run, atomically and exactly once per (batch, shard).
 --
 -- KEYS: 1 live (string)  2 done (set)  3 flows (hash)  4 rank:bi (zset)  5 totals (hash)
---       6 windows (zset), then flows/rank:bi/totals of each window of the batch (ARGV order),
+--       6 windows (zset)  7 done_below (string: every batch below it is merged, and no longer
+--       listed in done; see store/captures.py compact_done),
+--       then flows/rank:bi/totals of each window of the batch (ARGV order),
 --       then flows/rank:bi/totals of each window that retention may drop (ARGV 5.. order)
 -- ARGV: 1 batch seq  2 windows to keep (0: all)  3 windows in the batch  4 windows declared
 --       for dropping, then their starts; then one table for the whole part, then one per window,
@@ -17,6 +19,8 @@
 -- windows that were not declared (nothing changed: call again declaring them).
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return {0, 0} end
+local below = redis.call('GET', KEYS[7])
+if below and tonumber(ARGV[1]) < tonumber(below) then return {0, 0} end
 
 local keep, nwin, ndrop = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local tables = {}
@@ -42,7 +46,7 @@ if keep > 0 and nwin > 0 then
   for s, sc in pairs(score) do list[#list + 1] = {s, sc} end
   table.sort(list, function(a, b) return a[2] < b[2] end)
   local declared = {}
-  for j = 1, ndrop do declared[ARGV[4 + j]] = 6 + 3 * nwin + 3 * (j - 1) end
+  for j = 1, ndrop do declared[ARGV[4 + j]] = 7 + 3 * nwin + 3 * (j - 1) end
   local missing = {-2, 0}
   for j = 1, #list - keep do
     local s = list[j][1]
@@ -123,7 +127,7 @@ end
 
 local new_flows = merge_table(KEYS[3], KEYS[4], KEYS[5], tables[1])
 for w = 2, #tables do
-  local base = 6 + 3 * (w - 2)
+  local base = 7 + 3 * (w - 2)
   merge_table(KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], tables[w])
   redis.call('ZADD', KEYS[6], tonumber(tables[w].start) / 1e9, tables[w].start)
 end

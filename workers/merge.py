@@ -123,7 +123,7 @@ def merge_part(
     for s in starts:
         tables += _table_args(str(s), windows[s])
     for _ in range(_RETENTION_TRIES):
-        keys = [sk.live, sk.done, sk.flows, sk.rank_bi, sk.totals, sk.windows]
+        keys = [sk.live, sk.done, sk.flows, sk.rank_bi, sk.totals, sk.windows, sk.done_below]
         for s in starts:
             keys += sk.window(s).all()
         for d in drop:

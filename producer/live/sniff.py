@@ -48,7 +48,7 @@ from flowherd.producer.live.tpacket import RingError
 from flowherd.producer.run.writer import Progress as WriterProgress
 from flowherd.producer.run.writer import RunWriter
 from flowherd.store.backend import Store
-from flowherd.store.captures import register, set_meta
+from flowherd.store.captures import compact_done, register, set_meta
 from flowherd.store.lock import RunLock
 
 log = logging.getLogger(__name__)
@@ -247,9 +247,11 @@ def _pump(
 
 def _counters_now(w: RunWriter, rd: Reader | RingReader | FanoutReader) -> None:
     """The drop counters so far, in the run's meta hash: a sniff that runs for weeks shows them
-    while it runs. Skipped while Redis is full (the writer waits for room meanwhile)."""
+    while it runs; and the done markers of old batches forgotten, so that it does not keep one
+    per batch forever. Skipped while Redis is full (the writer waits for room meanwhile)."""
     with contextlib.suppress(OutOfMemoryError):
         set_meta(w.store, w.keys, **drop_fields(rd.c, members_of(rd)))
+        compact_done(w.store, w.keys)
 
 
 def open_live(

@@ -12,7 +12,15 @@ from redis import Redis
 from flowherd.models.flows import FlowKey, FlowStats
 from flowherd.models.keys import RunKeys, TableKeys
 from flowherd.store.backend import Store
-from flowherd.store.captures import close_run
+from flowherd.store.captures import (
+    batches_done,
+    close_run,
+    compact_done,
+    done_seqs,
+    finish_batch,
+    is_done,
+    parts_done,
+)
 from flowherd.workers.fold.aggregate import PartialTable, fold, fold_windows
 from flowherd.workers.merge import MergeStatus, merge_partial
 
@@ -203,3 +211,38 @@ def test_window_retention_keeps_newest(conn: Redis, store: Store) -> None:
     newest = sorted({r[0] - r[0] % 10**11 for r in recs})[-3:]
     assert starts == newest
     assert len(list(conn.scan_iter(sk.prefix + "w:*"))) == 3 * 3  # flows, rank, totals each
+
+
+def test_compacted_done_markers_still_count_every_batch_once(conn: Redis, store: Store) -> None:
+    """A long live capture forgets the done markers of old batches (all but the newest
+    ``keep``): the sets stay small, the counts stay exact, and a batch below the mark merged
+    again (a late duplicate job) changes nothing; the last batch still claims the report."""
+    keys = RunKeys("c0ffee12", shards=2)
+    for sk in keys.all_shards():
+        conn.set(sk.live, "1")
+    conn.hset(keys.meta, "state", "submitting")
+    parts = [fold(_records(40, s), _dissect) for s in range(12)]
+    for i in [*range(9), 10]:  # batch 9 is still in flight
+        assert merge_partial(store, keys, i, parts[i]).status is MergeStatus.MERGED
+    assert compact_done(store, keys, keep=3) == 6  # the prefix 0..8, less the newest 3
+    assert conn.scard(keys.done) == 4  # 6, 7, 8 and 10
+    assert [conn.scard(sk.done) for sk in keys.all_shards()] == [4, 4]
+    assert batches_done(store, keys) == 10 and parts_done(store, keys) == [10, 10]
+    assert is_done(store, keys, 0) and not is_done(store, keys, 9)
+    assert done_seqs(store, keys) == {*range(9), 10}
+    before = [conn.hgetall(sk.totals) for sk in keys.all_shards()]
+    assert merge_partial(store, keys, 2, parts[2]).status is MergeStatus.DUPLICATE
+    assert [conn.hgetall(sk.totals) for sk in keys.all_shards()] == before
+    assert finish_batch(store, keys, 3) == 0
+    assert compact_done(store, keys, keep=3) == 6  # nothing new without a gap
+    assert merge_partial(store, keys, 9, parts[9]).status is MergeStatus.MERGED
+    assert compact_done(store, keys, keep=3) == 8  # the prefix now reaches 10
+    assert close_run(store, keys, 12) == 0
+    assert merge_partial(store, keys, 11, parts[11]).status is MergeStatus.LAST
+    total = sum(int(conn.hget(sk.totals, "packets") or 0) for sk in keys.all_shards())
+    assert total == 12 * 40
+    assert status_counts(conn, keys) == 12
+
+
+def status_counts(conn: Redis, keys: RunKeys) -> int:
+    return int(conn.scard(keys.done)) + int(conn.hget(keys.meta, "done_below") or 0)
