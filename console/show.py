@@ -78,7 +78,7 @@ def drops_text(st: CaptureStatus) -> str:
 def records_left_text(r: RecordsLeft) -> str:
     """``12,345 records (1,234,567 packets, 1.2 GB) to /var/flows (ndjson) in 3 files; 2,001
     conversations open``."""
-    files = f" in {r.files:,} files" if r.files else ""
+    files = f" in {r.files:,} file{'' if r.files == 1 else 's'}" if r.files else ""
     late = f"; {r.late_packets:,} late packets" if r.late_packets else ""
     return (
         f"{r.records:,} records ({r.packets:,} packets, {human_bytes(r.bytes)}) to {r.to}"

@@ -93,7 +93,7 @@ def records_cmd(
             ex.close()
     total = ex.totals()
     where = out.where
-    files = f" in {total.files:,} files" if out.dir is not None else ""
+    files = f" in {total.files:,} file{'' if total.files == 1 else 's'}" if out.dir else ""
     click.echo(
         f"{name}: {total.records:,} records ({total.packets:,} packets, "
         f"{human_bytes(total.bytes)}) left to {where}{files}",
