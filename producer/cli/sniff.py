@@ -146,7 +146,6 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
 @click.option(
     "--records-dir",
     metavar="DIR",
-    type=click.Path(file_okay=False, writable=True),
     help="Write each flow record to DIR as soon as it expires (needs --idle-timeout or "
     "--active-timeout): rotating files that appear whole or not at all, each record exactly "
     "once; a record that has left is gone from Redis. See docs/live.md.",
@@ -357,5 +356,19 @@ def _records_out(
         collector = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if fmt == "parquet" and records_dir is not None:
         require("pyarrow", "export", "Parquet records")
-    where = str(Path(records_dir).resolve()) if records_dir is not None else None
+    where = None
+    if records_dir is not None:
+        if "\0" in records_dir:
+            raise click.BadParameter("the path holds a NUL character", param_hint="--records-dir")
+        path = Path(records_dir).resolve()
+        try:  # here, not in the exporter: a directory it cannot write is a usage error now
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".flowherd-probe-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise click.BadParameter(
+                f"{records_dir}: {exc.strerror or exc}", param_hint="--records-dir"
+            ) from None
+        where = str(path)
     return RecordsOut(dir=where, format=fmt, rotate_ns=rotate_ns, ipfix=collector)

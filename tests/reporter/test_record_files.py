@@ -80,3 +80,14 @@ def test_sniff_refuses_records_it_cannot_write(args: list[str], message: str) ->
     res = CliRunner().invoke(producer_main, ["sniff", "-i", "lo", *args])
     assert res.exit_code == 2, res.output
     assert message in res.output
+
+
+def test_sniff_refuses_a_records_dir_it_cannot_write(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("")
+    for bad in (str(f), "a\0b"):
+        res = CliRunner().invoke(
+            producer_main, ["sniff", "-i", "lo", "--idle-timeout", "5s", "--records-dir", bad]
+        )
+        assert res.exit_code == 2, res.output
+        assert "--records-dir" in res.output and "Traceback" not in res.output
