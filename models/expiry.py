@@ -44,7 +44,6 @@ from flowherd.models.records import (
     Entry,
     Pkt,
     Timeouts,
-    splits,
 )
 
 _HEAD = struct.Struct("<BI")  # kind, item count
@@ -161,17 +160,21 @@ def advance(t: Timeouts, o: Open, watermark: int) -> list[FlowStats]:
                     out.append(rec)
                 rec = r
     if o.pkts:
-        ready_p = [p for p in o.pkts if final or p.ts < watermark]
+        ready_p = o.pkts if final else [p for p in o.pkts if p.ts < watermark]
         if ready_p:
-            o.pkts = [p for p in o.pkts if not (final or p.ts < watermark)]
-            for p in sorted(ready_p, key=lambda p: p.ts):
-                if rec is not None and not splits(t, rec.first, rec.last, p.ts):
-                    rec.add(p.direction, p.ts, p.wire, p.flags)
-                    continue
-                if rec is not None:
-                    out.append(rec)
-                rec = FlowStats()
-                rec.add(p.direction, p.ts, p.wire, p.flags)
+            o.pkts = [] if final else [p for p in o.pkts if p.ts >= watermark]
+            idle, active = t.idle_ns, t.active_ns
+            first, last = (rec.first, rec.last) if rec is not None else (0, 0)
+            for p in sorted(ready_p):  # by time (ties share a record, in any order)
+                ts = p.ts
+                if rec is None or (idle and ts - last >= idle) or (active and ts - first >= active):
+                    if rec is not None:
+                        out.append(rec)
+                    rec = FlowStats()
+                    first = last = ts
+                rec.add(p.direction, ts, p.wire, p.flags)
+                if ts > last:
+                    last = ts
     if rec is not None and (final or over(t, rec, watermark)):
         out.append(rec)
         rec = None
