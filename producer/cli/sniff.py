@@ -16,7 +16,14 @@ import click
 from rich.markup import escape
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-from flowherd.console.cli import HELP, handle_errors, redis_options, settings_from, setup_logging
+from flowherd.console.cli import (
+    HELP,
+    SafePath,
+    handle_errors,
+    redis_options,
+    settings_from,
+    setup_logging,
+)
 from flowherd.console.extras import require
 from flowherd.console.hostport import parse_hostport
 from flowherd.deploy.queueing import make_queue
@@ -146,6 +153,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
 @click.option(
     "--records-dir",
     metavar="DIR",
+    type=SafePath(file_okay=False),
     help="Write each flow record to DIR as soon as it expires (needs --idle-timeout or "
     "--active-timeout): rotating files that appear whole or not at all, each record exactly "
     "once; a record that has left is gone from Redis. See docs/live.md.",
@@ -358,8 +366,6 @@ def _records_out(
         require("pyarrow", "export", "Parquet records")
     where = None
     if records_dir is not None:
-        if "\0" in records_dir:
-            raise click.BadParameter("the path holds a NUL character", param_hint="--records-dir")
         path = Path(records_dir).resolve()
         try:  # here, not in the exporter: a directory it cannot write is a usage error now
             path.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ warning and as numbers in the run's meta hash (``kernel_packets``, ``kernel_drop
 full while backpressure held the main thread). With them, ``members`` lists each sniffer process
 (:class:`flowherd.models.state.SnifferMember`: one for a ring or ``recvmsg``, N for
 ``--fanout N``) with its own kernel counters and whether it died; it is absent where the kernel
-gives no counters. These fields are written once, when the sniff ends.
+gives no counters. These fields are written every 2 s while the sniff runs, and at its end.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def _sniff(
     thread.start()
     log.info("event=sniff_started iface=%s linktype=%s run=%s", live.iface, live.linktype, keys.run)
     try:
-        _pump(w, rd, limits, on_progress, records is not None)
+        _pump(w, rd, limits, on_progress)
     except BaseException as exc:
         rd.abandoned = True
         stop.set()
@@ -202,10 +202,11 @@ def _pump(
     rd: Reader | RingReader | FanoutReader,
     limits: Limits,
     on_progress: ProgressFn | None,
-    frontier: bool = False,
 ) -> None:
     """Main-thread loop: add handed-over records, flush every interval, until the end marker.
-    With ``frontier``, tell the writer how far the capture has got (see :func:`sniff`)."""
+    With records that leave as they expire, tell the writer how far the capture has got (see
+    :func:`sniff`)."""
+    frontier = w.frontier is not None
     add, get = w.add, rd.out.get
     interval = limits.flush_interval
     now = time.monotonic()

@@ -19,7 +19,7 @@ from redis import Redis
 from flowherd.deploy.connect import connect
 from flowherd.models.keys import CAPTURES, PayloadKeys, RunKeys
 from flowherd.models.state import MetaField
-from flowherd.producer.run import writer as run_module
+from flowherd.producer.run import pressure
 from flowherd.producer.run.follow import LocalWorkers
 from flowherd.producer.run.writer import Progress
 from flowherd.producer.traces.sample import write_sample
@@ -336,7 +336,7 @@ def test_oom_refusal_is_waited_out(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     what is used, then raised again 1.5 s later): its writes are refused with OOM, it backs
     off and retries, and every batch arrives once."""
     # as for a user without the INFO permission: no look before writing, only OOM refusals
-    monkeypatch.setattr(run_module._Memory, "usage", lambda self: None)
+    monkeypatch.setattr(pressure.Memory, "usage", lambda self: None)
     srv = RedisServer(tmp_path / "r", "--maxmemory", "64mb")
     srv.start()
     try:
