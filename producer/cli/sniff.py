@@ -4,13 +4,10 @@ capture itself: :mod:`flowherd.producer.live.sniff`)."""
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 import click
 from rich.markup import escape
@@ -26,6 +23,7 @@ from flowherd.console.cli import (
 )
 from flowherd.console.extras import require
 from flowherd.console.hostport import parse_hostport
+from flowherd.console.signals import stop_on_signals
 from flowherd.deploy.queueing import make_queue
 from flowherd.models.expiry import RecordsFormat, RecordsOut
 from flowherd.models.flows import NS
@@ -45,25 +43,6 @@ from flowherd.producer.live.ring import (
 from flowherd.producer.live.ring_capture import RingOptions
 from flowherd.producer.live.sniff import Live, Outcome, open_live, sniff
 from flowherd.producer.run.writer import Progress as WriterProgress
-
-
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
-    """SIGINT/SIGTERM set ``stop`` (a clean stop); a second one raises KeyboardInterrupt."""
-    got: list[int] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set() and got:
-            raise KeyboardInterrupt
-        got.append(signum)
-        stop.set()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield got
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @click.command("sniff", context_settings=HELP)
@@ -321,7 +300,7 @@ def _sniff_with_progress(
             if not stop.is_set():
                 sh.check()
 
-        with _stop_on_signals(stop):
+        with stop_on_signals(stop):
             q = make_queue(sh.conn.queue, sh.settings.queue)
             out = sniff(
                 sh.conn,

@@ -4,11 +4,9 @@ files and/or to an IPFIX collector (:mod:`flowherd.reporter.query.expire`)."""
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
-from types import FrameType
 
 import click
 
@@ -20,6 +18,7 @@ from flowherd.console.cli import (
     settings_from,
     setup_logging,
 )
+from flowherd.console.signals import stop_on_signals
 from flowherd.console.units import human_bytes
 from flowherd.models.errors import CaptureStateError
 from flowherd.models.expiry import END
@@ -85,7 +84,7 @@ def records_cmd(
         )
     t = Timeouts(meta.idle_ns, meta.active_ns)
     stop = threading.Event()
-    with ExportLock(store, keys, name) as lock, _on_signals(stop):
+    with ExportLock(store, keys, name) as lock, stop_on_signals(stop):
         ex = Exporter(store, keys, name, out, t, settings.home)
         try:
             res = _follow(ex, lock, interval, stop)
@@ -138,23 +137,3 @@ def _follow(
         if fr.watermark >= END or stop.is_set():
             return res
         stop.wait(max(0.0, interval - (time.monotonic() - t0)))
-
-
-class _on_signals:
-    """SIGTERM and SIGINT set ``stop``: the step under way completes, then the command ends."""
-
-    def __init__(self, stop: threading.Event) -> None:
-        self.stop = stop
-        self.old: dict[int, object] = {}
-
-    def __enter__(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self.stop.set()
-
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self.old[s] = signal.signal(s, handler)
-
-    def __exit__(self, *exc: object) -> None:
-        for s, h in self.old.items():
-            signal.signal(s, h)  # type: ignore[arg-type]

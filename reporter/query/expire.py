@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from flowherd.console.hostport import parse_hostport
 from flowherd.models.errors import FlowherdError
 from flowherd.models.expiry import (
     END,
@@ -317,11 +318,10 @@ class Exporter:
     def _socket(self) -> socket.socket:
         if self._sock is None:
             assert self.out.ipfix is not None
-            host, _, port = self.out.ipfix.rpartition(":")
-            host = host.strip("[]")
+            host, port = parse_hostport(self.out.ipfix)
             try:
                 family, kind, proto, _, addr = socket.getaddrinfo(
-                    host, int(port), type=socket.SOCK_DGRAM
+                    host, port, type=socket.SOCK_DGRAM
                 )[0]
             except socket.gaierror as exc:
                 raise FlowherdError(f"IPFIX collector {self.out.ipfix}: {exc.strerror}") from None

@@ -370,6 +370,14 @@ SIZES_OF_WORK: dict[tuple[str, ...], tuple[str, ...]] = {
 #: a failing example is reported as found: shrinking one that takes seconds per call can run
 #: for many minutes
 NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
+#: hypothesis' settings of the generated runs: no example database, no shrinking
+GENERATED = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+    phases=NO_SHRINK,
+)
 
 _text = st.one_of(
     st.sampled_from(ALL),
@@ -394,13 +402,7 @@ def test_every_option_generated(env: Env, cwd: Path, path: tuple[str, ...], fuzz
         pytest.skip("a valid value sets how much work the command does (seconds per million)")
     cmd = dict(commands())[path]
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        database=None,
-        phases=NO_SHRINK,
-    )
+    @GENERATED
     @given(_text)
     def one(value: str) -> None:
         check(path[0], argv(path, cmd, env, fuzzed, value))
@@ -421,13 +423,7 @@ def test_every_route_all_values(server: Server) -> None:
 @pytest.mark.fuzz
 @pytest.mark.parametrize("route", ROUTES)
 def test_every_route_generated(server: Server, route: str) -> None:
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        database=None,
-        phases=NO_SHRINK,
-    )
+    @GENERATED
     @given(st.sampled_from(QUERY), _text)
     def one(param: str, value: str) -> None:
         _answer(_url(server.url, route, **{param: value}))
