@@ -18,7 +18,7 @@ from itertools import islice
 import numpy as np
 import numpy.typing as npt
 
-from flowherd.models.flows import NS, VALUE
+from flowherd.models.flows import NO_FIRST, NS, VALUE
 from flowherd.models.report import HeavyMetric
 from flowherd.reporter.analysis.sizes import SUB_BITS, bucket_of
 from flowherd.reporter.table.packed import Pair
@@ -130,11 +130,19 @@ class Measures:
         return self
 
     def add_columns(self, nbytes: list[int], *measures: list[int]) -> Measures:
-        """Fold items given as columns: the bytes, then each metric's measures (-1: none)."""
+        """Fold items given as columns: the bytes, then each metric's measures (-1: none). A
+        measure of ``2**63`` or more (a duration between timestamps centuries apart) is folded
+        exactly, one at a time."""
         self.flows += len(nbytes)
         self.bytes += sum(nbytes)
         b = np.asarray(nbytes, dtype=np.int64)
         for m, col in zip(self.metrics, measures, strict=True):
+            if col and max(col) > _INT64_MAX:
+                d = self.dists[m]
+                for x, y in zip(col, nbytes, strict=True):
+                    if x >= 0:
+                        d.add(x, y)
+                continue
             v = np.asarray(col, dtype=np.int64)
             has = v >= 0
             self.dists[m].add_arrays(v[has], b[has])
@@ -167,7 +175,8 @@ def uni_chunks(pairs: Iterable[Pair]) -> Iterator[Columns]:
 _VALUE = np.dtype([("c", "<f8", (4,)), ("t", "u1", (4, 19)), ("f", "u1", (2,))])
 _SEC = 10 ** np.arange(9, -1, -1, dtype=np.int64)  # the first 10 digits: seconds
 _NSEC = 10 ** np.arange(8, -1, -1, dtype=np.int64)  # the last 9: nanoseconds
-_BIG = (2**63 - 1) // NS  # bytes above this overflow bytes * NS in int64
+_INT64_MAX = 2**63 - 1
+_BIG = _INT64_MAX // NS  # bytes above this overflow bytes * NS in int64
 _DECODE = 2048  # records decoded at once
 
 
@@ -189,8 +198,13 @@ def uni_columns(pairs: Iterable[Pair]) -> tuple[list[int], list[int], list[int]]
     if digits.min() < 0 or digits.max() > 9:  # a negative timestamp: the exact slow path
         items = list(uni_items((b"", v) for v in vals))
         return [i[0] for i in items], [i[1] for i in items], [i[2] for i in items]
+    secs, nsecs = digits[:, :, :10] @ _SEC, digits[:, :, 10:] @ _NSEC
+    sentinel = (secs == NO_FIRST // NS) & (nsecs == NO_FIRST % NS)
+    if ((secs >= _INT64_MAX // NS) & ~sentinel).any():  # ns beyond int64 (2262): exact path
+        items = list(uni_items((b"", v) for v in vals))
+        return [i[0] for i in items], [i[1] for i in items], [i[2] for i in items]
     # ns since the epoch; an empty direction's sentinel (10**19 - 1) wraps, and is not used
-    t = (digits[:, :, :10] @ _SEC) * NS + digits[:, :, 10:] @ _NSEC
+    t = secs * NS + nsecs
     cols: tuple[list[int], list[int], list[int]] = ([], [], [])
     for p_i, b_i, f_i, l_i in ((0, 1, 0, 1), (2, 3, 2, 3)):
         has = a["c"][:, p_i] > 0

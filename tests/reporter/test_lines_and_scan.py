@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from flowherd.models.capture import BucketCount, CaptureState, CaptureStatus
@@ -318,6 +318,17 @@ def test_classify_dist_equals_classify_all(sizes: list[int], cap: int, fan: int)
 
 
 @settings(max_examples=100, deadline=None)
+@example(  # a flow lasting 2**63 ns: beyond int64, folded exactly on both paths
+    table=build_table(
+        [
+            (False, 0, 0, 1, 0, 0, 1_704_067_200 * NS, 0, 0),
+            (True, 0, 2, 1, 0, 1, 0, 0, 0),
+            (True, 0, 2, 1, 0, 1, 2**63, 0, 0),
+        ]
+    ),
+    n=1,
+    shards=1,
+)
 @given(table=tables, n=st.integers(1, 6), shards=st.integers(1, 3))
 def test_stream_report_equals_make_report(table: Table, n: int, shards: int) -> None:
     pairs = packed(table)
